@@ -1,0 +1,24 @@
+"""vaelab: variational autoencoders and the variational inference behind them.
+
+Train (`vaelab.train`), load (`vaelab.load`), and the model classes; see the README for a tour.
+"""
+
+from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from vaelab.models import VAE, Autoencoder
+from vaelab.train import TrainResult, load, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "Autoencoder",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "load",
+    "train",
+]

@@ -1,0 +1,60 @@
+"""`vaelab data list | get | info`: the named data sets, where they are, and fetching them."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaelab.config import DataConfig
+from vaelab.data import load_data
+from vaelab.data.sources import SOURCES, FileSource, get_source
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name, src in SOURCES.items():
+        print(f"{name:<14} {src.description}")
+    print(
+        f"{'folder:PATH':<14} any folder of PNG/JPEG images, centre-cropped and resized (--image-size, --channels)"
+    )
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    src = get_source(args.name)
+    if isinstance(src, FileSource):
+        found = src.locate(args.data_dir, allow_download=not args.no_download)
+        for path in found.values():
+            print(f"found {path} (verified)")
+    else:
+        src.load()
+        print(f"{args.name} is shipped inside an installed package: nothing to fetch")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    cfg = DataConfig(
+        name=args.name, data_dir=args.data_dir, download=not args.no_download, valid_fraction=0.0
+    )
+    splits = load_data(cfg)
+    for split, s in (("train", splits.train), ("test", splits.test)):
+        labels = "no labels" if s.labels is None else f"{int(s.labels.max()) + 1} classes"
+        mean = float(s.images.float().mean())
+        print(
+            f"{split:<5} {len(s):>6} images of {tuple(s.shape)}, mean intensity {mean:.3f} of 255, {labels}"
+        )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="list, fetch and inspect the named data sets")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", help="the named data sets")
+    q.set_defaults(func=cmd_list)
+    for name, func, text in (
+        ("get", cmd_get, "find (or download and verify) a data set"),
+        ("info", cmd_info, "sizes and shapes"),
+    ):
+        q = dsub.add_parser(name, help=text)
+        q.add_argument("name", metavar="NAME")
+        q.add_argument("--data-dir", default=None, help="searched first")
+        q.add_argument("--no-download", action="store_true", help="only look on disk")
+        q.set_defaults(func=func)

@@ -1,0 +1,100 @@
+"""`vaelab train`: train a model on a named data set and write its run folder and figures."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaelab.config import build_config, parse_assignments
+from vaelab.data.binarize import MODES
+from vaelab.distributions.likelihoods import LIKELIHOODS
+from vaelab.models.registry import MODELS
+from vaelab.train.loop import OPTIMIZERS, train
+
+# flag -> config key; a flag left out keeps the config file's (or the default) value.
+FLAGS = {
+    "data": "data.name",
+    "data_dir": "data.data_dir",
+    "binarize": "data.binarize",
+    "image_size": "data.image_size",
+    "channels": "data.channels",
+    "model": "model.name",
+    "body": "model.body",
+    "hidden": "model.hidden",
+    "latent_dim": "model.latent_dim",
+    "likelihood": "model.likelihood",
+    "beta": "objective.beta",
+    "kl": "objective.kl",
+    "warmup": "objective.warmup_epochs",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "optimizer": "train.optimizer",
+    "seed": "train.seed",
+    "device": "train.device",
+    "threads": "train.threads",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    models = "\n".join(f"  {n:<14} {s.description}" for n, s in MODELS.items())
+    p = sub.add_parser(
+        "train",
+        help="train a model and write its run folder",
+        description=f"Train a model; writes config.json, checkpoints, metrics.jsonl and figures into --out.\n\nmodels:\n{models}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", help="mnist, fashion-mnist, mnist-5k, digits, frey-face or folder:PATH (default mnist-5k)"
+    )
+    p.add_argument("--data-dir", help="folder holding the data set's files (searched first)")
+    p.add_argument(
+        "--binarize", choices=MODES, help="dynamic: fresh draw per batch; static: one seeded draw; none"
+    )
+    p.add_argument("--image-size", type=int, help="side of folder: images after crop and resize (default 64)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="folder: images, 1 grey or 3 RGB (default 1)")
+    p.add_argument("--model", choices=sorted(MODELS), help="model family (default vae)")
+    p.add_argument("--body", choices=("mlp", "conv"), help="encoder/decoder bodies (default mlp)")
+    p.add_argument("--hidden", help="hidden widths, e.g. 500 or 200,200 (default 400)")
+    p.add_argument("--latent-dim", type=int, help="latent dimension D (default 20)")
+    p.add_argument("--likelihood", choices=sorted(LIKELIHOODS), help="decoder p(x|z) (default bernoulli)")
+    p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    p.add_argument("--kl", choices=("analytic", "mc"), help="KL estimator (default analytic)")
+    p.add_argument("--warmup", type=float, help="epochs of linear KL warm-up (default 0)")
+    p.add_argument("--epochs", type=int, help="epochs (default 10)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam or adagrad (default adam)")
+    p.add_argument("--seed", type=int, help="seed of initialisation, data order and noise (default 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--config", help="YAML or JSON config file (see configs/)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. train.lr=3e-4"
+    )
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    overrides.update(parse_assignments(args.set))
+    if args.quiet:
+        overrides["train.progress"] = False
+    config = build_config(args.config, overrides)
+    explicit = set(overrides) if args.resume else None
+    result = train(config, out=args.out, resume=args.resume, explicit=explicit)
+    last = result.history[-1] if result.history else {}
+    for split in ("test", "valid"):
+        for stat, name in (("elbo", "ELBO"), ("rec", "reconstruction log p(x|z)")):
+            if f"{split}_{stat}" in last:
+                print(f"{split} {name}: {last[f'{split}_{stat}']:.2f} nats per image (epoch {last['epoch']})")
+                break
+    if not args.no_figures and result.history:
+        from vaelab.commands.viz import write_figures
+
+        write_figures(args.out, device=result.config.train.device)
+    print(f"run folder: {args.out}")
+    return 0

@@ -1,0 +1,160 @@
+"""`vaelab sample | reconstruct | manifold | interpolate | latents | curves | figures`: pictures of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vaelab.commands.common import OpenRun, add_run_options, done, open_run, positive_int
+from vaelab.errors import VaelabError
+from vaelab.runs import RunDir
+from vaelab.viz import figures as fig
+
+
+def _out(args: argparse.Namespace, opened: OpenRun, name: str) -> Path:
+    return Path(args.out) if args.out else opened.run.figures / f"{name}.png"
+
+
+def _train_codes(opened: OpenRun, data_dir: str | None):
+    return fig.codes(opened.model, opened.split("train", data_dir), limit=10000)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    o = open_run(args.run, args.device, args.checkpoint)
+    codes = None if hasattr(o.model, "prior") else _train_codes(o, args.data_dir)
+    done(fig.samples_figure(o.model, _out(args, o, "samples"), n=args.n, seed=args.seed, train_codes=codes))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    o = open_run(args.run, args.device, args.checkpoint)
+    done(
+        fig.reconstructions_figure(
+            o.model, o.split("test", args.data_dir), _out(args, o, "reconstructions"), n=args.n
+        )
+    )
+    return 0
+
+
+def cmd_manifold(args: argparse.Namespace) -> int:
+    o = open_run(args.run, args.device, args.checkpoint)
+    dims = None
+    if args.dims:
+        try:
+            a, b = (int(v) for v in args.dims.split(","))
+        except ValueError:
+            raise VaelabError(f"--dims expects two integers like 0,1, got '{args.dims}'") from None
+        dims = (a, b)
+    data = o.split("test", args.data_dir)
+    try:
+        path = fig.manifold_figure(o.model, data, _out(args, o, "manifold"), n=args.n, dims=dims)
+    except ValueError as e:
+        raise VaelabError(str(e)) from None
+    done(path)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    o = open_run(args.run, args.device, args.checkpoint)
+    data = o.split("test", args.data_dir)
+    done(
+        fig.interpolations_figure(
+            o.model, data, _out(args, o, "interpolations"), args.pairs, args.steps, args.seed
+        )
+    )
+    return 0
+
+
+def cmd_latents(args: argparse.Namespace) -> int:
+    o = open_run(args.run, args.device, args.checkpoint)
+    done(
+        fig.latents_figure(
+            o.model, o.split("test", args.data_dir), _out(args, o, "latents"), limit=args.limit
+        )
+    )
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    run = RunDir.at(args.run)
+    history = run.read_metrics()
+    if not history:
+        raise VaelabError(f"{run.metrics}: no metrics yet (train the run first)")
+    done(fig.curves_figure(history, Path(args.out) if args.out else run.figures / "curves.png"))
+    return 0
+
+
+def write_figures(
+    run_path: str | Path, device: str = "cpu", data_dir: str | None = None, seed: int = 0
+) -> list[Path]:
+    """Every figure of a run into RUN/figures/ (what `vaelab figures` and the end of `vaelab train` write)."""
+    o = open_run(str(run_path), device)
+    figs = o.run.figures
+    test = o.split("test", data_dir)
+    codes = None if hasattr(o.model, "prior") else _train_codes(o, data_dir)
+    paths = [
+        fig.samples_figure(o.model, figs / "samples.png", seed=seed, train_codes=codes),
+        fig.reconstructions_figure(o.model, test, figs / "reconstructions.png"),
+        fig.manifold_figure(o.model, test, figs / "manifold.png"),
+        fig.interpolations_figure(o.model, test, figs / "interpolations.png", seed=seed),
+        fig.latents_figure(o.model, test, figs / "latents.png"),
+    ]
+    history = o.run.read_metrics()
+    if history:
+        paths.append(fig.curves_figure(history, figs / "curves.png"))
+    done(*paths)
+    return paths
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    write_figures(args.run, args.device, args.data_dir, args.seed)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("sample", help="grid of decoded prior draws", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("-n", type=positive_int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG file (default RUN/figures/samples.png)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="test images beside their reconstructions", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("-n", type=positive_int, default=32, help="number of test images")
+    p.add_argument("--out", help="PNG file (default RUN/figures/reconstructions.png)")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("manifold", help="decoded grid over a 2-D latent plane", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("-n", type=positive_int, default=20, help="grid side")
+    p.add_argument(
+        "--dims", help="two latent dimensions, e.g. 0,3 (default: the plane for D=2, else top two PCs)"
+    )
+    p.add_argument("--out", help="PNG file (default RUN/figures/manifold.png)")
+    p.set_defaults(func=cmd_manifold)
+
+    p = sub.add_parser("interpolate", help="linear and spherical latent interpolations", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("--pairs", type=positive_int, default=6)
+    p.add_argument("--steps", type=positive_int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG file (default RUN/figures/interpolations.png)")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("latents", help="test-set posterior means coloured by label", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("--limit", type=positive_int, default=5000, help="at most this many test images")
+    p.add_argument("--out", help="PNG file (default RUN/figures/latents.png)")
+    p.set_defaults(func=cmd_latents)
+
+    p = sub.add_parser("curves", help="training curves from metrics.jsonl", formatter_class=fmt)
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", help="PNG file (default RUN/figures/curves.png)")
+    p.set_defaults(func=cmd_curves)
+
+    p = sub.add_parser("figures", help="every figure of a run into RUN/figures/", formatter_class=fmt)
+    add_run_options(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_figures)

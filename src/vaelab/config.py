@@ -1,0 +1,225 @@
+"""Configuration: a frozen dataclass per part, overridden by a YAML/JSON file and `key=value` flags.
+
+The merged config is saved with every run (`config.json`) and inside every checkpoint, so a checkpoint
+alone rebuilds its model and names its data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, where to find them, and how they are binarized and split."""
+
+    name: str = "mnist-5k"
+    data_dir: str | None = None
+    binarize: str = "dynamic"  # dynamic | static | none
+    binarize_seed: int = 0  # the static draw for training (static) and for every evaluation split
+    valid_fraction: float = 0.1  # carved from train by a seeded permutation; 0 disables validation
+    split_seed: int = 0
+    image_size: int = 64  # folder: sources only
+    channels: int = 1  # folder: sources only; 1 grey, 3 RGB
+    train_limit: int = 0  # use only the first N training images (0: all)
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model's family and size; `name` is a key of the model registry."""
+
+    name: str = "vae"
+    body: str = "mlp"  # mlp | conv
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+    conv_channels: tuple[int, ...] = ()  # empty: chosen by image size
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"
+    gaussian_variance: str = "shared"  # fixed | shared | per-pixel | decoder
+    gaussian_sigma: float = 0.1  # the fixed sigma, and the starting sigma of learned ones
+    variance_floor: float = 1e-4  # the Gaussian decoder's variance never goes below this
+    extra: dict[str, Any] = field(default_factory=dict)  # model-specific settings
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The training objective: ELBO with beta, KL estimator and warm-up."""
+
+    beta: float = 1.0
+    kl: str = "analytic"  # analytic | mc
+    warmup_epochs: float = 0.0  # linear KL warm-up from 0 to beta over this many epochs
+    num_samples: int = 1  # Monte Carlo samples of z per datum
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: optimiser, learning-rate schedule, epochs, batches, seed and device."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adagrad
+    lr_schedule: str = "constant"  # constant | step | exponential | cosine
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # 0: torch's default
+    eval_batch_size: int = 1000
+    eval_seed: int = 1234  # the noise draw used for every per-epoch evaluation
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Rebuild from `to_dict` output; unknown keys are an error."""
+        return apply_overrides(cls(), _flatten(d))
+
+    def replace(self, **flat: Any) -> Config:
+        """A copy with dotted keys replaced, e.g. `cfg.replace(**{"train.lr": 1e-4})`."""
+        return apply_overrides(self, flat)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not key.endswith(".extra"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a parsed value to the field's type, or raise a ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        empty = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if empty and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        try:
+            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
+                raise ValueError
+            if tp is int and float(parsed) != int(parsed):
+                raise ValueError
+            return tp(parsed)
+        except (ValueError, TypeError, yaml.YAMLError):
+            raise ConfigError(
+                f"{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}"
+            ) from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def apply_overrides(cfg: Config, flat: dict[str, Any]) -> Config:
+    """Apply dotted-key overrides (`{"train.lr": "3e-4"}`), converting strings to each field's type."""
+    parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if section not in parts or not name:
+            raise ConfigError(f"unknown config key '{key}'; sections are: {', '.join(parts)}")
+        part = parts[section]
+        hints = typing.get_type_hints(type(part))
+        if name not in hints:
+            raise ConfigError(f"unknown config key '{key}'; {section} has: {', '.join(hints)}")
+        changes.setdefault(section, {})[name] = _coerce(value, hints[name], key)
+    new_parts = {s: dataclasses.replace(parts[s], **c) for s, c in changes.items()}
+    return dataclasses.replace(cfg, **new_parts)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """`["train.lr=3e-4", ...]` -> `{"train.lr": "3e-4"}`; a ConfigError for items without '='."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a flat dotted-key dict."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {p}: {e}") from None
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise ConfigError(
+            f"{p}: not valid YAML/JSON{f' at line {where.line + 1}' if where else ''}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (data, model, objective, train)")
+    return _flatten(data)
+
+
+def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the file, then the overrides (in that order)."""
+    cfg = Config()
+    if file is not None:
+        cfg = apply_overrides(cfg, load_config_file(file))
+    return apply_overrides(cfg, overrides or {})

@@ -1,0 +1,72 @@
+"""Data: named sources, IDX files, binarization and in-memory batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vaelab.config import DataConfig
+from vaelab.data.batches import Prepared, epoch_batches, iterate, prepare
+from vaelab.data.binarize import check_mode
+from vaelab.data.folder import load_folder
+from vaelab.data.idx import read_idx, write_idx
+from vaelab.data.sources import FOLDER_PREFIX, SOURCES, ImageSet, Splits, get_source, source_names
+from vaelab.errors import DataError
+
+__all__ = [
+    "SOURCES",
+    "DataSplits",
+    "ImageSet",
+    "Prepared",
+    "Splits",
+    "epoch_batches",
+    "iterate",
+    "load_data",
+    "load_source",
+    "prepare",
+    "read_idx",
+    "source_names",
+    "write_idx",
+]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train, validation (possibly empty) and test splits of one source."""
+
+    train: ImageSet
+    valid: ImageSet | None
+    test: ImageSet
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One datum's shape (C, H, W)."""
+        return self.train.shape
+
+
+def load_source(cfg: DataConfig) -> Splits:
+    """The published train/test split of the source `cfg.name`."""
+    if cfg.name.startswith(FOLDER_PREFIX):
+        return load_folder(cfg.name[len(FOLDER_PREFIX) :], cfg.image_size, cfg.channels)
+    return get_source(cfg.name).load(cfg.data_dir, allow_download=cfg.download)
+
+
+def load_data(cfg: DataConfig) -> DataSplits:
+    """Load a source and carve the validation split from train with a seeded permutation."""
+    check_mode(cfg.binarize)
+    if not 0.0 <= cfg.valid_fraction < 1.0:
+        raise DataError(f"valid_fraction must be in [0, 1), got {cfg.valid_fraction}")
+    splits = load_source(cfg)
+    train = splits.train
+    if cfg.train_limit > 0:
+        train = train.subset(torch.arange(min(cfg.train_limit, len(train))))
+    valid = None
+    n_valid = round(cfg.valid_fraction * len(train))
+    if n_valid > 0:
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))
+        valid = train.subset(perm[:n_valid].sort().values, f"{cfg.name}/valid")
+        train = train.subset(perm[n_valid:].sort().values, f"{cfg.name}/train")
+    if len(train) == 0:
+        raise DataError(f"{cfg.name}: no training images left after the validation split")
+    return DataSplits(train, valid, splits.test)

@@ -1,0 +1,43 @@
+"""Binarization of grey images, done on the fly in vectorised torch.
+
+`dynamic` draws fresh Bernoulli pixels for every batch (the IWAE paper's protocol), `static` draws once
+with a seed, `none` keeps intensities in [0, 1]. Evaluation of a binarized model always uses one
+seeded draw, so a test number is reproducible and says which draw it used.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vaelab.errors import ConfigError
+
+MODES = ("dynamic", "static", "none")
+
+
+def check_mode(mode: str) -> str:
+    """Return `mode` if valid, else a ConfigError listing the choices."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown binarization '{mode}'; choose one of: {', '.join(MODES)}")
+    return mode
+
+
+def static_draw(images: torch.Tensor, seed: int, chunk: int = 8192) -> torch.Tensor:
+    """One seeded Bernoulli draw of uint8 intensities, returned as uint8 0/1 (chunked to bound memory)."""
+    g = torch.Generator(device=images.device).manual_seed(seed)
+    out = torch.empty_like(images)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk]
+        out[start : start + chunk] = torch.bernoulli(block.float().div_(255.0), generator=g).to(torch.uint8)
+    return out
+
+
+def to_float(
+    batch: torch.Tensor, mode: str, generator: torch.Generator | None, binary: bool = False
+) -> torch.Tensor:
+    """A uint8 batch as float32: a fresh draw (dynamic), 0/1 as stored (binary), or intensities / 255."""
+    if binary:
+        return batch.float()
+    x = batch.float().div_(255.0)
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=generator)
+    return x

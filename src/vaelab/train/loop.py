@@ -1,0 +1,277 @@
+"""The training loop, short enough to read top to bottom (in the spirit of nanoGPT).
+
+Per epoch: a seeded permutation of in-memory images, batches as index slices, the model's objective,
+an optimiser step; then validation and test statistics on a fixed draw, `metrics.jsonl`, and atomic
+`last.pt` / `best.pt`. Every RNG is an explicit generator saved in the checkpoint, so `resume=True`
+continues a stopped run to the same bits (on CPU). A non-finite loss stops training, keeping the last
+good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vaelab.config import Config, TrainConfig
+from vaelab.data import DataSplits, Prepared, epoch_batches, iterate, load_data, prepare
+from vaelab.device import resolve_device
+from vaelab.errors import ConfigError, DataError, TrainingDiverged
+from vaelab.io import atomic_write_json, ensure_dir
+from vaelab.models.registry import build_model, get_spec
+from vaelab.objectives.elbo import OBJECTIVES, Objective, kl_weight
+from vaelab.runs import RunDir
+from vaelab.train.checkpoint import config_of, read_checkpoint, save_checkpoint
+
+OPTIMIZERS = ("adam", "adagrad")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+# Settings a resumed run may change; anything else must match the checkpoint's config.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.threads", "data.data_dir")
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained model, the per-epoch records and where the run lives."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    config: Config
+    run_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """Adam or Adagrad (Kingma & Welling 2014 used Adagrad with batches of 100)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-epoch learning-rate schedule."""
+    sched = torch.optim.lr_scheduler
+    table = {
+        "constant": lambda: sched.LambdaLR(opt, lambda _: 1.0),
+        "step": lambda: sched.StepLR(opt, cfg.lr_step_epochs, cfg.lr_gamma),
+        "exponential": lambda: sched.ExponentialLR(opt, cfg.lr_gamma),
+        "cosine": lambda: sched.CosineAnnealingLR(opt, max(cfg.epochs, 1)),
+    }
+    if cfg.lr_schedule not in table:
+        raise ConfigError(f"unknown lr_schedule '{cfg.lr_schedule}'; choose one of: {', '.join(SCHEDULES)}")
+    return table[cfg.lr_schedule]()
+
+
+def check_compatible(cfg: Config, data: DataSplits) -> None:
+    """Refuse data the model cannot honestly score (e.g. a Bernoulli likelihood on grey levels)."""
+    lik = cfg.model.likelihood
+    if lik == "bernoulli" and cfg.data.binarize == "none":
+        raise ConfigError(
+            "likelihood 'bernoulli' needs binary pixels: use --binarize dynamic or static, "
+            "or --likelihood continuous-bernoulli / gaussian / discretized-logistic for grey levels"
+        )
+    if get_spec(cfg.model.name).needs_labels and data.train.labels is None:
+        raise DataError(f"model '{cfg.model.name}' needs labels, and {cfg.data.name} has none")
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: nn.Module, data: Prepared, objective: Objective, cfg: Config, seed: int
+) -> dict[str, float]:
+    """Mean per-datum statistics of the objective (beta = 1) on a fixed draw, with a fixed noise seed."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator(device=data.images.device).manual_seed(seed)
+    sums: dict[str, float] = defaultdict(float)
+    for _, x in iterate(data, cfg.train.eval_batch_size):
+        step = objective(model, x, cfg.objective, 1.0, g)
+        for k, v in step.stats.items():
+            sums[k] += float(v.double().sum())
+    model.train(was_training)
+    return {k: v / len(data) for k, v in sums.items()}
+
+
+def _rng_state(g_perm: torch.Generator, g_noise: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "perm": g_perm.get_state(), "noise": g_noise.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], g_perm: torch.Generator, g_noise: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    g_perm.set_state(state["perm"])
+    g_noise.set_state(state["noise"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_config(requested: Config, saved: Config, explicit: set[str]) -> Config:
+    """The saved config, with only the explicitly requested changes that a resume may make."""
+    want, have = requested.to_dict(), saved.to_dict()
+    changes = {}
+    for key in sorted(explicit):
+        section, _, name = key.partition(".")
+        if want[section][name] != have[section][name]:
+            if key not in RESUMABLE_CHANGES:
+                raise ConfigError(
+                    f"--resume continues the saved config; {key} differs ({have[section][name]!r} saved, "
+                    f"{want[section][name]!r} asked); only {', '.join(RESUMABLE_CHANGES)} may change"
+                )
+            changes[key] = want[section][name]
+    return saved.replace(**changes)
+
+
+def primary_stat(stats: dict[str, float]) -> str:
+    """The statistic that picks best.pt: the ELBO when the model has one, else reconstruction."""
+    return "elbo" if "elbo" in stats else "rec"
+
+
+def train(
+    config: Config,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    data: DataSplits | None = None,
+    explicit: set[str] | None = None,
+) -> TrainResult:
+    """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it."""
+    run = RunDir.at(out) if out is not None else None
+    ckpt = None
+    if resume:
+        if run is None:
+            raise ConfigError("resume needs the run folder (--out RUN)")
+        if not run.last.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {run.last}")
+        ckpt = read_checkpoint(run.last)
+        config = _resume_config(config, config_of(ckpt, run.last), explicit or set())
+    cfg = config
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or not cfg.train.lr > 0:
+        raise ConfigError("need epochs >= 0, batch_size >= 1 and lr > 0")
+    if run is not None:
+        ensure_dir(run.checkpoints)
+    data = data if data is not None else load_data(cfg.data)
+    if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
+        raise DataError(
+            f"--resume: the data's images are {data.shape}, the checkpoint's model was built for {tuple(ckpt['shape'])}"
+        )
+    check_compatible(cfg, data)
+
+    torch.manual_seed(cfg.train.seed)
+    spec = get_spec(cfg.model.name)
+    model = build_model(cfg.model, data.shape).to(device)
+    objective = OBJECTIVES[spec.objective]
+    optimizer = make_optimizer(cfg.train, model.parameters())
+    scheduler = make_scheduler(cfg.train, optimizer)
+    g_perm = torch.Generator().manual_seed(cfg.train.seed + 1)
+    g_noise = torch.Generator(device=device).manual_seed(cfg.train.seed + 2)
+
+    train_data = prepare(data.train, cfg.data.binarize, device, cfg.data.binarize_seed, train=True)
+    evals = {"test": prepare(data.test, cfg.data.binarize, device, cfg.data.binarize_seed + 1, train=False)}
+    if data.valid is not None:
+        evals["valid"] = prepare(
+            data.valid, cfg.data.binarize, device, cfg.data.binarize_seed + 2, train=False
+        )
+
+    epoch, step, history, best = 0, 0, [], -math.inf
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], g_perm, g_noise)
+        epoch, step, history, best = ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["best"]
+    if run is not None:
+        atomic_write_json(run.config, cfg.to_dict())
+        run.write_metrics(history)
+
+    def payload() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "config": cfg.to_dict(),
+            "shape": list(data.shape),
+            "epoch": epoch,
+            "step": step,
+            "rng": _rng_state(g_perm, g_noise),
+            "history": history,
+            "best": best,
+        }
+
+    show = cfg.train.progress
+    while epoch < cfg.train.epochs:
+        model.train()
+        start = time.perf_counter()
+        batches = epoch_batches(len(train_data), cfg.train.batch_size, g_perm)
+        sums: dict[str, torch.Tensor] = {}
+        bar = tqdm(
+            batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False, unit="batch"
+        )
+        for i, idx in enumerate(bar):
+            x = train_data.batch(idx, g_noise)
+            beta = kl_weight(cfg.objective, step, len(batches))
+            res = objective(model, x, cfg.objective, beta, g_noise)
+            if not torch.isfinite(res.loss):
+                where = f"{run.last}" if run is not None and run.last.is_file() else "none written yet"
+                raise TrainingDiverged(
+                    f"loss became {float(res.loss)} at epoch {epoch + 1}, step {i + 1}; training stopped; "
+                    f"last good checkpoint: {where}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            res.loss.backward()
+            if cfg.train.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            step += 1
+            for k, v in res.stats.items():
+                s = v.detach().sum()
+                sums[k] = sums[k] + s if k in sums else s
+            if show and (i % 20 == 0 or i == len(batches) - 1):
+                loss_now = float(res.loss.detach())
+                bar.set_postfix(
+                    {
+                        "loss": f"{loss_now:.2f}",
+                        **{k: f"{float(v.detach().mean()):.2f}" for k, v in res.stats.items()},
+                    }
+                )
+        scheduler.step()
+        seconds = time.perf_counter() - start
+        epoch += 1
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "seconds": seconds,
+            "samples_per_s": len(train_data) / seconds if seconds > 0 else None,
+            "lr": optimizer.param_groups[0]["lr"],
+            "beta": kl_weight(cfg.objective, step - 1, max(len(batches), 1)),
+        }
+        record.update({f"train_{k}": float(v) / len(train_data) for k, v in sums.items()})
+        for name, split in evals.items():
+            stats = evaluate_split(model, split, objective, cfg, cfg.train.eval_seed)
+            record.update({f"{name}_{k}": v for k, v in stats.items()})
+        history.append(record)
+        key = primary_stat({k.split("_", 1)[1]: v for k, v in record.items() if k.startswith("train_")})
+        score = record.get(f"valid_{key}", record.get(f"train_{key}", -math.inf))
+        improved = score > best
+        best = max(best, score)
+        if show:
+            shown = {k: round(v, 2) for k, v in record.items() if k.startswith(("train_", "valid_", "test_"))}
+            tqdm.write(f"epoch {epoch}: {shown} ({seconds:.1f} s)")
+        if run is not None:
+            body = payload()
+            save_checkpoint(run.last, body)
+            if improved:
+                save_checkpoint(run.best, body)
+            run.write_metrics(history)
+    return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)

@@ -1,0 +1,55 @@
+"""Image grids and labelled panels of them (matplotlib), written atomically as PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from vaelab.io import atomic_save
+
+
+def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
+    """Images [N, C, H, W] in [0, 1] as one array [rows*(H+pad), ncol*(W+pad)] (or with 3 channels last)."""
+    x = images.detach().float().clamp(0, 1).cpu().numpy()
+    n, c, h, w = x.shape
+    rows = max(1, -(-n // ncol))
+    canvas = np.ones((c, rows * (h + pad) - pad, ncol * (w + pad) - pad), dtype=np.float32)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        canvas[:, r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = x[i]
+    return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    try:
+        return atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def save_panels(
+    path: str | os.PathLike,
+    panels: Sequence[tuple[str, np.ndarray]],
+    title: str | None = None,
+    inches: float = 4.5,
+) -> Path:
+    """One row of titled image panels (tiles from `tile`) saved as a PNG."""
+    aspect = max(img.shape[0] / img.shape[1] for _, img in panels)
+    height = inches * aspect + (0.7 if title else 0.4)
+    fig, axes = plt.subplots(1, len(panels), figsize=(inches * len(panels), height), squeeze=False)
+    for ax, (name, img) in zip(axes[0], panels):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
