@@ -71,7 +71,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | adagrad
-    lr_schedule: str = "constant"  # constant | step | exponential | cosine
+    lr_schedule: str = "constant"  # constant | step | exponential | cosine | iwae
     lr_step_epochs: int = 10
     lr_gamma: float = 0.5
     weight_decay: float = 0.0
@@ -153,13 +153,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp in (int, float):
         try:
-            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            parsed = float(value.strip()) if isinstance(value, str) else value
             if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
                 raise ValueError
             if tp is int and float(parsed) != int(parsed):
                 raise ValueError
             return tp(parsed)
-        except (ValueError, TypeError, yaml.YAMLError):
+        except (ValueError, TypeError, OverflowError):
             raise ConfigError(
                 f"{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}"
             ) from None

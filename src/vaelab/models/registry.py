@@ -10,6 +10,7 @@ from torch import nn
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
+from vaelab.models.linear import LinearGaussianVAE
 from vaelab.models.vae import VAE
 
 
@@ -29,6 +30,9 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "autoencoder": ModelSpec(
         Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
+    ),
+    "linear-gaussian": ModelSpec(
+        LinearGaussianVAE, "elbo", "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)"
     ),
 }
 

@@ -26,13 +26,24 @@ from vaelab.data import DataSplits, Prepared, epoch_batches, iterate, load_data,
 from vaelab.device import resolve_device
 from vaelab.errors import ConfigError, DataError, TrainingDiverged
 from vaelab.io import atomic_write_json, ensure_dir
-from vaelab.models.registry import build_model, get_spec
+from vaelab.models.registry import MODELS, build_model, get_spec
 from vaelab.objectives.elbo import OBJECTIVES, Objective, kl_weight
 from vaelab.runs import RunDir
 from vaelab.train.checkpoint import config_of, read_checkpoint, save_checkpoint
 
 OPTIMIZERS = ("adam", "adagrad")
-SCHEDULES = ("constant", "step", "exponential", "cosine")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "iwae")
+
+
+def iwae_lr_factor(epoch: int) -> float:
+    """Burda et al. 2016: 3^i epochs at lr * 10^(-i/7) for i = 0..7 (3,280 epochs), then the last rate."""
+    i, end = 0, 1
+    while epoch >= end and i < 7:
+        i += 1
+        end += 3**i
+    return 10.0 ** (-i / 7)
+
+
 # Settings a resumed run may change; anything else must match the checkpoint's config.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.threads", "data.data_dir")
 
@@ -65,10 +76,45 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.
         "step": lambda: sched.StepLR(opt, cfg.lr_step_epochs, cfg.lr_gamma),
         "exponential": lambda: sched.ExponentialLR(opt, cfg.lr_gamma),
         "cosine": lambda: sched.CosineAnnealingLR(opt, max(cfg.epochs, 1)),
+        "iwae": lambda: sched.LambdaLR(opt, iwae_lr_factor),
     }
     if cfg.lr_schedule not in table:
         raise ConfigError(f"unknown lr_schedule '{cfg.lr_schedule}'; choose one of: {', '.join(SCHEDULES)}")
     return table[cfg.lr_schedule]()
+
+
+def validate_config(cfg: Config) -> None:
+    """Check every name in the config against its registry before any data is read."""
+    from vaelab.data.binarize import MODES
+    from vaelab.data.sources import FOLDER_PREFIX, source_names
+    from vaelab.distributions.likelihoods import GAUSSIAN_VARIANCES, LIKELIHOODS
+    from vaelab.models.vae import BODIES
+    from vaelab.nets.mlp import ACTIVATIONS
+    from vaelab.objectives.elbo import KL_ESTIMATORS
+
+    checks = [
+        ("data set", cfg.data.name, [*source_names()[:-1]], cfg.data.name.startswith(FOLDER_PREFIX)),
+        ("binarization", cfg.data.binarize, MODES, False),
+        ("model", cfg.model.name, list(MODELS), False),
+        ("body", cfg.model.body, BODIES, False),
+        ("activation", cfg.model.activation, list(ACTIVATIONS), False),
+        ("likelihood", cfg.model.likelihood, list(LIKELIHOODS), False),
+        ("gaussian_variance", cfg.model.gaussian_variance, GAUSSIAN_VARIANCES, False),
+        ("KL estimator", cfg.objective.kl, KL_ESTIMATORS, False),
+        ("optimizer", cfg.train.optimizer, OPTIMIZERS, False),
+        ("lr_schedule", cfg.train.lr_schedule, SCHEDULES, False),
+    ]
+    for what, value, choices, ok in checks:
+        if not ok and value not in choices:
+            extra = ", folder:PATH" if what == "data set" else ""
+            raise ConfigError(f"unknown {what} '{value}'; choose one of: {', '.join(choices)}{extra}")
+    t = cfg.train
+    if t.epochs < 0 or t.batch_size < 1 or not t.lr > 0 or t.eval_batch_size < 1:
+        raise ConfigError(
+            "need train.epochs >= 0, train.batch_size >= 1, train.eval_batch_size >= 1 and train.lr > 0"
+        )
+    if cfg.model.latent_dim < 1 or cfg.objective.num_samples < 1:
+        raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
 
 
 def check_compatible(cfg: Config, data: DataSplits) -> None:
@@ -154,11 +200,10 @@ def train(
         ckpt = read_checkpoint(run.last)
         config = _resume_config(config, config_of(ckpt, run.last), explicit or set())
     cfg = config
+    validate_config(cfg)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or not cfg.train.lr > 0:
-        raise ConfigError("need epochs >= 0, batch_size >= 1 and lr > 0")
     if run is not None:
         ensure_dir(run.checkpoints)
     data = data if data is not None else load_data(cfg.data)
@@ -225,7 +270,7 @@ def train(
             if not torch.isfinite(res.loss):
                 where = f"{run.last}" if run is not None and run.last.is_file() else "none written yet"
                 raise TrainingDiverged(
-                    f"loss became {float(res.loss)} at epoch {epoch + 1}, step {i + 1}; training stopped; "
+                    f"loss became {float(res.loss.detach())} at epoch {epoch + 1}, step {i + 1}; training stopped; "
                     f"last good checkpoint: {where}"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -45,7 +45,9 @@ def save_panels(
     """One row of titled image panels (tiles from `tile`) saved as a PNG."""
     aspect = max(img.shape[0] / img.shape[1] for _, img in panels)
     height = inches * aspect + (0.7 if title else 0.4)
-    fig, axes = plt.subplots(1, len(panels), figsize=(inches * len(panels), height), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(inches * len(panels), height), squeeze=False, layout="constrained"
+    )
     for ax, (name, img) in zip(axes[0], panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=10)

@@ -1,0 +1,195 @@
+"""The core commands on tiny real data: the files they write, and one-line errors with exit code 1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vaelab.cli import main
+from vaelab.train import read_checkpoint, save_checkpoint
+
+FIGURES = ("samples", "reconstructions", "manifold", "interpolations", "latents", "curves")
+
+
+@pytest.fixture(scope="module")
+def run2d(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--latent-dim",
+            "2",
+            "--hidden",
+            "32",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def _png(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 50 and im.height > 50
+
+
+def test_train_writes_the_run_folder(run2d, capsys):
+    for name in ("config.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run2d / name).is_file()
+    for f in FIGURES:
+        _png(run2d / "figures" / f"{f}.png")
+    cfg = json.loads((run2d / "config.json").read_text())
+    assert cfg["model"]["latent_dim"] == 2 and cfg["data"]["name"] == "digits"
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["sample", "-n", "16"], "samples"),
+        (["reconstruct", "-n", "8"], "reconstructions"),
+        (["manifold", "-n", "5"], "manifold"),
+        (["interpolate", "--pairs", "2", "--steps", "4"], "interpolations"),
+        (["latents"], "latents"),
+        (["curves"], "curves"),
+    ],
+)
+def test_each_figure_command(run2d, tmp_path, capsys, args, name):
+    out = tmp_path / f"{name}.png"
+    assert main([*args, str(run2d), "--out", str(out)]) == 0
+    _png(out)
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_train_output_names_test_elbo_and_folder(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--no-figures",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "test ELBO:" in text and f"run folder: {out}" in text
+    assert not (out / "figures").exists()
+
+
+def test_autoencoder_and_high_dimensional_manifold(tmp_path, capsys):
+    out = tmp_path / "ae"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "autoencoder",
+                "--latent-dim",
+                "4",
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    _png(out / "figures" / "samples.png")
+    assert main(["manifold", str(out), "--dims", "1,3", "-n", "4", "--out", str(tmp_path / "m.png")]) == 0
+    _png(tmp_path / "m.png")
+
+
+def test_data_commands(capsys):
+    assert main(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("mnist", "fashion-mnist", "mnist-5k", "digits", "frey-face", "folder:PATH"):
+        assert name in listing
+    assert main(["data", "info", "mnist-5k"]) == 0
+    assert "train   4000 images of (1, 28, 28)" in capsys.readouterr().out
+
+
+def test_bad_inputs_give_one_line_and_exit_1(run2d, tmp_path, capsys, one_line_error):
+    cases = [
+        (["train", "--data", "nope", "--out", str(tmp_path / "a")], ["unknown data set 'nope'", "mnist-5k"]),
+        (
+            ["train", "--model", "vea", "--out", str(tmp_path / "a")],
+            ["unknown model 'vea'", "vae, autoencoder"],
+        ),
+        (["train", "--likelihood", "x", "--out", str(tmp_path / "a")], ["unknown likelihood 'x'"]),
+        (
+            ["train", "--data", "mnist", "--out", str(tmp_path / "a")],
+            ["data set 'mnist' not found", "--data-dir"],
+        ),
+        (
+            ["train", "--data", "digits", "--out", str(tmp_path / "a"), "--resume"],
+            ["--resume: no checkpoint at"],
+        ),
+        (["train", "--set", "train.lrr=1", "--out", str(tmp_path / "a")], ["unknown config key 'train.lrr'"]),
+        (["sample", str(tmp_path / "nothing")], ["no run folder or checkpoint at"]),
+        (["curves", str(tmp_path)], ["no metrics yet"]),
+        (["manifold", str(run2d), "--dims", "0,7"], ["not two distinct dimensions of a 2-d latent space"]),
+        (["data", "get", "frey-face"], ["data set 'frey-face' not found"]),
+    ]
+    for args, needles in cases:
+        one_line_error(capsys, main(args), *needles)
+
+
+def test_unwritable_output_folder(tmp_path, capsys, one_line_error):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["train", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(blocker / "run")])
+    one_line_error(capsys, code, "cannot create folder", str(blocker / "run"))
+
+
+def test_wrong_files_for_a_named_source(tmp_path, capsys, one_line_error, tiny_mnist):
+    code = main(["train", "--data", "mnist", "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "is not mnist's train-images-idx3-ubyte.gz")
+    (tiny_mnist / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    code = main(["train", "--data", "mnist", "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "train-images-idx3-ubyte.gz: unreadable")
+
+
+def test_model_of_another_size_and_other_checkpoints(run2d, tmp_path, capsys, one_line_error):
+    ck = read_checkpoint(run2d / "checkpoints/last.pt")
+    ck["config"]["data"]["name"] = "mnist-5k"
+    save_checkpoint(tmp_path / "moved.pt", ck)
+    code = main(["reconstruct", str(tmp_path / "moved.pt"), "--out", str(tmp_path / "x.png")])
+    one_line_error(capsys, code, "mnist-5k images are (1, 28, 28), the model was built for (1, 8, 8)")
+    ck["config"]["model"]["latent_dim"] = 3
+    save_checkpoint(tmp_path / "other.pt", ck)
+    code = main(["sample", str(tmp_path / "other.pt"), "--out", str(tmp_path / "x.png")])
+    one_line_error(capsys, code, "other.pt: weights do not fit a 'vae' model")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "x", "-n", "0"])
+    assert e.value.code == 2

@@ -1,0 +1,146 @@
+"""Named sources: search order, checksum checks, the offline error, and the packaged data sets."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from conftest import tiny_source, write_tiny_mnist
+from vaelab.config import DataConfig
+from vaelab.data import load_data
+from vaelab.data.idx import write_idx
+from vaelab.data.sources import FREY_FACE, SOURCES, cache_dir, get_source, load_digits, parse_frey
+from vaelab.errors import DataError
+
+
+def test_search_order(tmp_path, mnist5k, monkeypatch):
+    """--data-dir, then $VAELAB_DATA, then the cache, then system folders: the first hit wins."""
+    places = {}
+    for name in ("explicit", "env", "system"):
+        places[name] = write_tiny_mnist(tmp_path / name / "tiny", mnist5k)
+    cache = write_tiny_mnist(cache_dir() / "tiny", mnist5k)
+    src = tiny_source(places["explicit"], system_dirs=[places["system"]])
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path / "env"))
+
+    def where():
+        return next(iter(src.locate(tmp_path / "explicit").values())).parent
+
+    assert where() == places["explicit"]
+    shutil.rmtree(places["explicit"])
+    assert where() == places["env"]
+    shutil.rmtree(places["env"])
+    assert where() == cache
+    shutil.rmtree(cache)
+    assert where() == places["system"]
+    shutil.rmtree(places["system"])
+    with pytest.raises(DataError) as e:
+        where()
+    msg = str(e.value)
+    for place in (
+        str(tmp_path / "explicit" / "tiny"),
+        str(tmp_path / "env" / "tiny"),
+        str(cache),
+        str(places["system"]),
+    ):
+        assert place in msg
+    assert "downloads are off" in msg and "--data-dir" in msg and "\n" not in msg
+
+
+def test_data_dir_may_hold_the_files_directly(tiny_mnist):
+    src = tiny_source(tiny_mnist)
+    splits = src.load(tiny_mnist)
+    assert splits.train.images.shape == (200, 1, 28, 28) and splits.test.images.shape == (100, 1, 28, 28)
+    assert splits.train.images.dtype == torch.uint8 and splits.train.labels.dtype == torch.int64
+
+
+def test_wrong_content_is_named(tiny_mnist, tmp_path):
+    src = tiny_source(tiny_mnist)
+    write_idx(tiny_mnist / "t10k-labels-idx1-ubyte.gz", np.full(100, 7, np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is not tiny's .*content sha256"):
+        src.load(tiny_mnist)
+
+
+def test_real_mnist_checksum_rejects_other_files(tiny_mnist):
+    """The registered mnist source identifies files by the SHA-256 of their content."""
+    with pytest.raises(DataError, match="is not mnist's train-images-idx3-ubyte.gz"):
+        SOURCES["mnist"].load(tiny_mnist)
+
+
+def test_mismatched_image_and_label_counts(tiny_mnist):
+    write_idx(tiny_mnist / "t10k-labels-idx1-ubyte.gz", np.zeros(99, np.uint8))
+    src = tiny_source(tiny_mnist)
+    with pytest.raises(DataError, match=r"expected images \[N, H, W\] and labels \[N\]"):
+        src.load(tiny_mnist)
+
+
+def test_unknown_source_lists_choices():
+    with pytest.raises(
+        DataError, match="unknown data set 'mnust'; choose one of: mnist, fashion-mnist, mnist-5k"
+    ):
+        get_source("mnust")
+
+
+def test_mnist_5k_is_real_and_balanced(mnist5k):
+    assert len(mnist5k.train) == 4000 and len(mnist5k.test) == 1000
+    assert torch.bincount(mnist5k.test.labels).tolist() == [100] * 10
+    # mean MNIST intensity is about 33.3 of 255; these are real digits, not noise
+    assert 30 < float(mnist5k.train.images.float().mean()) < 37
+    assert set(torch.unique(mnist5k.train.images[:100]).tolist()) >= {0, 255}
+
+
+def test_digits_split_and_scale():
+    s = load_digits()
+    assert len(s.train) + len(s.test) == 1797 and len(s.test) == 300
+    assert s.train.images.shape[1:] == (1, 8, 8) and int(s.train.images.max()) == 255
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    cfg = DataConfig(name="digits", valid_fraction=0.2, split_seed=3)
+    a, b = load_data(cfg), load_data(cfg)
+    assert torch.equal(a.valid.images, b.valid.images)
+    assert len(a.train) + len(a.valid) == 1497 and len(a.valid) == round(0.2 * 1497)
+    other = load_data(DataConfig(name="digits", valid_fraction=0.2, split_seed=4))
+    assert not torch.equal(a.valid.images, other.valid.images)
+    train_rows = {bytes(x.numpy()) for x in a.train.images}
+    assert sum(bytes(x.numpy()) in train_rows for x in a.valid.images) < 5  # only true duplicates in digits
+
+
+def test_frey_face_parse(tmp_path):
+    faces = np.random.default_rng(0).integers(0, 256, size=(560, 1965), dtype=np.uint8)
+    path = tmp_path / "frey_rawface.mat"
+    scipy.io.savemat(path, {"ff": faces})
+    s = parse_frey({"frey_rawface.mat": path})
+    assert s.train.images.shape == (1769, 1, 28, 20) and s.test.images.shape == (196, 1, 28, 20)
+    assert np.array_equal(s.train.images[0, 0].numpy(), faces[:, 0].reshape(28, 20))
+    assert s.train.labels is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"ff": np.full((560, 10), np.nan)}, "expected a uint8 array 'ff'"),
+        ({"other": np.zeros((560, 10), np.uint8)}, "expected a uint8 array 'ff'"),
+        ({"ff": np.zeros((100, 10), np.uint8)}, "expected a uint8 array 'ff'"),
+    ],
+)
+def test_frey_face_rejects_wrong_content(tmp_path, content, message):
+    path = tmp_path / "frey_rawface.mat"
+    scipy.io.savemat(path, content)
+    with pytest.raises(DataError, match=message):
+        parse_frey({"frey_rawface.mat": path})
+
+
+def test_frey_face_rejects_garbage(tmp_path):
+    path = tmp_path / "frey_rawface.mat"
+    path.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(50))
+    with pytest.raises(DataError, match="frey_rawface.mat: not a readable .mat file"):
+        parse_frey({"frey_rawface.mat": path})
+
+
+def test_frey_face_offline_error_names_the_file():
+    with pytest.raises(DataError, match="data set 'frey-face' not found.*Put frey_rawface.mat"):
+        FREY_FACE.load(None)

@@ -1,0 +1,116 @@
+"""Training: the loss falls, resume is exact, a non-finite loss stops with its epoch and step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vaelab.errors import ConfigError, TrainingDiverged
+from vaelab.objectives import elbo as elbo_module
+from vaelab.runs import RunDir
+from vaelab.train import read_checkpoint, train
+
+
+def test_loss_falls_on_tiny_data(config_factory):
+    res = train(config_factory(**{"train.epochs": 6, "model.hidden": (64,), "model.latent_dim": 4}))
+    first, last = res.history[0], res.history[-1]
+    assert last["train_elbo"] > first["train_elbo"] + 5
+    assert last["test_elbo"] > first["test_elbo"] + 5
+    assert all(r["test_elbo"] <= 0 for r in res.history)  # a Bernoulli log-likelihood of binary data
+
+
+def test_run_folder_contents(tmp_path, config_factory):
+    cfg = config_factory(**{"data.valid_fraction": 0.2})
+    train(cfg, out=tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    assert json.loads(run.config.read_text()) == cfg.to_dict()
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_elbo", "train_rec", "train_kl", "valid_elbo", "test_elbo", "seconds"} <= set(rows[0])
+    for key in ("train", "valid", "test"):
+        assert rows[0][f"{key}_elbo"] == pytest.approx(rows[0][f"{key}_rec"] - rows[0][f"{key}_kl"], rel=1e-5)
+    ck = read_checkpoint(run.last)
+    assert ck["epoch"] == 2 and ck["config"] == cfg.to_dict()
+    best = read_checkpoint(run.best)
+    assert best["best"] == max(r["valid_elbo"] for r in rows)
+    assert not list(run.root.rglob("*.tmp"))
+
+
+def test_resume_is_bit_exact(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 3, "data.binarize": "dynamic"})
+    whole = train(cfg, out=tmp_path / "whole")
+    train(cfg.replace(**{"train.epochs": 1}), out=tmp_path / "parts")
+    resumed = train(cfg, out=tmp_path / "parts", resume=True, explicit={"train.epochs"})
+    for (k, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert whole.history[-1]["test_elbo"] == resumed.history[-1]["test_elbo"]
+    a, b = (
+        read_checkpoint(tmp_path / "whole/checkpoints/last.pt"),
+        read_checkpoint(tmp_path / "parts/checkpoints/last.pt"),
+    )
+    assert torch.equal(a["rng"]["perm"], b["rng"]["perm"]) and torch.equal(
+        a["rng"]["noise"], b["rng"]["noise"]
+    )
+    assert [r["epoch"] for r in RunDir(tmp_path / "parts").read_metrics()] == [1, 2, 3]
+
+
+def test_resume_refuses_a_changed_config(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 1})
+    train(cfg, out=tmp_path / "r")
+    with pytest.raises(ConfigError, match="train.lr differs"):
+        train(cfg.replace(**{"train.lr": 0.5}), out=tmp_path / "r", resume=True, explicit={"train.lr"})
+
+
+def test_resume_without_checkpoint(tmp_path, config_factory):
+    with pytest.raises(ConfigError, match="--resume: no checkpoint at"):
+        train(config_factory(), out=tmp_path / "empty", resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, config_factory, monkeypatch):
+    calls = {"n": 0}
+    original = elbo_module.OBJECTIVES["elbo"]
+
+    def poisoned(model, x, cfg, beta, gen):
+        calls["n"] += 1
+        step = original(model, x, cfg, beta, gen)
+        if calls["n"] == 30:  # epoch 1 is 24 batches and 1 test batch, so this is epoch 2, batch 5
+            return step._replace(loss=step.loss * float("nan"))
+        return step
+
+    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", poisoned)
+    cfg = config_factory(**{"train.epochs": 3, "data.valid_fraction": 0.0})
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at epoch 2, step 5.*last good checkpoint: .*last\.pt"
+    ):
+        train(cfg, out=tmp_path / "r")
+    ck = read_checkpoint(tmp_path / "r/checkpoints/last.pt")
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_bernoulli_on_grey_levels_is_refused(config_factory):
+    with pytest.raises(ConfigError, match="likelihood 'bernoulli' needs binary pixels"):
+        train(config_factory(**{"data.binarize": "none"}))
+
+
+def test_autoencoder_trains_on_reconstruction(config_factory):
+    res = train(config_factory(**{"model.name": "autoencoder", "train.epochs": 4}))
+    assert "train_elbo" not in res.history[0]
+    assert res.history[-1]["train_rec"] > res.history[0]["train_rec"]
+
+
+def test_other_likelihoods_train(config_factory):
+    for lik in ("continuous-bernoulli", "gaussian", "discretized-logistic"):
+        res = train(config_factory(**{"model.likelihood": lik, "data.binarize": "none", "train.epochs": 3}))
+        assert res.history[-1]["train_elbo"] > res.history[0]["train_elbo"], lik
+
+
+def test_iwae_schedule_stages():
+    from vaelab.train.loop import iwae_lr_factor
+
+    factors = [iwae_lr_factor(e) for e in range(3280)]
+    assert factors[0] == 1.0 and factors[1] == pytest.approx(10 ** (-1 / 7))
+    assert factors[3] == factors[1] and factors[4] == pytest.approx(10 ** (-2 / 7))
+    assert len(set(factors)) == 8 and factors[-1] == pytest.approx(0.1)
+    assert sum(f == factors[-1] for f in factors) == 3**7
