@@ -1,0 +1,70 @@
+"""`vaelab serve RUNS_DIR_OR_RUN`: the latent explorer in the browser (FastAPI app served by uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaelab.errors import VaelabError
+from vaelab.serve import bind, create_app, is_loopback, make_server
+from vaelab.serve.uploads import MAX_UPLOAD_BYTES
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {v}")
+    return v
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    app = create_app(
+        args.runs, args.device, args.data_dir, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)
+    )
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    names = app.state.catalog.names()
+    print(
+        f"serving {len(names)} run{'s' if len(names) != 1 else ''} ({', '.join(names[:5])}"
+        f"{', ...' if len(names) > 5 else ''}) at http://{shown}:{port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
+    if not is_loopback(args.host):
+        print(
+            f"note: listening on {args.host}: anyone who can reach this machine can use the explorer",
+            flush=True,
+        )
+    server = make_server(app)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the normal end
+        print("stopped", flush=True)
+    except SystemExit as e:
+        raise VaelabError(f"the web server stopped at start-up (uvicorn exit code {e.code})") from None
+    except OSError as e:
+        raise VaelabError(f"the web server failed: {e.strerror or e}") from None
+    finally:
+        sock.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the latent explorer in the browser",
+        description="Serve a run (or a folder of runs) as an interactive latent explorer.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("runs", metavar="RUNS_DIR_OR_RUN", help="a run folder, or a folder of run folders")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only by default)")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port (0: any free port)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--data-dir", default=None, help="where the runs' data sets live, if not where they were")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, help="largest accepted upload (MiB)"
+    )
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,210 @@
+"""The latent explorer's web app (FastAPI): decode a point of the latent space, encode an uploaded image.
+
+Only the public protocol is used: `decode(z).mean` is the picture of z, `encode(x)` gives the posterior
+mean and standard deviation, `prior()` (when the model has one) gives samples. Models are loaded once
+per run and cached; every request names its run, and names are checked by `Catalog` before any file
+is touched. Errors answer with a one-line `detail`: 404 unknown run, 413 too large, 415 not a PNG or
+JPEG, 422 malformed request (bad JSON, wrong z length, invalid run name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from vaelab.distributions.sampling import sample as prior_sample
+from vaelab.errors import VaelabError
+from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary
+from vaelab.serve.uploads import (
+    MAX_JSON_BYTES,
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    BodyLimit,
+    data_uri,
+    model_input,
+    png_bytes,
+    read_image,
+)
+from vaelab.viz.figures import decoded, slerp
+
+STATIC = Path(__file__).parent / "static"
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Vector = Annotated[list[Finite], Field(min_length=1, max_length=4096)]
+NOT_GENERATIVE = "an autoencoder has no prior: z ~ N(0, I) decoded, not a model sample"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecodeRequest(_Strict):
+    run: str
+    z: Vector
+
+
+class SampleRequest(_Strict):
+    run: str
+    n: int = Field(16, ge=1, le=64)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+class InterpolateRequest(_Strict):
+    run: str
+    z0: Vector
+    z1: Vector
+    steps: int = Field(10, ge=2, le=64)
+    path: Literal["linear", "spherical"] = "linear"
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "")
+            parts.append(f"malformed JSON at character {err['loc'][-1]}: {reason}".rstrip(": "))
+            continue
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(
+    root: str | Path,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_codes: int = 2000,
+) -> FastAPI:
+    """The explorer app over the runs in `root` (a folder of runs, or one run)."""
+    catalog = Catalog(root, device, data_dir, max_codes)
+    app = FastAPI(
+        title="vaelab explorer", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
+    )
+    app.state.catalog = catalog
+    app.add_middleware(BodyLimit, default=MAX_JSON_BYTES, limits={"/api/encode": max_upload_bytes})
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(RunNameError)
+    async def _bad_name(request: Request, exc: RunNameError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(UnknownRun)
+    async def _unknown(request: Request, exc: UnknownRun) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(VaelabError)
+    async def _failed(request: Request, exc: VaelabError) -> JSONResponse:
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=500)
+
+    def vector(run: LoadedRun, values: list[float], name: str) -> torch.Tensor:
+        if len(values) != run.latent_dim:
+            raise HTTPException(
+                422,
+                f"{name} has {len(values)} values; run {run.name!r} has a {run.latent_dim}-d latent space",
+            )
+        return torch.tensor(values, dtype=torch.float32, device=run.device)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/runs")
+    def runs() -> dict[str, Any]:
+        """The runs being served, with what their config says."""
+        return {"single": catalog.single, "runs": [catalog.info(n) for n in catalog.names()]}
+
+    @app.get("/api/latents")
+    def latents(run: Annotated[str, Query(description="run name")]) -> dict[str, Any]:
+        """The run's test codes (posterior means) and labels, and the plane summary for D > 2."""
+        r = catalog.get(run)
+        z = r.codes
+        return {
+            "run": r.name,
+            "model": r.model_name,
+            "likelihood": r.likelihood,
+            "data": r.data,
+            "binarize": r.binarize,
+            "shape": list(r.shape),
+            "latent_dim": r.latent_dim,
+            "generative": r.generative,
+            "count": 0 if z is None else len(z),
+            "codes": [] if z is None else [[round(v, 4) for v in row] for row in z.tolist()],
+            "labels": None if r.labels is None else r.labels.tolist(),
+            "note": r.note,
+            **plane_summary(z, r.latent_dim),
+        }
+
+    @app.post("/api/decode", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def decode(req: DecodeRequest) -> Response:
+        """The decoded picture of one z (the mean of p(x|z)) as a PNG."""
+        r = catalog.get(req.run)
+        z = vector(r, req.z, "z")
+        png = png_bytes(decoded(r.model, z[None])[0])
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/encode")
+    def encode(
+        run: Annotated[str, Form()],
+        file: Annotated[UploadFile, File(description="a PNG or JPEG image")],
+        invert: Annotated[bool, Form()] = False,
+    ) -> dict[str, Any]:
+        """Posterior mean and standard deviation of an uploaded image, with what the model saw and rebuilt."""
+        r = catalog.get(run)
+        images = read_image(file.file.read(), file.content_type, r.shape, invert, max_pixels)
+        x = model_input(images.to(r.device), r.binarize, r.upload_seed, r.device)
+        with torch.inference_mode():
+            q = r.model.encode(x)
+            mean, std = q.mean[0], q.stddev[0]
+            rec = decoded(r.model, mean[None])[0]
+        return {
+            "run": r.name,
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "binarized": r.binarize != "none",
+            "input": data_uri(png_bytes(x[0])),
+            "reconstruction": data_uri(png_bytes(rec)),
+        }
+
+    @app.post("/api/sample")
+    def sample(req: SampleRequest) -> dict[str, Any]:
+        """n decoded draws from the prior (from N(0, I) for a model without one, and it says so)."""
+        r = catalog.get(req.run)
+        g = torch.Generator(device=r.device).manual_seed(req.seed)
+        if r.generative:
+            with torch.inference_mode():
+                z = prior_sample(r.model.prior(), (req.n,), g)
+            source = "z ~ p(z)"
+        else:
+            z = torch.randn(req.n, r.latent_dim, generator=g, device=r.device)
+            source = NOT_GENERATIVE
+        pics = decoded(r.model, z)
+        return {
+            "z": z.tolist(),
+            "images": [data_uri(png_bytes(p)) for p in pics],
+            "generative": r.generative,
+            "source": source,
+        }
+
+    @app.post("/api/interpolate")
+    def interpolate(req: InterpolateRequest) -> dict[str, Any]:
+        """A strip of decoded pictures along a linear or spherical path from z0 to z1."""
+        r = catalog.get(req.run)
+        z0, z1 = vector(r, req.z0, "z0"), vector(r, req.z1, "z1")
+        t = torch.linspace(0, 1, req.steps, device=r.device)
+        z = z0 + t[:, None] * (z1 - z0) if req.path == "linear" else slerp(z0[None], z1[None], t)[0]
+        pics = decoded(r.model, z)
+        return {"z": z.tolist(), "images": [data_uri(png_bytes(p)) for p in pics], "path": req.path}
+
+    return app

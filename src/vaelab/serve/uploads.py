@@ -1,0 +1,154 @@
+"""What comes in and goes out as pictures: a request-body limit, upload checks and conversion, PNG output.
+
+The body limit is an ASGI middleware: a declared Content-Length over the limit is answered with 413
+before a byte of the body is read, and a body without one (chunked) is counted as it streams and cut
+off with 413 as soon as it passes the limit, so an oversize upload is never read whole. An uploaded
+image must be a PNG or JPEG (by its declared type and by its content), within a pixel budget checked
+from its header before it is decoded; it is then converted like the run's data (grey or RGB, centre
+crop to the model's aspect, bilinear resize) and, for a binarized run, binarized as the run's test
+split was evaluated: one Bernoulli draw with the run's test seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import HTTPException
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vaelab.data import ImageSet, prepare
+
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024
+MAX_PIXELS = 25_000_000
+ACCEPTED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over a per-path byte limit with 413, without reading them."""
+
+    def __init__(self, app: Any, default: int = MAX_JSON_BYTES, limits: Mapping[str, int] | None = None):
+        self.app = app
+        self.default = default
+        self.limits = dict(limits or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"], self.default)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await _plain(send, 400, "Content-Length is not a number")
+                return
+            if size > limit:
+                await _plain(send, 413, f"request body of {size} bytes is over the limit of {limit} bytes")
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _plain(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def read_image(
+    data: bytes, content_type: str | None, shape: tuple[int, int, int], invert: bool, max_pixels: int
+) -> torch.Tensor:
+    """An uploaded PNG/JPEG as uint8 [1, C, H, W] in the model's shape; HTTPException when it is not one."""
+    declared = (content_type or "").split(";")[0].strip().lower()
+    if declared not in ACCEPTED_TYPES:
+        raise HTTPException(415, f"expected a PNG or JPEG image, got content type {declared or 'none'!r}")
+    if not data:
+        raise HTTPException(422, "the uploaded file is empty")
+    c, h, w = shape
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format not in ("PNG", "JPEG"):
+                    raise HTTPException(415, f"the file is {im.format}, not a PNG or JPEG image")
+                if im.width * im.height > max_pixels:
+                    raise HTTPException(
+                        413,
+                        f"image of {im.width}x{im.height} pixels is over the limit of {max_pixels} pixels",
+                    )
+                im.draft("L" if c == 1 else "RGB", (w, h))
+                im = ImageOps.exif_transpose(im)
+                im = _flatten_alpha(im).convert("L" if c == 1 else "RGB")
+                im = ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR)
+                if invert:
+                    im = ImageOps.invert(im)
+                arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPException(415, "the file is not a readable PNG or JPEG image") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise HTTPException(415, f"the image could not be decoded ({e})") from None
+    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(arr.copy())[None]
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Transparent pixels shown as on a white page (how a drawing with a transparent background looks)."""
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(page, rgba).convert("RGB")
+    return im
+
+
+def model_input(images: torch.Tensor, binarize: str, seed: int, device: torch.device) -> torch.Tensor:
+    """uint8 [N, C, H, W] as the model's float input, prepared exactly as the run's test split was."""
+    prepared = prepare(ImageSet(images, None, "upload"), binarize, device, seed, train=False)
+    return prepared.batch(slice(0, len(images)))
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """One image [C, H, W] with values in [0, 1] as PNG bytes (grey or RGB)."""
+    arr = (image.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8).numpy()
+    pic = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data: URI, for images inside JSON answers."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

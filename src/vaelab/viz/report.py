@@ -1,0 +1,319 @@
+"""A run as one self-contained HTML page: config, training curves, pictures and, when present, the evaluation.
+
+Every figure is a PNG drawn by `vaelab.viz.figures` (or the evaluation charts below) and embedded as a
+base64 data URI; the page has no script and no external reference, so the single file opens offline.
+The evaluation (`eval.json`, written by `vaelab eval`) is read defensively: whatever parts are present
+are shown, numbers that are missing or not numbers are shown as such, and an unreadable file becomes a
+note on the page rather than a failure. Figures that need the run's data say so when it cannot be found.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vaelab import __version__
+from vaelab.commands.common import OpenRun, open_run
+from vaelab.errors import VaelabError
+from vaelab.io import atomic_write_text
+from vaelab.viz import figures as fig
+from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
+
+PICTURES = (
+    ("samples", "Samples", "Decoded draws from the prior p(z)."),
+    (
+        "reconstructions",
+        "Reconstructions",
+        "Test images (as the model sees them) beside the decoded means of their posterior means.",
+    ),
+    (
+        "manifold",
+        "Latent manifold",
+        "A grid of z at Gaussian quantiles of a latent plane, decoded (Kingma & Welling 2014, figure 4).",
+    ),
+    (
+        "interpolations",
+        "Interpolations",
+        "Linear and spherical paths between the posterior means of pairs of test images.",
+    ),
+    (
+        "latents",
+        "Latent scatter",
+        "Posterior means of test images coloured by label (the top two "
+        "principal components when the latent space has more than two dimensions).",
+    ),
+)
+
+
+PAGE_CSS = """
+:root { --ink: #1d2433; --muted: #6b7385; --line: #e2e5eb; --bg: #f4f5f7; --accent: #3056d3; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; }
+header h1 { margin: 0 0 4px; font-size: 24px; }
+header p { margin: 0; color: var(--muted); }
+h2 { margin: 34px 0 12px; font-size: 18px; border-bottom: 1px solid var(--line); padding-bottom: 6px; }
+h3 { margin: 0 0 8px; font-size: 14px; }
+code { font: 12px ui-monospace, "DejaVu Sans Mono", Menlo, monospace; background: #eceef2; padding: 1px 4px;
+  border-radius: 4px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px;
+  margin: 0 0 16px; box-shadow: 0 1px 2px rgba(16, 24, 40, 0.05); }
+figure.card img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 8px; }
+.cols { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; margin-bottom: 16px; }
+.cols > * { flex: 1 1 340px; margin: 0; min-width: 0; }
+.cols > .narrow { flex: 0 1 300px; }
+.stats { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 18px; }
+.stat { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px 16px; min-width: 150px; }
+.stat .label { color: var(--muted); font-size: 12px; }
+.stat .value { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; }
+.stat .unit { color: var(--muted); font-size: 11.5px; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+table.kv th { text-align: left; font-weight: 500; color: var(--muted); padding: 2px 14px 2px 0;
+  vertical-align: top; }
+table.kv td { padding: 2px 0; word-break: break-word; }
+table.grid { width: 100%; background: #fff; border: 1px solid var(--line); border-radius: 10px;
+  margin-bottom: 16px; }
+table.grid th, table.grid td { padding: 7px 12px; border-bottom: 1px solid var(--line); text-align: right; }
+table.grid th:first-child, table.grid th:last-child, table.grid td:last-child { text-align: left; }
+table.grid tr:first-child th { background: #f8f9fb; color: var(--muted); font-weight: 600; font-size: 12.5px; }
+.meta { color: var(--muted); }
+.note { color: var(--muted); font-style: italic; }
+.warn { background: #fff4e5; border: 1px solid #f7d4a8; color: #7a3e00; border-radius: 10px; padding: 10px 14px; }
+footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
+"""
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _figure(uri: str | None, title: str, caption: str, note: str | None = None) -> str:
+    body = (
+        f'<img src="{uri}" alt="{_esc(title)}">'
+        if uri
+        else f'<p class="note">{_esc(note or "not drawn")}</p>'
+    )
+    return (
+        f'<figure class="card"><h3>{_esc(title)}</h3>{body}<figcaption>{_esc(caption)}</figcaption></figure>'
+    )
+
+
+def _draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[str, str]) -> str | None:
+    """Draw one figure into `tmp` and embed it (None when there is nothing to draw); failures become notes."""
+    try:
+        drawn = make(tmp / f"{key}.png")
+        return None if drawn is None else _png_uri(drawn)
+    except (VaelabError, ValueError, RuntimeError) as e:
+        notes[key] = f"not drawn: {' '.join(str(e).split())}"
+        return None
+
+
+def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(eval.json as a dict, None), or (None, why it could not be read), or (None, None) when absent."""
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} could not be read ({e})"
+    if not isinstance(data, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return data, None
+
+
+def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[dict[str, str | None], dict]:
+    notes: dict[str, str] = {}
+    uris: dict[str, str | None] = {}
+    model = o.model
+    test = train_codes = None
+    try:
+        test = o.split("test", data_dir)
+    except VaelabError as e:
+        notes["data"] = f"not drawn: the run's test data could not be loaded ({' '.join(str(e).split())})"
+    if not hasattr(model, "prior"):
+        try:
+            train_codes = fig.codes(model, o.split("train", data_dir), limit=10000)
+        except VaelabError as e:
+            notes["samples"] = f"not drawn: the training codes could not be computed ({e})"
+    if hasattr(model, "prior") or train_codes is not None:
+        uris["samples"] = _draw(
+            tmp, "samples", lambda p: fig.samples_figure(model, p, seed=seed, train_codes=train_codes), notes
+        )
+    if test is not None:
+        uris["reconstructions"] = _draw(
+            tmp, "reconstructions", lambda p: fig.reconstructions_figure(model, test, p), notes
+        )
+        uris["manifold"] = _draw(tmp, "manifold", lambda p: fig.manifold_figure(model, test, p), notes)
+        uris["interpolations"] = _draw(
+            tmp, "interpolations", lambda p: fig.interpolations_figure(model, test, p, seed=seed), notes
+        )
+        uris["latents"] = _draw(tmp, "latents", lambda p: fig.latents_figure(model, test, p), notes)
+    return uris, notes
+
+
+def _config_tables(cfg: dict[str, Any]) -> str:
+    out = []
+    for section, values in cfg.items():
+        rows = "".join(
+            f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (dict, list)) else v)}</td></tr>"
+            for k, v in (values.items() if isinstance(values, dict) else [("value", values)])
+        )
+        out.append(f'<div class="card"><h3>{_esc(section)}</h3><table class="kv">{rows}</table></div>')
+    return f'<div class="cols">{"".join(out)}</div>'
+
+
+def _last_epoch(history: list[dict[str, Any]]) -> str:
+    if not history:
+        return '<p class="note">No metrics.jsonl yet: the run has no training curves.</p>'
+    last = history[-1]
+    cells = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{_esc(f'{v:.4g}' if isinstance(v, float) else v)}</td></tr>"
+        for k, v in last.items()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+    )
+    return f'<div class="card narrow"><h3>last epoch</h3><table class="kv">{cells}</table></div>'
+
+
+def _headline(o: OpenRun, history: list[dict], ev: dict | None) -> str:
+    cards = []
+    last = history[-1] if history else {}
+    best = num(last.get("test_elbo"))
+    if best is not None:
+        cards.append(("test ELBO (last epoch)", f"{best:.2f}", "nats per image"))
+    imp = ev.get("importance") if isinstance(ev, dict) and isinstance(ev.get("importance"), dict) else {}
+    lp = num(imp.get("log_px"))
+    if lp is not None:
+        cards.append((f"log p(x), IS K={_esc(imp.get('num_samples', '?'))}", f"{lp:.2f}", "nats per image"))
+    bpd = num(imp.get("bits_per_dim"))
+    if bpd is not None:
+        cards.append(("bits per dimension", f"{bpd:.4f}", "importance sampled"))
+    cards.append(("parameters", f"{sum(p.numel() for p in o.model.parameters()):,}", type(o.model).__name__))
+    if history:
+        cards.append(("epochs", str(last.get("epoch", len(history))), "trained"))
+    return (
+        '<div class="stats">'
+        + "".join(
+            f'<div class="stat"><div class="label">{a}</div><div class="value">{b}</div>'
+            f'<div class="unit">{_esc(c)}</div></div>'
+            for a, b, c in cards
+        )
+        + "</div>"
+    )
+
+
+def build_report(
+    run: str | os.PathLike,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    seed: int = 0,
+    which: str = "best",
+) -> str:
+    """The report page of a run, as one HTML string with every image embedded."""
+    return render(open_run(str(run), device, which), data_dir, seed)
+
+
+def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
+    """The report page of an opened run."""
+    notes: dict[str, str] = {}
+    try:
+        history = o.run.read_metrics()
+    except VaelabError as e:
+        history, notes["curves"] = [], f"not drawn: {e}"
+    ev, ev_note = read_eval(o.run.eval)
+    cfg = o.config
+    generative = hasattr(o.model, "prior")
+    pixels = math.prod(o.shape)
+    with tempfile.TemporaryDirectory(prefix="vaelab-report-") as tmpdir:
+        tmp = Path(tmpdir)
+        uris, pic_notes = _pictures(o, tmp, data_dir, seed)
+        notes.update(pic_notes)
+        if history:
+            uris["curves"] = _draw(tmp, "curves", lambda p: fig.curves_figure(history, p), notes)
+        charts = {}
+        if ev is not None:
+            for key, draw in (
+                ("decomposition", decomposition_chart),
+                ("iwae", iwae_chart),
+                ("kl_per_dim", kl_per_dim_chart),
+            ):
+                charts[key] = _draw(tmp, key, lambda p, draw=draw: draw(ev, p), notes)
+    title = f"{o.run.root.name}: {cfg.model.name} on {cfg.data.name}"
+    parts = [
+        f"<header><h1>{_esc(title)}</h1><p>{_esc(type(o.model).__name__)} with a "
+        f"{cfg.model.latent_dim}-d latent space, {cfg.model.likelihood} likelihood, images "
+        f"{'x'.join(map(str, o.shape))}, binarization {_esc(cfg.data.binarize)}. Checkpoint "
+        f"<code>{_esc(o.checkpoint.name)}</code>.</p></header>",
+        _headline(o, history, ev),
+    ]
+    if not generative:
+        parts.append(
+            '<p class="warn">This model has no prior: it is a deterministic autoencoder, not a generative '
+            "model. Its “samples” decode draws from N(0, I) and from a Gaussian fitted to its training "
+            "codes, to show that neither lands reliably on its code manifold.</p>"
+        )
+    parts.append("<h2>Training curves</h2>")
+    curves = uris.get("curves")
+    parts.append(
+        '<div class="cols">'
+        + (
+            _figure(
+                curves, "ELBO, reconstruction and KL per epoch", "From metrics.jsonl.", notes.get("curves")
+            )
+            if history or "curves" in notes
+            else ""
+        )
+        + _last_epoch(history)
+        + "</div>"
+    )
+    if ev is not None or ev_note:
+        parts.append("<h2>Evaluation</h2>")
+        parts.append(eval_section(ev, ev_note, pixels, charts, notes))
+    parts.append("<h2>Pictures</h2>")
+    pictures = {}
+    for key, name, caption in PICTURES:
+        cap = caption
+        if key == "samples" and not generative:
+            cap = "A model without a prior: decoded draws of N(0, I) and of a Gaussian fitted to its codes."
+        pictures[key] = _figure(uris.get(key), name, cap, notes.get(key) or notes.get("data"))
+    for row in (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",)):
+        parts.append(f'<div class="cols">{"".join(pictures[k] for k in row)}</div>')
+    parts.append("<h2>Config</h2>")
+    parts.append(_config_tables(cfg.to_dict()))
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts.append(
+        f"<footer>Written by vaelab {_esc(__version__)} (<code>vaelab report</code>) on {stamp} from "
+        f"<code>{_esc(o.run.root)}</code>. One self-contained file: every image is embedded.</footer>"
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)} — vaelab report</title><style>{PAGE_CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main></body></html>\n"
+    )
+
+
+def write_report(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    seed: int = 0,
+    which: str = "best",
+) -> Path:
+    """Write the report page (default RUN/report.html) atomically and return its path."""
+    o = open_run(str(run), device, which)
+    return atomic_write_text(Path(out) if out else o.run.report, render(o, data_dir, seed))

@@ -1,0 +1,370 @@
+"""The explorer's API through FastAPI's TestClient: each endpoint's answer checked against the model, and
+each rejection (bad JSON, wrong z length, path traversal, oversize or mistyped uploads) with its status."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaelab.commands.common import open_run
+from vaelab.data.binarize import static_draw
+from vaelab.distributions.sampling import sample
+from vaelab.serve import create_app
+from vaelab.serve.uploads import BodyLimit
+from vaelab.train import train
+from vaelab.viz.figures import codes
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's TestClient warns that it prefers httpx2 to httpx
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A folder of three tiny runs (2-D VAE, 2-D autoencoder, 3-D VAE on grey levels) and some decoys."""
+    from conftest import small_config
+
+    root = tmp_path_factory.mktemp("serve") / "runs"
+    train(small_config(), out=root / "vae2d")
+    train(small_config(**{"model.name": "autoencoder"}), out=root / "ae2d")
+    grey = {"model.latent_dim": 3, "model.likelihood": "continuous-bernoulli", "data.binarize": "none"}
+    train(small_config(**grey), out=root / "grey3d")
+    (root / "empty").mkdir()  # no checkpoint: not a run
+    outside = tmp_path_factory.mktemp("outside")
+    train(small_config(**{"train.epochs": 1}), out=outside / "elsewhere")
+    os.symlink(outside / "elsewhere", root / "linked")  # a symlink out of the folder: never served
+    (root / "leaky" / "checkpoints").mkdir(parents=True)
+    os.symlink(outside / "elsewhere" / "checkpoints" / "last.pt", root / "leaky" / "checkpoints" / "last.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    return TestClient(create_app(runs))
+
+
+def png_array(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def uri_array(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/png;base64,")
+    return png_array(base64.b64decode(uri.split(",", 1)[1]))
+
+
+def png_of(arr: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def as_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def test_runs_lists_real_runs_inside_the_folder_only(client):
+    body = client.get("/api/runs").json()
+    assert body["single"] is False
+    assert [r["name"] for r in body["runs"]] == ["ae2d", "grey3d", "vae2d"]
+    vae = body["runs"][2]
+    assert (vae["model"], vae["data"], vae["latent_dim"]) == ("vae", "digits", 2)
+
+
+def test_a_single_run_is_served_under_its_folder_name(runs):
+    c = TestClient(create_app(runs / "vae2d"))
+    assert [r["name"] for r in c.get("/api/runs").json()["runs"]] == ["vae2d"]
+    assert c.post("/api/decode", json={"run": "ae2d", "z": [0, 0]}).status_code == 404
+
+
+def test_decode_returns_the_decoded_mean_as_png(client, runs):
+    z = [0.3, -1.2]
+    r = client.post("/api/decode", json={"run": "vae2d", "z": z})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    model = open_run(str(runs / "vae2d")).model
+    with torch.no_grad():
+        want = as_uint8(model.decode(torch.tensor([z])).mean[0, 0])
+    got = png_array(r.content)
+    assert got.shape == (8, 8)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"run": "vae2d", "z": [0.0]}, 422, "2-d latent space"),
+        ({"run": "grey3d", "z": [0.0, 1.0]}, 422, "3-d latent space"),
+        ({"run": "vae2d", "z": ["a", 1]}, 422, "z.0"),
+        ({"run": "vae2d", "z": []}, 422, "z"),
+        ({"run": "vae2d"}, 422, "z: Field required"),
+        ({"run": "vae2d", "z": [0, 0], "extra": 1}, 422, "extra"),
+        ({"run": "../vae2d", "z": [0, 0]}, 422, "invalid run name"),
+        ({"run": "/etc/passwd", "z": [0, 0]}, 422, "invalid run name"),
+        ({"run": "..", "z": [0, 0]}, 422, "invalid run name"),
+        ({"run": "vae2d/../ae2d", "z": [0, 0]}, 422, "invalid run name"),
+        ({"run": "nope", "z": [0, 0]}, 404, "no run named 'nope'"),
+        ({"run": "empty", "z": [0, 0]}, 404, "no run named"),
+        ({"run": "linked", "z": [0, 0]}, 404, "no run named"),
+        ({"run": "leaky", "z": [0, 0]}, 404, "no run named"),
+    ],
+)
+def test_decode_rejects_with_a_message(client, body, status, needle):
+    r = client.post("/api/decode", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b'{"run": "vae2d", "z": [0, ', "malformed JSON"),
+        (b'{"run": "vae2d", "z": [NaN, 0]}', "finite number"),
+        (b'{"run": "vae2d", "z": [1e999, 0]}', "finite number"),
+        (b"[1, 2]", "valid dictionary"),
+    ],
+)
+def test_malformed_json_is_422(client, raw, needle):
+    r = client.post("/api/decode", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert needle in r.json()["detail"]
+
+
+def test_oversize_json_is_413_by_declared_length_and_by_stream(client):
+    big = b'{"run": "vae2d", "z": [' + b"0," * 200_000 + b"0]}"
+    r = client.post("/api/decode", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+    def chunks():
+        for _ in range(100):
+            yield b" " * 10_000
+
+    r = client.post("/api/decode", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+
+def _call(app, headers, chunk: int, count: int):
+    """Run an ASGI app on one POST whose body arrives in `count` chunks; (status, chunks the app read)."""
+    read = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": read < count}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/encode", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], read
+
+
+def test_body_limit_answers_413_without_reading_the_body_whole():
+    async def reads_everything(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    from starlette.middleware.exceptions import ExceptionMiddleware
+
+    app = BodyLimit(ExceptionMiddleware(reads_everything), default=10, limits={"/api/encode": 100_000})
+    assert _call(app, [], 1000, 50) == (200, 50)  # 50 kB: under the limit, read whole
+    # declared too large: refused before a single chunk is read
+    assert _call(app, [(b"content-length", b"10000000")], 1000, 10_000) == (413, 0)
+    # no declared length: cut off at the first chunk past the limit, not at the end of the 10 MB body
+    assert _call(app, [], 1000, 10_000) == (413, 101)
+
+
+def test_latents_are_the_test_posterior_means(client, runs):
+    body = client.get("/api/latents", params={"run": "grey3d"}).json()
+    o = open_run(str(runs / "grey3d"))
+    test = o.split("test")
+    want = codes(o.model, test).numpy()
+    got = np.array(body["codes"])
+    assert got.shape == want.shape == (300, 3)
+    assert np.abs(got - want).max() <= 5e-5  # rounded to 4 decimals
+    assert body["labels"] == test.labels.tolist()
+    assert np.allclose(body["mean"], want.mean(0), atol=1e-5)
+    axes = np.array(body["pca"]["axes"])
+    assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-5)
+    ex = body["pca"]["explained"]
+    assert ex[0] >= ex[1] > 0 and sum(ex) <= 1 + 1e-6
+    assert (body["latent_dim"], body["generative"], body["shape"]) == (3, True, [1, 8, 8])
+    ae = client.get("/api/latents", params={"run": "ae2d"}).json()
+    assert ae["generative"] is False
+    assert client.get("/api/latents").status_code == 422
+    assert client.get("/api/latents", params={"run": "../../etc"}).status_code == 422
+
+
+def test_encode_gives_the_posterior_of_the_uploaded_image(client, runs):
+    o = open_run(str(runs / "grey3d"))
+    u8 = (o.split("test").images[:1]).cpu()  # a grey-level run keeps intensities: the upload is exact
+    r = client.post(
+        "/api/encode",
+        data={"run": "grey3d"},
+        files={"file": ("d.png", png_of(u8[0, 0].numpy()), "image/png")},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    with torch.no_grad():
+        q = o.model.encode(u8.float() / 255)
+        rec = o.model.decode(q.mean).mean[0, 0]
+    assert np.allclose(body["mean"], q.mean[0].numpy(), atol=1e-5)
+    assert np.allclose(body["std"], q.stddev[0].numpy(), atol=1e-5)
+    assert body["binarized"] is False
+    assert np.array_equal(uri_array(body["input"]), u8[0, 0].numpy())
+    assert np.abs(uri_array(body["reconstruction"]).astype(int) - as_uint8(rec).astype(int)).max() <= 1
+
+
+def test_encode_binarizes_like_the_test_split_for_a_binarized_run(client, runs):
+    o = open_run(str(runs / "vae2d"))
+    u8 = o.split("test").images[:1]  # already a 0/1 draw; take the grey source image instead
+    grey = torch.from_numpy(np.linspace(0, 255, 64).reshape(1, 1, 8, 8).astype(np.uint8))
+    r = client.post(
+        "/api/encode",
+        data={"run": "vae2d"},
+        files={"file": ("g.png", png_of(grey[0, 0].numpy()), "image/png")},
+    )
+    body = r.json()
+    want = static_draw(grey, o.config.data.binarize_seed + 1).float()  # the test split's seed offset
+    assert body["binarized"] is True
+    assert np.array_equal(uri_array(body["input"]), (want[0, 0] * 255).to(torch.uint8).numpy())
+    with torch.no_grad():
+        assert np.allclose(body["mean"], o.model.encode(want).mean[0].numpy(), atol=1e-5)
+    assert set(np.unique(u8.numpy())) <= {0, 1}
+
+
+def test_encode_crops_the_centre_resizes_and_inverts(client):
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, 20:60] = 255  # only the centre square is white
+    for name, kind, fmt in (("w.png", "image/png", "PNG"), ("w.jpg", "image/jpeg", "JPEG")):
+        files = {"file": (name, png_of(wide, fmt), kind)}
+        seen = uri_array(client.post("/api/encode", data={"run": "grey3d"}, files=files).json()["input"])
+        assert seen.shape == (8, 8)
+        assert seen[:, 1:7].min() >= 250 and seen.mean() > 245  # bilinear edges blend a little outside
+        inv = client.post("/api/encode", data={"run": "grey3d", "invert": "true"}, files=files).json()
+        assert uri_array(inv["input"])[:, 1:7].max() <= 5
+
+
+def test_encode_flattens_transparency_onto_white(client):
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black
+    files = {"file": ("t.png", png_of(rgba), "image/png")}
+    seen = uri_array(client.post("/api/encode", data={"run": "grey3d"}, files=files).json()["input"])
+    assert seen.min() == 255
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("file", "status", "needle"),
+    [
+        (("a.txt", b"hello", "text/plain"), 415, "content type 'text/plain'"),
+        (("a.png", b"hello, not a png", "image/png"), 415, "not a readable PNG or JPEG"),
+        (("a.png", _gif(), "image/png"), 415, "the file is GIF"),
+        (("a.png", b"", "image/png"), 422, "empty"),
+    ],
+)
+def test_encode_rejects_what_is_not_a_png_or_jpeg(client, file, status, needle):
+    r = client.post("/api/encode", data={"run": "vae2d"}, files={"file": file})
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_encode_rejects_missing_parts_and_bad_runs(client):
+    png = png_of(np.zeros((8, 8), np.uint8))
+    assert client.post("/api/encode", data={"run": "vae2d"}).status_code == 422
+    r = client.post("/api/encode", files={"file": ("a.png", png, "image/png")})
+    assert r.status_code == 422 and "run" in r.json()["detail"]
+    r = client.post("/api/encode", data={"run": "../x"}, files={"file": ("a.png", png, "image/png")})
+    assert r.status_code == 422
+
+
+def test_encode_limits_bytes_and_pixels(runs):
+    c = TestClient(create_app(runs, max_upload_bytes=4000, max_pixels=900))
+    noisy = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    r = c.post("/api/encode", data={"run": "vae2d"}, files={"file": ("n.png", png_of(noisy), "image/png")})
+    assert r.status_code == 413 and "4000 bytes" in r.json()["detail"]
+    flat = png_of(np.zeros((40, 40), np.uint8))  # small file, 1,600 pixels
+    r = c.post("/api/encode", data={"run": "vae2d"}, files={"file": ("f.png", flat, "image/png")})
+    assert r.status_code == 413 and "40x40 pixels" in r.json()["detail"]
+
+
+def test_sample_draws_from_the_prior_with_its_seed(client, runs):
+    body = client.post("/api/sample", json={"run": "vae2d", "n": 5, "seed": 7}).json()
+    model = open_run(str(runs / "vae2d")).model
+    want = sample(model.prior(), (5,), torch.Generator().manual_seed(7))
+    assert np.allclose(body["z"], want.numpy(), atol=1e-6)
+    assert len(body["images"]) == 5 and body["generative"] is True
+    assert body == client.post("/api/sample", json={"run": "vae2d", "n": 5, "seed": 7}).json()
+    ae = client.post("/api/sample", json={"run": "ae2d", "n": 3}).json()
+    assert ae["generative"] is False and "no prior" in ae["source"]
+    for bad in ({"run": "vae2d", "n": 0}, {"run": "vae2d", "n": 65}, {"run": "vae2d", "seed": -1}):
+        assert client.post("/api/sample", json=bad).status_code == 422
+
+
+def test_interpolate_paths(client):
+    z0, z1 = [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]
+    lin = client.post("/api/interpolate", json={"run": "grey3d", "z0": z0, "z1": z1, "steps": 5}).json()
+    assert np.allclose(lin["z"], np.linspace(z0, z1, 5), atol=1e-6)
+    assert len(lin["images"]) == 5
+    sph = client.post(
+        "/api/interpolate", json={"run": "grey3d", "z0": z0, "z1": z1, "steps": 3, "path": "spherical"}
+    ).json()
+    mid = np.array(sph["z"][1])  # slerp at t = 1/2 between orthogonal vectors of norms 1 and 2
+    assert np.allclose(mid, [np.sqrt(0.5), 2 * np.sqrt(0.5), 0.0], atol=1e-5)
+    bad = client.post("/api/interpolate", json={"run": "grey3d", "z0": z0, "z1": [0.0, 1.0]})
+    assert bad.status_code == 422 and "z1 has 2 values" in bad.json()["detail"]
+    assert (
+        client.post("/api/interpolate", json={"run": "grey3d", "z0": z0, "z1": z1, "steps": 1}).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            "/api/interpolate", json={"run": "grey3d", "z0": z0, "z1": z1, "path": "cubic"}
+        ).status_code
+        == 422
+    )
+
+
+def test_page_and_assets_are_served_and_offline(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="pad"' in page.text
+    for asset in ("/static/app.js", "/static/app.css"):
+        r = client.get(asset)
+        assert r.status_code == 200
+        text = r.text + page.text
+        assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
+    assert client.get("/static/../app.py").status_code == 404
+
+
+class Payload:
+    """Any object a pickle would rebuild (and weights_only=True refuses)."""
+
+
+def test_an_unsafe_checkpoint_is_refused_not_loaded(runs, tmp_path):
+    root = tmp_path / "runs"
+    (root / "evil" / "checkpoints").mkdir(parents=True)
+    torch.save({"format": "vaelab-checkpoint", "x": Payload()}, root / "evil" / "checkpoints" / "best.pt")
+    r = TestClient(create_app(root)).get("/api/latents", params={"run": "evil"})
+    assert r.status_code == 500
+    assert "refused" in r.json()["detail"] and "\n" not in r.json()["detail"]
+
+
+def test_json_detail_is_one_line(client):
+    r = client.post("/api/decode", json={"run": "vae2d", "z": ["a", "b", "c", "d"]})
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "\n" not in detail and json.dumps(detail)

@@ -1,0 +1,193 @@
+"""End to end: `vaelab serve` in a subprocess on a free loopback port, driven by Debian's headless Chromium.
+
+It drags on the latent pad and checks the decoded picture changed, uploads an image and sees its
+reconstruction and posterior, draws samples and an interpolation strip, and saves a screenshot. Nothing is
+downloaded: Selenium is given /usr/bin/chromium and /usr/bin/chromedriver (Selenium Manager stays off).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaelab.train import train
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    absent = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if absent:
+        return f"{' and '.join(absent)} not found: install Debian's chromium and chromium-driver (make test does)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`vaelab serve` on a folder of two runs, on port 0 (a free port), in a subprocess."""
+    if why := _missing():
+        pytest.skip(why)
+    from conftest import small_config
+
+    root = tmp_path_factory.mktemp("browser") / "runs"
+    train(small_config(**{"train.epochs": 4}), out=root / "digits-vae")
+    train(small_config(**{"model.name": "autoencoder", "train.epochs": 2}), out=root / "digits-ae")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "serve", str(root), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    if not match:
+        proc.kill()
+        pytest.fail(f"vaelab serve did not start: {line}{proc.stdout.read()}")
+    yield f"http://127.0.0.1:{match.group(1)}/"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1320,1000",
+        f"--user-data-dir={profile}",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def image_pixels(driver, element_id: str) -> list[int]:
+    """The RGBA pixels of an <img> as the page shows it (read back through a canvas)."""
+    return driver.execute_script(
+        """const img = document.getElementById(arguments[0]);
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);""",
+        element_id,
+    )
+
+
+def wait_for(driver, condition, what: str, timeout: float = 20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(condition)
+        if value:
+            return value
+        time.sleep(0.05)
+    status = driver.execute_script("return document.getElementById('status').textContent")
+    raise AssertionError(f"timed out waiting for {what} (status line: {status!r})")
+
+
+def decodes(driver) -> int:
+    return int(
+        driver.execute_script("return Number(document.getElementById('decoded').dataset.decodes || 0)")
+    )
+
+
+def test_drag_sample_interpolate_upload(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    url = server
+    browser.get(url)
+    wait_for(
+        browser, "return Number(document.getElementById('decoded').dataset.decodes || 0) > 0", "first decode"
+    )
+    options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#run-select option")]
+    assert options == ["digits-ae", "digits-vae"]
+    assert browser.find_element(By.ID, "badge").is_displayed()  # the autoencoder comes first: not generative
+    browser.find_element(By.CSS_SELECTOR, "#run-select option[value='digits-vae']").click()
+    wait_for(browser, "return document.getElementById('run-info').textContent.startsWith('vae')", "vae run")
+    wait_for(browser, "return !document.getElementById('status').textContent.startsWith('loading')", "load")
+    assert not browser.find_element(By.ID, "badge").is_displayed()
+    time.sleep(0.3)
+
+    # drag across the pad: the decoded picture follows the pointer
+    pad = browser.find_element(By.ID, "pad")
+    side = pad.size["width"]
+    n0 = decodes(browser)
+    ActionChains(browser).move_to_element_with_offset(pad, -side // 3, side // 3).click_and_hold().perform()
+    wait_for(browser, f"return Number(document.getElementById('decoded').dataset.decodes) > {n0}", "decode")
+    time.sleep(0.3)
+    before = image_pixels(browser, "decoded")
+    z_before = browser.find_element(By.ID, "z-readout").text
+    chain = ActionChains(browser)
+    for _ in range(8):
+        chain.move_by_offset(side // 12, -side // 12)
+    chain.release().perform()
+    n1 = decodes(browser)
+    wait_for(browser, "return document.getElementById('decoded').complete", "image load")
+    time.sleep(0.5)
+    after = image_pixels(browser, "decoded")
+    assert browser.find_element(By.ID, "z-readout").text != z_before
+    assert decodes(browser) >= n1 > n0 + 1
+    assert before != after, "dragging across the pad did not change the decoded image"
+
+    # samples and an interpolation strip
+    browser.find_element(By.ID, "sample-btn").click()
+    wait_for(browser, "return document.querySelectorAll('#samples img').length === 16", "samples")
+    assert "p(z)" in browser.find_element(By.ID, "sample-note").text
+    browser.find_element(By.ID, "interp-btn").click()
+    ActionChains(browser).move_to_element_with_offset(pad, -side // 4, -side // 4).click().perform()
+    ActionChains(browser).move_to_element_with_offset(pad, side // 4, side // 4).click().perform()
+    wait_for(browser, "return document.querySelectorAll('#strip img').length === 10", "interpolation strip")
+
+    # upload a test digit: its reconstruction and posterior appear
+    digit = (np.kron(np.eye(8), np.ones((1, 1))) * 255).astype(np.uint8)
+    digit[:, 3:5] = 255
+    upload = tmp_path / "digit.png"
+    Image.fromarray(np.kron(digit, np.ones((8, 8), np.uint8))).save(upload)
+    browser.find_element(By.ID, "upload").send_keys(str(upload))
+    wait_for(browser, "return !document.getElementById('encoded').hidden", "reconstruction")
+    wait_for(browser, "return document.getElementById('recon').complete", "reconstruction image")
+    recon = image_pixels(browser, "recon")
+    assert len(recon) == 8 * 8 * 4 and max(recon[0::4]) > 0
+    seen = np.array(image_pixels(browser, "input-seen")[0::4]).reshape(8, 8)
+    assert set(np.unique(seen)) <= {0, 255}  # binarized, as the run's test data were
+    assert "±" in browser.find_element(By.ID, "posterior").text
+    assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+
+    shot = Path(os.environ.get("VAELAB_SCREENSHOT_DIR", tmp_path)) / "explorer.png"
+    browser.save_screenshot(str(shot))
+    with Image.open(io.BytesIO(shot.read_bytes())) as im:
+        assert im.size[0] >= 1000
