@@ -78,10 +78,13 @@ class TrainConfig:
     grad_clip: float = 0.0
     seed: int = 0
     device: str = "cpu"
-    threads: int = 0  # 0: torch's default
+    threads: int = 0  # 0: this process's cores, split among the ranks on its node
     eval_batch_size: int = 1000
     eval_seed: int = 1234  # the noise draw used for every per-epoch evaluation
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16: autocast of the training step (evaluation stays fp32)
+    compile: bool = False  # torch.compile the training objective (eager if compiling fails)
+    dist_timeout: float = 300.0  # seconds a distributed run waits for its rendezvous and each collective
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ import argparse
 from vaelab.config import build_config, parse_assignments
 from vaelab.data.binarize import MODES
 from vaelab.distributions.likelihoods import LIKELIHOODS
+from vaelab.errors import ConfigError
 from vaelab.models.registry import MODELS
-from vaelab.train.loop import OPTIMIZERS, train
+from vaelab.train import distributed
+from vaelab.train.loop import OPTIMIZERS, check_world, train
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {
@@ -32,6 +34,7 @@ FLAGS = {
     "seed": "train.seed",
     "device": "train.device",
     "threads": "train.threads",
+    "precision": "train.precision",
 }
 
 
@@ -67,7 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", help=f"{' | '.join(OPTIMIZERS)} (default adam)")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and noise (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    p.add_argument("--precision", help="fp32 | bf16: autocast of the training step (default fp32)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (eager if it fails)"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="data-parallel over N local processes (DDP; gloo on CPU, NCCL on GPU); several nodes: torchrun",
+    )
     p.add_argument("--config", help="YAML or JSON config file (see configs/)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. train.lr=3e-4"
@@ -84,9 +96,21 @@ def run(args: argparse.Namespace) -> int:
     overrides.update(parse_assignments(args.set))
     if args.quiet:
         overrides["train.progress"] = False
+    if args.compile:
+        overrides["train.compile"] = True
     config = build_config(args.config, overrides)
+    if args.nproc is not None and args.nproc != 1:
+        if distributed.world().distributed:
+            raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+        check_world(config, distributed.World(0, args.nproc, 0, args.nproc))
+        distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
+        return 0
     explicit = set(overrides) if args.resume else None
     result = train(config, out=args.out, resume=args.resume, explicit=explicit)
+    if not distributed.world().main:
+        return 0
     last = result.history[-1] if result.history else {}
     for split in ("test", "valid"):
         for stat, name in (("elbo", "ELBO"), ("rec", "reconstruction log p(x|z)")):

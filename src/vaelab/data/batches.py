@@ -1,18 +1,60 @@
 """In-memory batching: images stay uint8 on the device, a batch is an index slice of a seeded permutation.
 
 Scaling and binarization happen on the whole batch in vectorised torch; no per-item Python runs in the
-training loop. With several processes (DDP) each rank takes its own contiguous share of every global batch.
+training loop. With several processes (DDP) each rank takes its own contiguous share of every global batch,
+and under `batch_share` every random draw is made for the whole global batch from the shared generator and
+this rank's rows are kept: the noise each datum sees is then the same as in one process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 
 from vaelab.data.binarize import static_draw, to_float
 from vaelab.data.sources import ImageSet
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's rows of a global batch of `total` data (one rank of several)."""
+
+    rows: slice
+    total: int
+
+
+_SHARE: ContextVar[Share | None] = ContextVar("vaelab_batch_share", default=None)
+
+
+@contextmanager
+def batch_share(share: Share | None) -> Iterator[None]:
+    """Within the block, `shared_draw` makes draws for the global batch and keeps `share.rows`."""
+    token = _SHARE.set(share)
+    try:
+        yield
+    finally:
+        _SHARE.reset(token)
+
+
+def shared_draw(
+    draw: Callable[..., torch.Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    like: torch.Tensor,
+    dim: int = 0,
+) -> torch.Tensor:
+    """`draw(shape, generator=..., device=..., dtype=...)` (torch.rand, torch.randn), where `shape[dim]` is
+    the batch: under `batch_share` the draw covers the global batch and this share's rows are returned."""
+    share = _SHARE.get()
+    kw = {"generator": generator, "device": like.device, "dtype": like.dtype}
+    if share is None or shape[dim] == share.total:
+        return draw(shape, **kw)
+    full = (*shape[:dim], share.total, *shape[dim + 1 :])
+    return draw(full, **kw).narrow(dim, share.rows.start, share.rows.stop - share.rows.start)
 
 
 @dataclass
@@ -34,8 +76,16 @@ class Prepared:
         return tuple(self.images.shape[1:])
 
     def batch(self, index: torch.Tensor | slice, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The float32 batch at `index` (a fresh Bernoulli draw when dynamic)."""
-        return to_float(self.images[index], self.mode, generator, self.binary)
+        """The float32 batch at `index` (a fresh Bernoulli draw when dynamic).
+
+        A dynamic draw is 1[u < p] with u ~ U(0, 1) from `generator` (the same bits torch.bernoulli gives on
+        the CPU, and cheaper); `shared_draw` makes it the same per datum in one process or split over ranks.
+        """
+        images = self.images[index] if isinstance(index, slice) else self.images.index_select(0, index)
+        if self.mode != "dynamic" or self.binary:
+            return to_float(images, self.mode, generator, self.binary)
+        p = images.float().div_(255.0)
+        return (shared_draw(torch.rand, tuple(p.shape), generator, p) < p).float()
 
     def labels_at(self, index: torch.Tensor | slice) -> torch.Tensor | None:
         """The labels at `index`, if the split has labels."""

@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.config import ObjectiveConfig
+from vaelab.data.batches import shared_draw
 from vaelab.distributions.sampling import rsample
 from vaelab.errors import ConfigError
 
@@ -38,6 +39,16 @@ class Step(NamedTuple):
     stats: dict[str, torch.Tensor]
 
 
+def draw_z(q: Distribution, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """z ~ q(z|x), [K, B, D], reparameterised; a Gaussian's eps comes from `shared_draw`, so a datum gets the
+    same eps whether its batch runs in one process or split over ranks (DDP)."""
+    base = q.base_dist if isinstance(q, Independent) else q
+    if generator is None or not isinstance(base, Normal):
+        return rsample(q, (num_samples,), generator)
+    eps = shared_draw(torch.randn, (num_samples, *base.loc.shape), generator, base.loc, dim=1)
+    return base.loc + base.scale * eps
+
+
 def elbo_terms(
     model: nn.Module,
     x: torch.Tensor,
@@ -49,7 +60,7 @@ def elbo_terms(
     if kl not in KL_ESTIMATORS:
         raise ConfigError(f"unknown KL estimator '{kl}'; choose one of: {', '.join(KL_ESTIMATORS)}")
     q = model.encode(x)
-    z = rsample(q, (num_samples,), generator)
+    z = draw_z(q, num_samples, generator)
     rec = model.decode(z).log_prob(x).mean(0)
     prior = model.prior()
     if kl == "analytic":

@@ -5,14 +5,22 @@ an optimiser step; then validation and test statistics on a fixed draw, `metrics
 `last.pt` / `best.pt`. Every RNG is an explicit generator saved in the checkpoint, so `resume=True`
 continues a stopped run to the same bits (on CPU). A non-finite loss stops training, keeping the last
 good checkpoint.
+
+Under torchrun (or `vaelab train --nproc N`) the same loop runs data-parallel (`vaelab.train.distributed`):
+each rank takes its share of every global batch, DDP averages the gradients, rank 0 alone writes files,
+and a run ends close to the one-process run with the same global batch and seed. Speed on one CPU: fused
+Adam, binarization by one uniform draw, no host syncs but the (free on CPU) finite-loss check, evaluation
+under inference_mode; bf16 autocast and torch.compile are options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections import defaultdict
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +29,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vaelab.config import Config, TrainConfig
-from vaelab.data import DataSplits, Prepared, epoch_batches, iterate, load_data, prepare
-from vaelab.device import resolve_device
-from vaelab.errors import ConfigError, DataError, TrainingDiverged
+from vaelab.config import Config, ObjectiveConfig, TrainConfig
+from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
+from vaelab.data.batches import Share, batch_share
+from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
 from vaelab.io import atomic_write_json, ensure_dir
 from vaelab.models.registry import MODELS, build_model, get_spec
-from vaelab.objectives.elbo import OBJECTIVES, Objective, kl_weight
+from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, kl_weight
 from vaelab.runs import RunDir
+from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, read_checkpoint, save_checkpoint
+from vaelab.train.distributed import DistributedError, World
 
 OPTIMIZERS = ("adam", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "iwae")
+PRECISIONS = ("fp32", "bf16")
 
 
 def iwae_lr_factor(epoch: int) -> float:
@@ -45,7 +56,15 @@ def iwae_lr_factor(epoch: int) -> float:
 
 
 # Settings a resumed run may change; anything else must match the checkpoint's config.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.threads", "data.data_dir")
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.device",
+    "train.progress",
+    "train.threads",
+    "train.compile",
+    "train.dist_timeout",
+    "data.data_dir",
+)
 
 
 @dataclass
@@ -60,12 +79,16 @@ class TrainResult:
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    """Adam or Adagrad (Kingma & Welling 2014 used Adagrad with batches of 100)."""
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+    """Adam or Adagrad (Kingma & Welling 2014 used Adagrad with batches of 100), as one fused kernel per
+    step where the device has one, else the multi-tensor (foreach) form."""
+    table = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
+    if cfg.optimizer not in table:
+        raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+    params = list(params)
+    try:
+        return table[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return table[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -103,6 +126,7 @@ def validate_config(cfg: Config) -> None:
         ("KL estimator", cfg.objective.kl, KL_ESTIMATORS, False),
         ("optimizer", cfg.train.optimizer, OPTIMIZERS, False),
         ("lr_schedule", cfg.train.lr_schedule, SCHEDULES, False),
+        ("precision", cfg.train.precision, PRECISIONS, False),
     ]
     for what, value, choices, ok in checks:
         if not ok and value not in choices:
@@ -115,6 +139,25 @@ def validate_config(cfg: Config) -> None:
         )
     if cfg.model.latent_dim < 1 or cfg.objective.num_samples < 1:
         raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
+    if not t.dist_timeout > 0:
+        raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
+
+
+def check_world(cfg: Config, w: World, n_train: int | None = None) -> None:
+    """A distributed run splits every global batch evenly over its ranks, and each rank needs data."""
+    if not w.distributed:
+        return
+    b = cfg.train.batch_size
+    if b % w.size != 0:
+        raise ConfigError(
+            f"world size {w.size} does not divide train.batch_size {b}; use a batch size that is a multiple "
+            f"of {w.size} (each rank takes batch_size / world_size of every global batch)"
+        )
+    if n_train is not None and n_train < w.size:
+        raise ConfigError(
+            f"{w.size} processes but {cfg.data.name} has only {n_train} training image(s): "
+            f"use at most {n_train} processes"
+        )
 
 
 def check_compatible(cfg: Config, data: DataSplits) -> None:
@@ -133,17 +176,92 @@ def check_compatible(cfg: Config, data: DataSplits) -> None:
 def evaluate_split(
     model: nn.Module, data: Prepared, objective: Objective, cfg: Config, seed: int
 ) -> dict[str, float]:
-    """Mean per-datum statistics of the objective (beta = 1) on a fixed draw, with a fixed noise seed."""
+    """Mean per-datum statistics of the objective (beta = 1) on a fixed draw, with a fixed noise seed.
+
+    Inside a process group every rank scores its share of each batch (noise drawn for the whole batch, so
+    each datum's draw is the one-process draw) and the sums are all-reduced: call it on every rank.
+    """
     was_training = model.training
     model.eval()
+    w = distributed.world()
     g = torch.Generator(device=data.images.device).manual_seed(seed)
-    sums: dict[str, float] = defaultdict(float)
-    for _, x in iterate(data, cfg.train.eval_batch_size):
-        step = objective(model, x, cfg.objective, 1.0, g)
+    sums: dict[str, torch.Tensor] = {}
+    size = cfg.train.eval_batch_size
+    for start in range(0, len(data), size):
+        n = min(size, len(data) - start)
+        rows = distributed.shard(n, w)
+        with batch_share(Share(rows, n) if w.distributed else None):
+            x = data.batch(slice(start + rows.start, start + rows.stop))
+            step = objective(model, x, cfg.objective, 1.0, g)
         for k, v in step.stats.items():
-            sums[k] += float(v.double().sum())
+            s = v.double().sum()
+            sums[k] = sums[k] + s if k in sums else s
     model.train(was_training)
-    return {k: v / len(data) for k, v in sums.items()}
+    if not sums:
+        return {}
+    totals = distributed.all_reduce_sum(torch.stack(list(sums.values()))).tolist()
+    return {k: v / len(data) for k, v in zip(sums, totals)}
+
+
+class ObjectiveModule(nn.Module):
+    """The model and its training objective as one module, so that DDP and torch.compile see the whole loss."""
+
+    def __init__(self, model: nn.Module, objective: Objective, cfg: ObjectiveConfig) -> None:
+        super().__init__()
+        self.model, self.objective, self.cfg = model, objective, cfg
+
+    def forward(self, x: torch.Tensor, beta: float, generator: torch.Generator | None) -> Step:
+        return self.objective(self.model, x, self.cfg, beta, generator)
+
+
+class Compiled:
+    """torch.compile of a module with an eager fallback: if compiling fails, say so once and run eager."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.eager, self.fn = module, torch.compile(module)
+
+    def __call__(self, *args: object) -> Step:
+        if self.fn is not self.eager:
+            try:
+                return self.fn(*args)
+            except Exception as e:  # inductor needs a C++ compiler and supported ops; eager always works
+                warnings.warn(f"torch.compile failed ({type(e).__name__}); training eagerly", stacklevel=2)
+                self.fn = self.eager
+        return self.eager(*args)
+
+
+class FiniteWatch:
+    """Stops at a non-finite loss, naming its epoch and step. On the CPU reading a loss costs nothing, so each
+    step is checked before its update; on an accelerator the losses are checked every `every` steps."""
+
+    def __init__(self, device: torch.device, where: Callable[[], str], every: int = 50) -> None:
+        self.on_host, self.where, self.every = device.type == "cpu", where, every
+        self.pending: list[tuple[torch.Tensor, int, int]] = []
+
+    def add(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        if self.on_host:
+            value = loss.item()
+            if not math.isfinite(value):
+                self._stop(value, epoch, step)
+            return
+        self.pending.append((loss.detach(), epoch, step))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([p[0].float() for p in self.pending]).cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            _, epoch, step = self.pending[int(bad[0])]
+            self._stop(float(values[int(bad[0])]), epoch, step)
+        self.pending.clear()
+
+    def _stop(self, value: float, epoch: int, step: int) -> None:
+        raise TrainingDiverged(
+            f"loss became {value} at epoch {epoch}, step {step}; training stopped; last good checkpoint: {self.where()}"
+        )
 
 
 def _rng_state(g_perm: torch.Generator, g_noise: torch.Generator) -> dict[str, Any]:
@@ -189,7 +307,10 @@ def train(
     data: DataSplits | None = None,
     explicit: set[str] | None = None,
 ) -> TrainResult:
-    """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it."""
+    """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it.
+
+    Under torchrun every rank calls this with the same arguments; rank 0 alone writes the run folder.
+    """
     run = RunDir.at(out) if out is not None else None
     ckpt = None
     if resume:
@@ -199,12 +320,43 @@ def train(
             raise ConfigError(f"--resume: no checkpoint at {run.last}")
         ckpt = read_checkpoint(run.last)
         config = _resume_config(config, config_of(ckpt, run.last), explicit or set())
-    cfg = config
-    validate_config(cfg)
-    device = resolve_device(cfg.train.device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    if run is not None:
+    validate_config(config)
+    w = distributed.world()
+    check_world(config, w)
+    device = distributed.device_for(config.train.device, w)
+    torch.set_num_threads(
+        config.train.threads if config.train.threads > 0 else distributed.default_threads(w)
+    )
+    started = distributed.start(device, config.train.dist_timeout)
+    try:
+        return _train(config, run, ckpt, data, device, w)
+    except VaelabError as e:
+        raise type(e)(f"{w}: {e}") if w.distributed else e from None
+    except Exception as e:
+        if w.distributed and distributed.is_comm_error(e):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DistributedError(f"{w}: lost contact with the other ranks ({first})") from None
+        raise
+    finally:
+        if started:
+            distributed.stop()
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    return (
+        torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
+
+
+def _train(
+    cfg: Config,
+    run: RunDir | None,
+    ckpt: dict | None,
+    data: DataSplits | None,
+    device: torch.device,
+    w: World,
+) -> TrainResult:
+    if run is not None and w.main:
         ensure_dir(run.checkpoints)
     data = data if data is not None else load_data(cfg.data)
     if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
@@ -212,6 +364,7 @@ def train(
             f"--resume: the data's images are {data.shape}, the checkpoint's model was built for {tuple(ckpt['shape'])}"
         )
     check_compatible(cfg, data)
+    check_world(cfg, w, len(data.train.images))
 
     torch.manual_seed(cfg.train.seed)
     spec = get_spec(cfg.model.name)
@@ -219,6 +372,7 @@ def train(
     objective = OBJECTIVES[spec.objective]
     optimizer = make_optimizer(cfg.train, model.parameters())
     scheduler = make_scheduler(cfg.train, optimizer)
+    # Every rank holds the same generators: each draws the whole global batch's noise and keeps its rows.
     g_perm = torch.Generator().manual_seed(cfg.train.seed + 1)
     g_noise = torch.Generator(device=device).manual_seed(cfg.train.seed + 2)
 
@@ -236,7 +390,7 @@ def train(
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], g_perm, g_noise)
         epoch, step, history, best = ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["best"]
-    if run is not None:
+    if run is not None and w.main:
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
 
@@ -254,27 +408,35 @@ def train(
             "best": best,
         }
 
-    show = cfg.train.progress
+    net = distributed.wrap(ObjectiveModule(model, objective, cfg.objective), device)
+    forward = Compiled(net) if cfg.train.compile else net
+    watch = FiniteWatch(
+        device, lambda: f"{run.last}" if run is not None and run.last.is_file() else "none written yet"
+    )
+    show = cfg.train.progress and w.main
     while epoch < cfg.train.epochs:
         model.train()
         start = time.perf_counter()
         batches = epoch_batches(len(train_data), cfg.train.batch_size, g_perm)
+        if w.distributed and len(batches[-1]) < w.size:
+            batches.pop()  # every rank needs at least one datum of a batch
         sums: dict[str, torch.Tensor] = {}
         bar = tqdm(
             batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False, unit="batch"
         )
-        for i, idx in enumerate(bar):
-            x = train_data.batch(idx, g_noise)
+        for i, global_idx in enumerate(bar):
+            rows = distributed.shard(len(global_idx), w)
             beta = kl_weight(cfg.objective, step, len(batches))
-            res = objective(model, x, cfg.objective, beta, g_noise)
-            if not torch.isfinite(res.loss):
-                where = f"{run.last}" if run is not None and run.last.is_file() else "none written yet"
-                raise TrainingDiverged(
-                    f"loss became {float(res.loss.detach())} at epoch {epoch + 1}, step {i + 1}; training stopped; "
-                    f"last good checkpoint: {where}"
-                )
+            with batch_share(Share(rows, len(global_idx)) if w.distributed else None):
+                x = train_data.batch(global_idx[rows], g_noise)
+                with _autocast(device, cfg.train.precision):
+                    res = forward(x, beta, g_noise)
+            watch.add(res.loss, epoch + 1, i + 1)
+            loss = res.loss
+            if w.distributed:  # DDP averages over ranks: weigh each rank's mean by its share of the batch
+                loss = loss * (w.size * (rows.stop - rows.start) / len(global_idx))
             optimizer.zero_grad(set_to_none=True)
-            res.loss.backward()
+            loss.backward()
             if cfg.train.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
@@ -283,13 +445,13 @@ def train(
                 s = v.detach().sum()
                 sums[k] = sums[k] + s if k in sums else s
             if show and (i % 20 == 0 or i == len(batches) - 1):
-                loss_now = float(res.loss.detach())
                 bar.set_postfix(
                     {
-                        "loss": f"{loss_now:.2f}",
-                        **{k: f"{float(v.detach().mean()):.2f}" for k, v in res.stats.items()},
+                        "loss": f"{float(res.loss.detach()):.2f}",
+                        **{k: f"{float(v.detach().float().mean()):.2f}" for k, v in res.stats.items()},
                     }
                 )
+        watch.flush()
         scheduler.step()
         seconds = time.perf_counter() - start
         epoch += 1
@@ -301,7 +463,9 @@ def train(
             "lr": optimizer.param_groups[0]["lr"],
             "beta": kl_weight(cfg.objective, step - 1, max(len(batches), 1)),
         }
-        record.update({f"train_{k}": float(v) / len(train_data) for k, v in sums.items()})
+        if sums:
+            totals = distributed.all_reduce_sum(torch.stack([v.float() for v in sums.values()])).tolist()
+            record.update({f"train_{k}": v / len(train_data) for k, v in zip(sums, totals)})
         for name, split in evals.items():
             stats = evaluate_split(model, split, objective, cfg, cfg.train.eval_seed)
             record.update({f"{name}_{k}": v for k, v in stats.items()})
@@ -313,10 +477,11 @@ def train(
         if show:
             shown = {k: round(v, 2) for k, v in record.items() if k.startswith(("train_", "valid_", "test_"))}
             tqdm.write(f"epoch {epoch}: {shown} ({seconds:.1f} s)")
-        if run is not None:
+        if run is not None and w.main:
             body = payload()
             save_checkpoint(run.last, body)
             if improved:
                 save_checkpoint(run.best, body)
             run.write_metrics(history)
+    distributed.barrier()  # no rank returns before rank 0 has written the run folder
     return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)

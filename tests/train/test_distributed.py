@@ -1,0 +1,172 @@
+"""Data-parallel training: two gloo ranks equal one process, resume is exact, failures end the job in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+import torch
+
+from vaelab.cli import main
+from vaelab.data.batches import Prepared, Share, batch_share, shared_draw
+from vaelab.objectives import elbo as elbo_module
+from vaelab.runs import RunDir
+from vaelab.train import distributed, train
+from vaelab.train.distributed import DistributedError, World
+from vaelab.train.loop import check_world
+
+CLI = ["--data", "digits", "--hidden", "32", "--latent-dim", "2", "--threads", "1", "--quiet", "--no-figures"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shards_partition_like_tensor_split():
+    for n in (0, 1, 5, 64, 67):
+        for size in (1, 2, 3, 7):
+            expected = torch.arange(n).tensor_split(size)
+            got = [torch.arange(n)[distributed.shard(n, World(r, size))] for r in range(size)]
+            assert all(torch.equal(a, b) for a, b in zip(expected, got)), (n, size)
+
+
+@pytest.mark.parametrize("draw, shape, dim", [(torch.rand, (10, 3), 0), (torch.randn, (4, 10, 2), 1)])
+def test_a_share_draws_the_global_batch_and_keeps_its_rows(draw, shape, dim):
+    like = torch.empty(0)
+    whole = shared_draw(draw, shape, torch.Generator().manual_seed(5), like, dim)
+    rows = slice(3, 7)
+    local = (*shape[:dim], 4, *shape[dim + 1 :])
+    with batch_share(Share(rows, shape[dim])):
+        part = shared_draw(draw, local, torch.Generator().manual_seed(5), like, dim)
+    assert torch.equal(part, whole.narrow(dim, 3, 4))
+
+
+def test_dynamic_binarization_is_bernoulli_and_splits_over_ranks():
+    images = torch.randint(
+        0, 256, (12, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    data = Prepared(images, None, "dynamic", binary=False)
+    idx = torch.arange(12)
+    whole = data.batch(idx, torch.Generator().manual_seed(9))
+    # the same bits torch.bernoulli draws from the same generator state
+    assert torch.equal(
+        whole, torch.bernoulli(images.float() / 255, generator=torch.Generator().manual_seed(9))
+    )
+    with batch_share(Share(slice(6, 12), 12)):
+        part = data.batch(idx[6:], torch.Generator().manual_seed(9))
+    assert torch.equal(part, whole[6:])
+
+
+def test_world_checks(config_factory):
+    cfg = config_factory(**{"train.batch_size": 64})
+    check_world(cfg, World(0, 4), 100)
+    with pytest.raises(distributed.ConfigError, match="world size 3 does not divide train.batch_size 64"):
+        check_world(cfg, World(0, 3))
+    with pytest.raises(distributed.ConfigError, match="4 processes but digits has only 3 training image"):
+        check_world(cfg, World(0, 4), 3)
+
+
+def test_nproc_that_does_not_divide_the_batch_is_one_line(tmp_path, capsys, one_line_error):
+    code = main(["train", *CLI, "--batch-size", "64", "--nproc", "3", "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "world size 3 does not divide train.batch_size 64")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_rendezvous_address_is_one_line(tmp_path, capsys, one_line_error, monkeypatch):
+    for k in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code = main(["train", *CLI, "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "rank 1/2", "MASTER_ADDR and MASTER_PORT not set", "torchrun")
+
+
+def test_rendezvous_that_never_completes_times_out(tmp_path, capsys, one_line_error, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    began = time.monotonic()
+    code = main(["train", *CLI, "--set", "train.dist_timeout=2", "--out", str(tmp_path / "r")])
+    assert time.monotonic() - began < 30
+    one_line_error(capsys, code, f"no rendezvous of 2 ranks at 127.0.0.1:{port} within 2 s")
+    assert not torch.distributed.is_initialized()
+
+
+# --- real process groups: two gloo ranks spawned by torch elastic (as torchrun --standalone does) ---------
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _whole_and_resumed(cfg, folder: str) -> dict:
+    """In each rank: an uninterrupted run, and one stopped after epoch 1 and resumed (one process group)."""
+    distributed.start(torch.device("cpu"), 60)
+    try:
+        whole = train(cfg, out=f"{folder}/whole")
+        train(cfg.replace(**{"train.epochs": 1}), out=f"{folder}/parts")
+        resumed = train(cfg, out=f"{folder}/parts", resume=True, explicit={"train.epochs"})
+    finally:
+        distributed.stop()
+    return {"whole": _state(whole.model), "history": whole.history, "resumed": _state(resumed.model)}
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_process_and_resume_exactly(tmp_path, config_factory):
+    cfg = config_factory(
+        **{"train.epochs": 2, "data.train_limit": 640, "model.hidden": (64,), "model.latent_dim": 4}
+    )
+    one = train(cfg)
+    results = distributed.launch(2, _whole_and_resumed, (cfg, str(tmp_path)), threads=1)
+    assert sorted(results) == [0, 1]
+    for rank, res in results.items():
+        for k, v in one.model.state_dict().items():
+            torch.testing.assert_close(res["whole"][k], v, rtol=1e-4, atol=1e-5, msg=f"rank {rank} {k}")
+            assert torch.equal(res["resumed"][k], res["whole"][k]), (rank, k)
+        for a, b in zip(res["history"], one.history):
+            for key in ("train_elbo", "valid_elbo", "test_elbo", "test_kl"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), (rank, key)
+    rows = RunDir(tmp_path / "whole").read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["epoch"] for r in RunDir(tmp_path / "parts").read_metrics()] == [1, 2]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _killed_midway(cfg, folder: str) -> None:
+    """Rank 1 is killed (SIGKILL) at its 30th objective call, in epoch 2."""
+    calls = {"n": 0}
+    original = elbo_module.OBJECTIVES["elbo"]
+
+    def fatal(model, x, ocfg, beta, gen):
+        calls["n"] += 1
+        if calls["n"] == 30 and distributed.world().rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(model, x, ocfg, beta, gen)
+
+    elbo_module.OBJECTIVES["elbo"] = fatal
+    train(cfg, out=f"{folder}/run")
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_with_one_error(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 50, "train.dist_timeout": 20})
+    began = time.monotonic()
+    with pytest.raises(DistributedError, match=r"^rank 1 died \(SIGKILL\); the job stopped$"):
+        distributed.launch(2, _killed_midway, (cfg, str(tmp_path)), threads=1)
+    assert time.monotonic() - began < 60
+    rows = RunDir(tmp_path / "run").read_metrics()
+    assert len(rows) < 50
+
+
+@pytest.mark.slow
+def test_more_processes_than_images_is_one_line(tmp_path, capsys, one_line_error):
+    args = ["--batch-size", "4", "--set", "data.train_limit=1", "--set", "data.valid_fraction=0"]
+    code = main(["train", *CLI, *args, "--nproc", "2", "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "rank 0/2", "2 processes but digits has only 1 training image(s)")
