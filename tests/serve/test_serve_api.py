@@ -368,3 +368,24 @@ def test_json_detail_is_one_line(client):
     r = client.post("/api/decode", json={"run": "vae2d", "z": ["a", "b", "c", "d"]})
     detail = r.json()["detail"]
     assert r.status_code == 422 and "\n" not in detail and json.dumps(detail)
+
+
+def test_a_run_whose_data_is_gone_still_decodes(tmp_path):
+    from conftest import small_config
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = small_config(**{"data.name": f"folder:{folder}", "data.image_size": 8, "train.epochs": 1})
+    cfg = cfg.replace(**{"data.binarize": "none", "model.likelihood": "continuous-bernoulli"})
+    train(cfg.replace(**{"data.valid_fraction": 0.0}), out=tmp_path / "runs" / "gone")
+    for f in folder.iterdir():
+        f.unlink()
+    c = TestClient(create_app(tmp_path / "runs"))
+    body = c.get("/api/latents", params={"run": "gone"}).json()
+    assert body["count"] == 0 and body["codes"] == [] and "no test codes" in body["note"]
+    assert body["pca"]["explained"] == [None, None] and body["mean"] == [0.0, 0.0]
+    r = c.post("/api/decode", json={"run": "gone", "z": [0.5, 0.5]})
+    assert r.status_code == 200 and png_array(r.content).shape == (8, 8)

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab.commands.common import SPLIT_SEED_OFFSET, open_run
+from vaelab.commands.common import open_run
+from vaelab.data import SPLIT_SEED_OFFSET
 from vaelab.errors import VaelabError
 from vaelab.runs import RunDir
 from vaelab.viz.figures import codes as posterior_means
@@ -140,6 +141,9 @@ class Catalog:
     def get(self, name: str) -> LoadedRun:
         """The loaded run `name` (loaded on first use, then cached for the life of the server)."""
         folder = self.path(name)
+        cached = self._loaded.get(name)
+        if cached is not None:
+            return cached
         with self._lock:
             if name not in self._loaded:
                 self._loaded[name] = self._load(name, folder)
@@ -189,7 +193,7 @@ def plane_summary(z: torch.Tensor | None, latent_dim: int) -> dict[str, Any]:
         return {
             "mean": [0.0] * latent_dim,
             "std": [1.0] * latent_dim,
-            "pca": {"axes": eye.tolist(), "scales": [1.0] * len(eye), "explained": [math.nan] * len(eye)},
+            "pca": {"axes": eye.tolist(), "scales": [1.0] * len(eye), "explained": [None] * len(eye)},
         }
     mean = z.mean(0)
     centred = z - mean

@@ -1,0 +1,140 @@
+"""`vaelab serve` as a command and a real uvicorn server: a busy port or bad host is one line with exit
+code 1, and an oversize upload is answered with 413 while the client is still sending it."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from vaelab.cli import main
+from vaelab.serve import bind, create_app, is_loopback, make_server
+from vaelab.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from conftest import small_config
+
+    out = tmp_path_factory.mktemp("serve-cli") / "runs" / "tiny"
+    train(small_config(**{"train.epochs": 1}), out=out)
+    return out
+
+
+def test_a_busy_port_is_one_line_and_exit_1(run, capsys, one_line_error):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", str(run), "--port", str(port)])
+    one_line_error(capsys, code, "vaelab serve: error:", f"port {port}", "already in use")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--host", "no-such-host.invalid"], ("cannot serve on host 'no-such-host.invalid'",)),
+        (["--host", "192.0.2.1"], ("cannot listen on 192.0.2.1",)),
+    ],
+)
+def test_a_host_we_cannot_listen_on_is_one_line(run, capsys, one_line_error, args, needles):
+    one_line_error(capsys, main(["serve", str(run), "--port", "0", *args]), *needles)
+
+
+def test_no_runs_is_one_line(tmp_path, capsys, one_line_error):
+    one_line_error(capsys, main(["serve", str(tmp_path / "missing")]), "no run folder at")
+    (tmp_path / "nothing").mkdir()
+    one_line_error(capsys, main(["serve", str(tmp_path / "nothing")]), "no runs here", "checkpoints/best.pt")
+
+
+def test_bad_port_is_usage_error(run):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(run), "--port", "70000"])
+    assert e.value.code == 2
+
+
+def test_uvicorn_failing_at_start_up_is_one_line(run, capsys, one_line_error, monkeypatch):
+    class Failing:
+        def run(self, sockets):
+            raise SystemExit(3)  # what uvicorn does when its start-up fails
+
+    monkeypatch.setattr("vaelab.commands.serve.make_server", lambda app: Failing())
+    code = main(["serve", str(run), "--port", "0"])
+    err = one_line_error(capsys, code, "stopped at start-up", "exit code 3")
+    assert "Traceback" not in err
+
+
+def test_loopback_names():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+@pytest.fixture
+def live(run):
+    """The app on a real uvicorn server on a free loopback port, in a thread."""
+    sock = bind("127.0.0.1", 0)
+    server = make_server(create_app(run.parent, max_upload_bytes=100_000))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+HEAD = b"POST /api/encode HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+PART = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+)
+
+
+def read_answer(s: socket.socket, first: bytes = b"") -> str:
+    """One HTTP response: the head, then as many body bytes as its Content-Length says."""
+    data = first
+    s.settimeout(10)
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        body += s.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_the_live_server_answers_413_before_the_body_is_sent(live):
+    assert httpx.get(f"http://127.0.0.1:{live}/api/runs").json()["runs"][0]["name"] == "tiny"
+    with socket.create_connection(("127.0.0.1", live), timeout=10) as s:
+        s.sendall(HEAD + b"Content-Length: 500000000\r\n\r\n" + PART)  # claims 500 MB, sends 100 bytes
+        answer = read_answer(s)
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "over the limit of 100000 bytes" in answer
+
+
+def test_the_live_server_cuts_off_a_chunked_upload(live):
+    with socket.create_connection(("127.0.0.1", live), timeout=10) as s:
+        s.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(PART), PART))
+        chunk = b"%x\r\n%s\r\n" % (50_000, b"x" * 50_000)
+        sent = 0
+        answer = b""
+        s.settimeout(0.2)
+        while sent < 200 and not answer:  # up to 10 MB, but the server stops us after about 100 kB
+            try:
+                s.sendall(chunk)
+                sent += 1
+                answer = s.recv(4096)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = read_answer(s, answer)
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "over the limit of 100000 bytes" in answer
+    assert sent <= 4
