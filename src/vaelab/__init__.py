@@ -3,9 +3,10 @@
 Train (`vaelab.train`), load (`vaelab.load`), and the model classes; see the README for a tour.
 """
 
+from vaelab import train  # a callable module: vaelab.train(config) runs training
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.models import VAE, Autoencoder
-from vaelab.train import TrainResult, load, train
+from vaelab.train import TrainResult, load
 
 __version__ = "0.1.0"
 

@@ -9,14 +9,12 @@ from pathlib import Path
 from torch import nn
 
 from vaelab.config import Config
-from vaelab.data import Prepared, load_source, prepare
+from vaelab.data import SPLIT_SEED_OFFSET as SPLIT_SEED_OFFSET  # re-exported for the leaves
+from vaelab.data import Prepared, prepare_split
 from vaelab.device import resolve_device
 from vaelab.errors import DataError, VaelabError
 from vaelab.runs import RunDir
 from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint, resolve_checkpoint
-
-# Seed offsets of the fixed binarization draws, shared with the training loop's evaluation.
-SPLIT_SEED_OFFSET = {"test": 1, "valid": 2, "train": 3}
 
 
 @dataclass
@@ -34,21 +32,11 @@ class OpenRun:
         cfg = self.config.data
         if data_dir is not None:
             cfg = self.config.replace(**{"data.data_dir": data_dir}).data
-        src = load_source(cfg)
-        if name == "valid":
-            from vaelab.data import load_data
-
-            split = load_data(cfg).valid
-            if split is None:
-                raise DataError(f"{self.run.root}: the run has no validation split (valid_fraction = 0)")
-        else:
-            split = getattr(src, name)
-        if tuple(split.shape) != self.shape:
-            raise DataError(
-                f"{cfg.name} images are {tuple(split.shape)}, the model was built for {self.shape}"
-            )
         device = next(self.model.parameters()).device
-        return prepare(split, cfg.binarize, device, cfg.binarize_seed + SPLIT_SEED_OFFSET[name], train=False)
+        data = prepare_split(cfg, name, device)
+        if data.shape != self.shape:
+            raise DataError(f"{cfg.name} images are {data.shape}, the model was built for {self.shape}")
+        return data
 
 
 def open_run(path: str, device: str = "cpu", which: str = "best") -> OpenRun:

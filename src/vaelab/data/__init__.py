@@ -25,6 +25,7 @@ __all__ = [
     "load_data",
     "load_source",
     "prepare",
+    "prepare_split",
     "read_idx",
     "source_names",
     "write_idx",
@@ -70,3 +71,22 @@ def load_data(cfg: DataConfig) -> DataSplits:
     if len(train) == 0:
         raise DataError(f"{cfg.name}: no training images left after the validation split")
     return DataSplits(train, valid, splits.test)
+
+
+# Seed offsets (from data.binarize_seed) of the fixed draws of each split; the trainer evaluates with the same.
+SPLIT_SEED_OFFSET = {"test": 1, "valid": 2, "train": 3}
+
+
+def prepare_split(cfg: DataConfig, name: str, device: torch.device | str = "cpu") -> Prepared:
+    """One split on `device`, as a fixed draw for evaluation (exactly as the trainer evaluated it)."""
+    if name not in SPLIT_SEED_OFFSET:
+        raise DataError(f"unknown split '{name}'; choose one of: {', '.join(SPLIT_SEED_OFFSET)}")
+    if name == "valid":
+        split = load_data(cfg).valid
+        if split is None:
+            raise DataError(f"{cfg.name}: no validation split (data.valid_fraction is 0)")
+    elif name == "train":
+        split = load_data(cfg).train
+    else:
+        split = load_source(cfg).test
+    return prepare(split, cfg.binarize, device, cfg.binarize_seed + SPLIT_SEED_OFFSET[name], train=False)

@@ -1,0 +1,129 @@
+"""`vaelab eval`: eval.json's contents, the printed table, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vaelab.cli import main
+from vaelab.train import read_checkpoint, save_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from conftest import small_config
+
+    root = tmp_path_factory.mktemp("eval")
+    train(small_config(**{"train.epochs": 2}), out=root / "vae")
+    train(small_config(**{"train.epochs": 1, "model.name": "autoencoder"}), out=root / "ae")
+    return root
+
+
+def test_eval_writes_every_part(runs, capsys):
+    code = main(
+        [
+            "eval",
+            str(runs / "vae"),
+            "--importance",
+            "64",
+            "--ais",
+            "10",
+            "--chains",
+            "2",
+            "--leapfrog",
+            "2",
+            "--bdmc",
+            "4",
+            "--decomposition",
+            "--limit",
+            "30",
+            "--seed",
+            "3",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    r = json.loads((runs / "vae" / "eval.json").read_text())
+    assert r["num_images"] == 30 and r["seed"] == 3 and r["split"] == "test" and r["data"] == "digits"
+    assert {"estimate", "stderr"} <= set(r["elbo"])
+    assert {"num_samples", "log_px", "stderr", "nll", "bits_per_dim"} <= set(r["importance"])
+    assert r["importance"]["num_samples"] == 64 and r["importance"]["nll"] == -r["importance"]["log_px"]
+    assert r["importance"]["bits_per_dim"] == pytest.approx(
+        r["importance"]["nll"] / (64 * 0.6931471805599453)
+    )
+    assert r["elbo"]["estimate"] <= r["importance"]["log_px"]
+    assert r["ais"]["steps"] == 10 and r["ais"]["chains"] == 2 and r["ais"]["num_images"] == 30
+    assert r["bdmc"]["num_data"] == 4 and r["bdmc"]["lower"] <= r["bdmc"]["upper"] + 5
+    d = r["decomposition"]
+    assert d["elbo"] == pytest.approx(d["rec"] - d["kl"]) and "gap" in d and d["active_units"] <= 2
+    out = capsys.readouterr().out
+    for text in (
+        "ELBO",
+        "IS (IWAE bound)",
+        "AIS",
+        "BDMC",
+        "decomposition",
+        "bits/dim",
+        "seed 3",
+        f"wrote {runs / 'vae' / 'eval.json'}",
+    ):
+        assert text in out
+
+
+def test_same_seed_same_numbers(runs, tmp_path):
+    for name in ("a", "b"):
+        assert (
+            main(
+                [
+                    "eval",
+                    str(runs / "vae"),
+                    "--importance",
+                    "16",
+                    "--limit",
+                    "20",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / f"{name}.json"),
+                ]
+            )
+            == 0
+        )
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["importance"]["log_px"] == b["importance"]["log_px"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--importance", "0"], "--importance K must be >= 1, got 0"),
+        (["--ais", "1"], "--ais T must be >= 2"),
+        (["--ais", "5", "--chains", "0"], "--chains C must be >= 1, got 0"),
+        (["--schedule", "cubic"], "unknown AIS schedule 'cubic'"),
+        (["--split", "holdout"], "unknown split 'holdout'"),
+        (["--limit", "0"], "--limit must be >= 1"),
+    ],
+)
+def test_bad_settings(runs, capsys, one_line_error, extra, needle):
+    one_line_error(capsys, main(["eval", str(runs / "vae"), "--quiet", *extra]), needle)
+
+
+def test_models_estimators_do_not_apply_to(runs, capsys, one_line_error):
+    one_line_error(
+        capsys,
+        main(["eval", str(runs / "ae"), "--quiet"]),
+        "importance sampling does not apply to Autoencoder",
+    )
+
+
+def test_missing_checkpoint_and_wrong_shape(runs, tmp_path, capsys, one_line_error):
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, main(["eval", str(tmp_path / "empty"), "--quiet"]), "no checkpoint in")
+    ck = read_checkpoint(runs / "vae" / "checkpoints" / "last.pt")
+    ck["config"]["data"]["name"] = "mnist-5k"
+    save_checkpoint(tmp_path / "moved.pt", ck)
+    one_line_error(
+        capsys,
+        main(["eval", str(tmp_path / "moved.pt"), "--quiet"]),
+        "mnist-5k images are (1, 28, 28), the model was built for (1, 8, 8)",
+    )
