@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MNIST_NAMES, tiny_source
 from vaelab.data.download import content_sha256, download
 from vaelab.data.sources import cache_dir
 from vaelab.errors import DataError
+
+from conftest import MNIST_NAMES, tiny_source
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
