@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 RUN    ?= runs
 
-.PHONY: install install-test browser-deps demo test test-fast bench lint clean
+.PHONY: install install-test browser-deps demo test test-fast bench bench-env lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,19 @@ browser-deps:
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
+# The peers (pythae, Pyro) live in their own environment, installed from PyPI with vaelab's torch.
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r benchmarks/requirements-peers.txt
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed
+
+bench: install bench-env
+	$(BIN)/python benchmarks/roofline.py --data-dir $${VAELAB_DATA:-../shared/data}
 	$(BIN)/python benchmarks/throughput.py --data-dir $${VAELAB_DATA:-../shared/data}
 
 lint: install-test

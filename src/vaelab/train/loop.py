@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -334,8 +335,8 @@ def train(
         raise type(e)(f"{w}: {e}") if w.distributed else e from None
     except Exception as e:
         if w.distributed and distributed.is_comm_error(e):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise DistributedError(f"{w}: lost contact with the other ranks ({first})") from None
+            first = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
+            raise DistributedError(f"{w}: lost contact with the other ranks ({first[:160]})") from None
         raise
     finally:
         if started:

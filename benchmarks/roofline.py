@@ -1,0 +1,239 @@
+"""The matrix-multiply roofline of a VAE training step: how fast could this machine train the 784-400-20 VAE?
+
+A training step of an MLP VAE is, in FLOPs, almost only its matrix multiplies: per Linear layer one in the
+forward pass (addmm) and two in the backward pass (grad_input = grad_out @ W, grad_W = grad_out^T @ x), less
+the grad_input of the first layer (the data need no gradient). This script
+  1. lists those GEMMs with their shapes and layouts for batch B and counts the FLOPs per training sample,
+     checked against torch.utils.flop_counter on a real vaelab training step;
+  2. times each GEMM alone, sustained (many calls, median of blocks), float32 (and bfloat16), on T threads;
+  3. ideal samples/s = B / (sum of those times): a step that did nothing but its matrix multiplies;
+  4. trains vaelab on the real data in the same run and prints achieved / ideal.
+
+    python benchmarks/roofline.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import ROOT, default_data_dir, load_average, write_results  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One matrix multiply of the step: [m, k] @ [k, n], with how its operands lie in memory."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    a_t: bool = False  # the left operand is a transposed view
+    b_t: bool = False  # the right operand is a transposed view
+    bias: bool = False  # addmm (forward) rather than mm
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.k * self.n
+
+
+def step_gemms(batch: int, sizes: list[tuple[str, int, int]]) -> list[Gemm]:
+    """The GEMMs autograd runs for Linear layers (name, in, out) in forward order; the first layer's input
+    is data, so it has no grad_input GEMM."""
+    out = [Gemm(f"{n} forward", batch, i, o, b_t=True, bias=True) for n, i, o in sizes]
+    for j, (n, i, o) in enumerate(sizes):
+        if j > 0:
+            out.append(Gemm(f"{n} grad_input", batch, o, i))
+        out.append(Gemm(f"{n} grad_weight", o, batch, i, a_t=True))
+    return out
+
+
+def vae_layers(data: int = 784, hidden: int = 400, latent: int = 20) -> list[tuple[str, int, int]]:
+    """vaelab's VAE: encoder x->h, head h->(loc, raw scale), decoder z->h->logits."""
+    return [
+        ("encoder", data, hidden),
+        ("head", hidden, 2 * latent),
+        ("decoder.0", latent, hidden),
+        ("decoder.1", hidden, data),
+    ]
+
+
+def time_gemm(g: Gemm, dtype: torch.dtype, seconds: float = 0.25, blocks: int = 5) -> float:
+    """Median seconds per call of `g`, sustained: blocks of back-to-back calls lasting about `seconds`."""
+    gen = torch.Generator().manual_seed(0)
+    a = (
+        torch.randn(g.k, g.m, generator=gen).to(dtype).t()
+        if g.a_t
+        else torch.randn(g.m, g.k, generator=gen).to(dtype)
+    )
+    b = (
+        torch.randn(g.n, g.k, generator=gen).to(dtype).t()
+        if g.b_t
+        else torch.randn(g.k, g.n, generator=gen).to(dtype)
+    )
+    bias = torch.randn(g.n, generator=gen).to(dtype)
+    out = torch.empty(g.m, g.n, dtype=dtype)
+
+    def call() -> None:
+        if g.bias:
+            torch.addmm(bias, a, b, out=out)
+        else:
+            torch.mm(a, b, out=out)
+
+    for _ in range(20):
+        call()
+    began, reps = time.perf_counter(), 0
+    while time.perf_counter() - began < 0.05:
+        call()
+        reps += 1
+    per_block = max(10, int(reps * seconds / 0.05 / blocks))
+    times = []
+    for _ in range(blocks):
+        t = time.perf_counter()
+        for _ in range(per_block):
+            call()
+        times.append((time.perf_counter() - t) / per_block)
+    return statistics.median(times)
+
+
+def counted_flops_per_sample(batch: int) -> float:
+    """FLOPs of one real vaelab training step (forward + backward) per sample, by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaelab.config import Config
+    from vaelab.models.registry import build_model
+    from vaelab.objectives.elbo import elbo_objective
+
+    cfg = Config()
+    model = build_model(cfg.model, (1, 28, 28))
+    x = torch.bernoulli(torch.full((batch, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter:
+        elbo_objective(model, x, cfg.objective, 1.0, torch.Generator().manual_seed(1)).loss.backward()
+    return counter.get_total_flops() / batch
+
+
+def achieved(a: argparse.Namespace) -> dict:
+    """vaelab.train on the real data: samples/s per epoch (the first epoch is the warm-up)."""
+    from vaelab.config import Config
+    from vaelab.train import train
+
+    cfg = Config().replace(
+        **{
+            "data.name": a.data,
+            "data.data_dir": a.data_dir,
+            "data.valid_fraction": 0.0,
+            "data.train_limit": a.limit,
+            "train.batch_size": a.batch_size,
+            "train.epochs": a.epochs,
+            "train.threads": a.threads,
+            "train.progress": False,
+        }
+    )
+    rates = [r["samples_per_s"] for r in train(cfg).history]
+    return {"per_epoch": rates, "median": statistics.median(rates[1:] or rates)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=400)
+    p.add_argument("--latent", type=int, default=20)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist"))
+    p.add_argument("--data-dir", default=default_data_dir())
+    p.add_argument("--epochs", type=int, default=4, help="epochs of the achieved run (first is warm-up)")
+    p.add_argument("--limit", type=int, default=0, help="train on the first N images (0: all)")
+    p.add_argument("--quick", action="store_true", help="shorter timings, 2 epochs of 12,800 images")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.epochs, a.limit = 2, a.limit or 12_800
+    torch.set_num_threads(a.threads)
+    load_before = load_average()
+    gemms = step_gemms(a.batch_size, vae_layers(784, a.hidden, a.latent))
+    flops = sum(g.flops for g in gemms)
+    fwd = sum(g.flops for g in gemms if g.bias)
+    counted = counted_flops_per_sample(a.batch_size) if a.hidden == 400 and a.latent == 20 else None
+    seconds = 0.1 if a.quick else 0.25
+    rows, total = [], {"float32": 0.0, "bfloat16": 0.0}
+    print(f"batch {a.batch_size}, {a.threads} threads, load average {load_before}")
+    print(f"{'GEMM':24s} {'m x k x n':>16s} {'MFLOP':>7s} {'fp32 GFLOP/s':>13s} {'bf16 GFLOP/s':>13s}")
+    for g in gemms:
+        t32 = time_gemm(g, torch.float32, seconds)
+        t16 = time_gemm(g, torch.bfloat16, seconds)
+        total["float32"] += t32
+        total["bfloat16"] += t16
+        rows.append(
+            {
+                "gemm": g.name,
+                "m": g.m,
+                "k": g.k,
+                "n": g.n,
+                "mflop": g.flops / 1e6,
+                "fp32_gflops": g.flops / t32 / 1e9,
+                "bf16_gflops": g.flops / t16 / 1e9,
+            }
+        )
+        print(
+            f"{g.name:24s} {f'{g.m}x{g.k}x{g.n}':>16s} {g.flops / 1e6:7.2f} "
+            f"{g.flops / t32 / 1e9:13.1f} {g.flops / t16 / 1e9:13.1f}"
+        )
+    rate32 = flops / total["float32"]
+    ideal32 = a.batch_size / total["float32"]
+    ideal16 = a.batch_size / total["bfloat16"]
+    print(
+        f"FLOPs per training sample: {flops / a.batch_size / 1e6:.3f} MFLOP (forward {fwd / a.batch_size / 1e6:.3f})"
+        + (f"; torch flop counter on a vaelab step: {counted / 1e6:.3f} MFLOP" if counted else "")
+    )
+    print(
+        f"sustained fp32 rate for these shapes: {rate32 / 1e9:.1f} GFLOP/s -> ideal {ideal32:.0f} samples/s "
+        f"(bf16 GEMMs: ideal {ideal16:.0f} samples/s)"
+    )
+    got = achieved(a)
+    frac = got["median"] / ideal32
+    print(
+        f"vaelab achieved {got['median']:.0f} samples/s (median of epochs 2..{a.epochs}): "
+        f"{100 * frac:.1f}% of the fp32 roofline (target 60%)"
+    )
+    figures = {
+        "gemms": rows,
+        "flops_per_sample": {"value": flops / a.batch_size, "unit": "FLOP"},
+        "forward_flops_per_sample": {"value": fwd / a.batch_size, "unit": "FLOP"},
+        "flop_counter_per_sample": {"value": counted, "unit": "FLOP"},
+        "fp32_gemm_rate": {"value": rate32 / 1e9, "unit": "GFLOP/s"},
+        "ideal_fp32": {"value": ideal32, "unit": "samples/s"},
+        "ideal_bf16_gemms": {"value": ideal16, "unit": "samples/s"},
+        "achieved": {"value": got["median"], "per_epoch": got["per_epoch"], "unit": "samples/s"},
+        "achieved_over_ideal": {"value": frac, "unit": "fraction"},
+    }
+    setting = {
+        "model": f"VAE 784-{a.hidden}-{a.latent}",
+        "batch_size": a.batch_size,
+        "threads": a.threads,
+        "data": a.data,
+        "split": "train",
+        "binarization": "dynamic",
+        "train_limit": a.limit,
+        "epochs": a.epochs,
+        "warmup_epochs": 1,
+        "seed": 0,
+        "quick": a.quick,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    path = write_results("roofline", setting, figures, threads=a.threads)
+    print(f"results: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
