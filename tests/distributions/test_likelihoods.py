@@ -92,3 +92,17 @@ def test_unknown_likelihood_lists_choices():
         ConfigError, match="unknown likelihood 'poisson'; choose one of: bernoulli, continuous-bernoulli"
     ):
         build_likelihood("poisson", SHAPE)
+
+
+def test_fast_bernoulli_equals_torch_on_binary_and_general_data(gen):
+    from torch.distributions import Bernoulli
+
+    lik = build_likelihood("bernoulli", SHAPE)
+    logits = torch.randn(5, 4, *SHAPE, generator=gen, dtype=torch.float64) * 6
+    x = torch.bernoulli(torch.full((4, *SHAPE), 0.5, dtype=torch.float64), generator=gen)
+    ours = lik(logits).log_prob(x)
+    theirs = Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(2).sum(-1)
+    torch.testing.assert_close(ours, theirs)
+    grey = torch.rand(4, *SHAPE, generator=gen, dtype=torch.float64)
+    general = Bernoulli(logits=logits, validate_args=False).log_prob(grey.expand_as(logits)).flatten(2).sum(-1)
+    torch.testing.assert_close(lik(logits).log_prob(grey), general)

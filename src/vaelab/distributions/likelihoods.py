@@ -34,13 +34,27 @@ class Likelihood(nn.Module):
         return dist.mean.clamp(0.0, 1.0)
 
 
+class BinaryBernoulli(Bernoulli):
+    """Bernoulli(logits) whose log_prob of 0/1 data is one fused pass: log sigmoid((2x - 1) * logits).
+
+    torch's Bernoulli.log_prob (binary cross-entropy with broadcasting) makes about six passes over the
+    [K, B, pixels] logits; importance sampling spends most of its time there, and this form is ~2x faster
+    for the same number. Data that are not all 0/1 take torch's general formula.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value.numel() <= self.logits.numel() and bool(((value == 0) | (value == 1)).all()):
+            return F.logsigmoid(self.logits * (2.0 * value - 1.0))
+        return super().log_prob(value)
+
+
 class BernoulliLikelihood(Likelihood):
     """Pixels are independent Bernoulli variables with the decoder's logits."""
 
     binary_data = True
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=out, validate_args=False), 3)
+        return Independent(BinaryBernoulli(logits=out, validate_args=False), 3)
 
 
 class ContinuousBernoulliLikelihood(Likelihood):
