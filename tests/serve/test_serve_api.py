@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from vaelab.commands.common import open_run
+from vaelab.config import Config
 from vaelab.data.binarize import static_draw
 from vaelab.distributions.sampling import sample
 from vaelab.serve import create_app
@@ -28,11 +29,27 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
+def small_config(**flat) -> Config:
+    """sklearn's 8x8 digits, a 32-unit MLP, a 2-D latent space: trains in about a second.
+
+    (Defined here rather than imported from tests/conftest.py: another folder's conftest module can
+    shadow that name when the whole suite runs.)
+    """
+    base = {
+        "data.name": "digits",
+        "model.hidden": (32,),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.progress": False,
+        "train.threads": 1,
+    }
+    return Config().replace(**{**base, **flat})
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A folder of three tiny runs (2-D VAE, 2-D autoencoder, 3-D VAE on grey levels) and some decoys."""
-    from conftest import small_config
-
     root = tmp_path_factory.mktemp("serve") / "runs"
     train(small_config(), out=root / "vae2d")
     train(small_config(**{"model.name": "autoencoder"}), out=root / "ae2d")
@@ -371,8 +388,6 @@ def test_json_detail_is_one_line(client):
 
 
 def test_a_run_whose_data_is_gone_still_decodes(tmp_path):
-    from conftest import small_config
-
     folder = tmp_path / "pics"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -21,11 +21,30 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vaelab.config import Config
 from vaelab.train import train
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def small_config(**flat) -> Config:
+    """sklearn's 8x8 digits, a 32-unit MLP, a 2-D latent space: trains in about a second.
+
+    (Defined here rather than imported from tests/conftest.py: another folder's conftest module can
+    shadow that name when the whole suite runs.)
+    """
+    base = {
+        "data.name": "digits",
+        "model.hidden": (32,),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.progress": False,
+        "train.threads": 1,
+    }
+    return Config().replace(**{**base, **flat})
 
 
 def _missing() -> str | None:
@@ -44,8 +63,6 @@ def server(tmp_path_factory):
     """`vaelab serve` on a folder of two runs, on port 0 (a free port), in a subprocess."""
     if why := _missing():
         pytest.skip(why)
-    from conftest import small_config
-
     root = tmp_path_factory.mktemp("browser") / "runs"
     train(small_config(**{"train.epochs": 4}), out=root / "digits-vae")
     train(small_config(**{"model.name": "autoencoder", "train.epochs": 2}), out=root / "digits-ae")

@@ -12,14 +12,31 @@ import httpx
 import pytest
 
 from vaelab.cli import main
+from vaelab.config import Config
 from vaelab.serve import bind, create_app, is_loopback, make_server
 from vaelab.train import train
 
 
+def small_config(**flat) -> Config:
+    """sklearn's 8x8 digits, a 32-unit MLP, a 2-D latent space: trains in about a second.
+
+    (Defined here rather than imported from tests/conftest.py: another folder's conftest module can
+    shadow that name when the whole suite runs.)
+    """
+    base = {
+        "data.name": "digits",
+        "model.hidden": (32,),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.progress": False,
+        "train.threads": 1,
+    }
+    return Config().replace(**{**base, **flat})
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from conftest import small_config
-
     out = tmp_path_factory.mktemp("serve-cli") / "runs" / "tiny"
     train(small_config(**{"train.epochs": 1}), out=out)
     return out

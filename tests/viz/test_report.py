@@ -15,16 +15,21 @@ import pytest
 from PIL import Image
 
 from vaelab.cli import main
+from vaelab.config import Config
 from vaelab.train import train
 from vaelab.viz.report import build_report, write_report
 
-EVAL = {
-    "run": "runs/vae",
-    "checkpoint": "best.pt",
+EVAL = {  # the shape `vaelab eval` writes (abridged)
     "split": "test",
-    "num_images": 300,
     "seed": 0,
-    "seconds": 12.3,
+    "device": "cpu",
+    "run": "runs/vae",
+    "checkpoint": "runs/vae/checkpoints/best.pt",
+    "model": "vae",
+    "data": "digits",
+    "binarize": "dynamic",
+    "epoch": 2,
+    "num_images": 300,
     "elbo": {"estimate": -31.52, "stderr": 0.41, "rec": -27.1, "kl": 4.42},
     "importance": {
         "num_samples": 1000,
@@ -33,29 +38,59 @@ EVAL = {
         "nll": 29.87,
         "bits_per_dim": 0.6733,
         "ess_mean": 41.2,
-        "iwae_curve": {"1": -31.52, "5": -30.61, "50": -30.05, "1000": -29.87},
+        "ess_min": 3.5,
+        "iwae_curve": {
+            "1": {"log_px": -31.52, "stderr": 0.41},
+            "5": {"log_px": -30.61, "stderr": 0.4},
+            "50": {"log_px": -30.05, "stderr": 0.39},
+            "1000": {"log_px": -29.87, "stderr": 0.38},
+        },
     },
     "ais": {
         "steps": 1000,
         "chains": 16,
+        "leapfrog": 10,
         "log_px": -29.8,
         "stderr": 0.37,
         "nll": 29.8,
         "bits_per_dim": 0.6718,
         "acceptance": 0.71,
+        "per_datum": [-29.0] * 300,
     },
-    "bdmc": {"lower": -29.8, "upper": -29.71, "gap": 0.09},
+    "bdmc": {"num_data": 20, "lower": -41.27, "upper": -41.26, "gap": 0.01, "gap_stderr": 0.07},
     "decomposition": {
         "rec": -27.1,
+        "rec_stderr": 0.14,
         "kl": 4.42,
         "elbo": -31.52,
-        "free_energy_elbo": -31.52,
+        "free_energy_elbo": -31.5,
         "gap": 1.65,
+        "gap_stderr": 0.05,
         "kl_per_dim": [2.31, 2.11],
         "active_units": 2,
         "mutual_information": 3.9,
     },
+    "seconds": 12.3,
+    "versions": {"torch": "2.13.0+cpu"},
 }
+
+
+def small_config(**flat) -> Config:
+    """sklearn's 8x8 digits, a 32-unit MLP, a 2-D latent space: trains in about a second.
+
+    (Defined here rather than imported from tests/conftest.py: another folder's conftest module can
+    shadow that name when the whole suite runs.)
+    """
+    base = {
+        "data.name": "digits",
+        "model.hidden": (32,),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.progress": False,
+        "train.threads": 1,
+    }
+    return Config().replace(**{**base, **flat})
 
 
 class Page(HTMLParser):
@@ -93,8 +128,6 @@ def decode_png(uri: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from conftest import small_config
-
     root = tmp_path_factory.mktemp("report")
     train(small_config(), out=root / "vae")
     train(small_config(**{"model.name": "autoencoder"}), out=root / "ae")
@@ -131,11 +164,15 @@ def test_eval_json_gives_the_table_and_charts(runs, tmp_path):
     for needle in (
         "-29.87",
         "0.6733",
-        "K = 1,000",
-        "T = 1,000 steps, 16 chains",
-        "-29.80 ≤ log p(x) ≤ -29.71",
+        "K = 1,000, ESS mean 41.2, min 3.5",
+        "T = 1,000, 16 chains, 10 leapfrog steps, acceptance 0.710",
+        "BDMC on 20 simulated images",
+        "-41.27 ≤ log p(x) ≤ -41.26",
+        "-27.100 ± 0.140",  # the decomposition's values with their standard errors
+        "2.13.0+cpu",
     ):
         assert needle in text, needle
+    assert "-29.000" not in text  # AIS's per-datum list stays out of the page
     elbo_bpd = 31.52 / (64 * math.log(2))  # bits/dim of the ELBO row, computed from 8x8 pixels
     assert f"{elbo_bpd:.4f}" in text
     assert "active units" in text and "mutual information" in text
@@ -147,7 +184,7 @@ def test_partial_and_odd_eval_json_is_shown_not_fatal(runs, tmp_path):
     odd = {
         "elbo": {"estimate": -40.0, "stderr": "n/a", "rec": None, "kl": "<b>bold</b>"},
         "decomposition": {"rec": -35.0, "kl": 5.0, "kl_per_dim": "not a list"},
-        "importance": {"iwae_curve": {"x": 1, "10": "NaN"}},
+        "importance": {"iwae_curve": {"x": 1, "10": "NaN", "20": {"stderr": 1}}},
         "note": "<script>alert(1)</script>",
     }
     (run / "eval.json").write_text(json.dumps(odd))
@@ -188,8 +225,6 @@ def test_autoencoder_report_says_it_is_not_generative(runs):
 
 
 def test_missing_data_leaves_notes_and_the_rest(tmp_path, capsys):
-    from conftest import small_config
-
     folder = tmp_path / "pics"
     folder.mkdir()
     rng = np.random.default_rng(0)

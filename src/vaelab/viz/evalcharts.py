@@ -9,6 +9,7 @@ Everything is read defensively: a missing part is left out, a value that is not 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from pathlib import Path
@@ -24,6 +25,10 @@ DECOMPOSITION_NAMES = {
     "gap": "gap log p(x) − ELBO",
     "active_units": "active units",
     "mutual_information": "mutual information I(x; z)",
+    "forms_difference": "difference of the two ELBO forms",
+    "gap_means": "gap is",
+    "posterior_mean_variance_per_dim": "Var_x E_q[z] per dimension",
+    "kl_per_dim": "KL per dimension",
 }
 
 
@@ -54,11 +59,12 @@ def _part(ev: dict[str, Any], key: str) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
-def _row(name: str, log_px: Any, se: Any, nll: Any, bpd: Any, detail: str, pixels: int) -> str:
-    lp = num(log_px)
-    nll_v = first(nll, None if lp is None else -lp)
-    bpd_v = first(bpd, None if nll_v is None else nll_v / (pixels * math.log(2)))
-    cells = [fmt(log_px), fmt(se, 3), fmt(nll_v), fmt(bpd_v, 4)]
+def _row(name: str, part: dict[str, Any], log_px_key: str, detail: str, pixels: int) -> str:
+    """One estimator: log p(x) ± s.e., NLL and bits/dim (computed from the NLL when not given)."""
+    lp = num(part.get(log_px_key))
+    nll = first(part.get("nll"), part.get("nll_bound"), None if lp is None else -lp)
+    bpd = first(part.get("bits_per_dim"), None if nll is None else nll / (pixels * math.log(2)))
+    cells = [fmt(part.get(log_px_key)), fmt(part.get("stderr"), 3), fmt(nll), fmt(bpd, 4)]
     return (
         f"<tr><th>{html.escape(name)}</th>"
         + "".join(f"<td>{c}</td>" for c in cells)
@@ -72,68 +78,72 @@ def estimator_table(ev: dict[str, Any], pixels: int) -> str:
     elbo, imp, ais, bdmc = (_part(ev, k) for k in ("elbo", "importance", "ais", "bdmc"))
     if elbo:
         detail = f"E_q log p(x|z) = {fmt(elbo.get('rec'))}, KL = {fmt(elbo.get('kl'))}"
-        rows.append(_row("ELBO", elbo.get("estimate"), elbo.get("stderr"), None, None, detail, pixels))
+        rows.append(_row("ELBO (lower bound)", elbo, "estimate", detail, pixels))
     if imp:
-        detail = f"K = {fmt(imp.get('num_samples'))}, mean ESS = {fmt(imp.get('ess_mean'), 1)}"
-        rows.append(
-            _row(
-                "importance sampling",
-                imp.get("log_px"),
-                imp.get("stderr"),
-                imp.get("nll"),
-                imp.get("bits_per_dim"),
-                detail,
-                pixels,
-            )
-        )
+        detail = f"K = {fmt(imp.get('num_samples'))}, ESS mean {fmt(imp.get('ess_mean'), 1)}"
+        if "ess_min" in imp:
+            detail += f", min {fmt(imp.get('ess_min'), 1)}"
+        rows.append(_row("importance sampling", imp, "log_px", detail, pixels))
     if ais:
-        detail = (
-            f"T = {fmt(ais.get('steps'))} steps, {fmt(ais.get('chains'))} chains, "
-            f"acceptance {fmt(ais.get('acceptance'), 3)}"
-        )
-        rows.append(
-            _row(
-                "AIS",
-                ais.get("log_px"),
-                ais.get("stderr"),
-                ais.get("nll"),
-                ais.get("bits_per_dim"),
-                detail,
-                pixels,
-            )
-        )
+        detail = f"T = {fmt(ais.get('steps'))}, {fmt(ais.get('chains'))} chains"
+        if "leapfrog" in ais:
+            detail += f", {fmt(ais.get('leapfrog'))} leapfrog steps"
+        detail += f", acceptance {fmt(ais.get('acceptance'), 3)}"
+        rows.append(_row("AIS", ais, "log_px", detail, pixels))
     if bdmc:
+        n = bdmc.get("num_data")
         rows.append(
-            f"<tr><th>BDMC</th><td colspan=4>{fmt(bdmc.get('lower'))} ≤ log p(x) ≤ {fmt(bdmc.get('upper'))}"
-            f"</td><td>gap = {fmt(bdmc.get('gap'), 3)} nats</td></tr>"
+            f"<tr><th>BDMC{' on ' + fmt(n) + ' simulated images' if n is not None else ''}</th>"
+            f"<td colspan=4>{fmt(bdmc.get('lower'))} ≤ log p(x) ≤ {fmt(bdmc.get('upper'))}</td>"
+            f"<td>gap {fmt(bdmc.get('gap'), 3)} ± {fmt(bdmc.get('gap_stderr'), 3)} nats "
+            f"(the AIS error bound on simulated data)</td></tr>"
         )
     if not rows:
         return ""
-    head = "<tr><th>estimator</th><th>log p(x)</th><th>± s.e.</th><th>NLL</th><th>bits/dim</th><th>settings</th></tr>"
+    head = (
+        "<tr><th>estimator</th><th>log p(x)</th><th>± s.e.</th><th>NLL</th><th>bits/dim</th>"
+        "<th>settings</th></tr>"
+    )
     return f'<table class="grid">{head}{"".join(rows)}</table>'
 
 
+META_KEYS = (
+    "split",
+    "num_images",
+    "seed",
+    "epoch",
+    "device",
+    "binarize",
+    "binarize_seed",
+    "seconds",
+    "checkpoint",
+)
 KNOWN_KEYS = frozenset(
-    [
-        "run",
-        "split",
-        "num_images",
-        "seed",
-        "seconds",
-        "checkpoint",
-        "elbo",
-        "importance",
-        "ais",
-        "bdmc",
-        "decomposition",
-    ]
+    (*META_KEYS, "run", "model", "data", "elbo", "importance", "ais", "bdmc", "decomposition")
 )
 
 
-def _kv_card(title: str, rows: list[tuple[Any, Any]]) -> str:
-    if not rows:
+def _value(v: Any, se: Any = None) -> str:
+    """A value for a key-value table: numbers with 3 decimals (± s.e.), lists and objects as JSON."""
+    if isinstance(v, list) and v and all(num(x) is not None for x in v):
+        shown = ", ".join(f"{x:.3g}" for x in v[:12])
+        return html.escape(f"[{shown}{', ...' if len(v) > 12 else ''}]")
+    if isinstance(v, (list, dict)):
+        text = json.dumps(v)
+        return html.escape(text if len(text) <= 120 else text[:117] + "...")
+    return fmt(v, 3) + (f" ± {fmt(se, 3)}" if num(se) is not None else "")
+
+
+def _kv_card(title: str, part: dict[str, Any], names: dict[str, str] | None = None) -> str:
+    names = names or {}
+    body = "".join(
+        f"<tr><th>{html.escape(names.get(k, k.replace('_', ' ')))}</th>"
+        f"<td>{_value(v, part.get(k + '_stderr'))}</td></tr>"
+        for k, v in part.items()
+        if not k.endswith("_stderr")
+    )
+    if not body:
         return ""
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{fmt(v, 3)}</td></tr>" for k, v in rows)
     return f'<div class="card narrow"><h3>{html.escape(title)}</h3><table class="kv">{body}</table></div>'
 
 
@@ -153,20 +163,19 @@ def eval_section(
         return f'<p class="warn">{html.escape(note or "no evaluation")}</p>'
     meta = [
         f"{html.escape(k.replace('_', ' '))} {fmt(ev[k], 1) if k == 'seconds' else fmt(ev[k])}"
-        for k in ("split", "num_images", "seed", "seconds", "checkpoint")
+        for k in META_KEYS
         if k in ev
     ]
     out = [f'<p class="meta">{" · ".join(meta)} · nats per image</p>' if meta else ""]
     out.append(estimator_table(ev, pixels))
-    dec = _part(ev, "decomposition")
-    scalars = [(k, v) for k, v in dec.items() if not isinstance(v, (list, dict))]
-    first_row = [_kv_card("decomposition", [(DECOMPOSITION_NAMES.get(k, k), v) for k, v in scalars])]
-    first_row.append(_chart(charts, notes, "decomposition", "The ELBO, taken apart"))
-    other = [(k, v) for k, v in ev.items() if k not in KNOWN_KEYS]
+    first_row = [
+        _kv_card("decomposition", _part(ev, "decomposition"), DECOMPOSITION_NAMES),
+        _chart(charts, notes, "decomposition", "The ELBO, taken apart"),
+    ]
     second_row = [
         _chart(charts, notes, "iwae", "Bounds against K"),
         _chart(charts, notes, "kl_per_dim", "KL per latent dimension"),
-        _kv_card("other", other),
+        _kv_card("other", {k: v for k, v in ev.items() if k not in KNOWN_KEYS}),
     ]
     out += [f'<div class="cols">{"".join(row)}</div>' for row in (first_row, second_row) if any(row)]
     return "".join(out)
@@ -217,37 +226,44 @@ def decomposition_chart(ev: dict[str, Any], path: str | os.PathLike) -> Path | N
     return save_figure(fig, path)
 
 
-def iwae_chart(ev: dict[str, Any], path: str | os.PathLike) -> Path | None:
-    """The IWAE bound against K (log scale), with the ELBO, AIS and the BDMC upper bound as lines."""
-    curve = _part(ev, "importance").get("iwae_curve")
+def _curve(imp: dict[str, Any]) -> list[tuple[int, float, float | None]]:
+    """(K, bound, s.e.) points of the IWAE curve; values are numbers or {"log_px", "stderr"} objects."""
+    curve = imp.get("iwae_curve")
     pts = []
-    for k, v in curve.items() if isinstance(curve, dict) else []:
+    for k, v in curve.items() if isinstance(curve, dict) else ():
         try:
             kk = int(k)
         except (TypeError, ValueError):
             continue
-        if num(v) is not None and kk > 0:
-            pts.append((kk, num(v)))
+        value, se = (v.get("log_px"), v.get("stderr")) if isinstance(v, dict) else (v, None)
+        if kk > 0 and num(value) is not None:
+            pts.append((kk, num(value), num(se)))
+    return sorted(pts)
+
+
+def iwae_chart(ev: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """The IWAE bound against K (log scale, ±2 s.e.), with the ELBO and AIS as horizontal lines."""
+    pts = _curve(_part(ev, "importance"))
     if not pts:
         return None
-    pts.sort()
+    ks, values, ses = zip(*pts)
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    ax.plot(*zip(*pts), "o-", color="#4c78a8", label="IWAE bound L_K")
+    errors = [2 * se if se is not None else 0.0 for se in ses]
+    ax.errorbar(
+        ks, values, yerr=errors, fmt="o-", color="#4c78a8", capsize=3, label="IWAE bound L_K (±2 s.e.)"
+    )
     elbo = num(_part(ev, "elbo").get("estimate"))
     if elbo is not None:
         ax.axhline(elbo, color="#999", ls="--", lw=1, label=f"ELBO {elbo:.2f}")
     ais = _part(ev, "ais")
     a, se = num(ais.get("log_px")), num(ais.get("stderr"))
     if a is not None:
-        ax.axhline(a, color="#e45756", lw=1.2, label=f"AIS {a:.2f}")
+        ax.axhline(a, color="#e45756", lw=1.2, label=f"AIS {a:.2f}" + (" (±2 s.e.)" if se else ""))
         if se is not None:
-            ax.axhspan(a - 2 * se, a + 2 * se, color="#e45756", alpha=0.15, lw=0)
-    up = num(_part(ev, "bdmc").get("upper"))
-    if up is not None:
-        ax.axhline(up, color="#54a24b", ls=":", lw=1.5, label=f"BDMC upper {up:.2f}")
+            ax.axhspan(a - 2 * se, a + 2 * se, color="#e45756", alpha=0.12, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("K (importance samples)")
-    ax.set_ylabel("nats per image")
+    ax.set_ylabel("log p(x) bound (nats per image)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -71,7 +71,7 @@ figure.card img { max-width: 100%; height: auto; display: block; margin: 0 auto;
 figcaption { color: var(--muted); font-size: 12.5px; margin-top: 8px; }
 .cols { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; margin-bottom: 16px; }
 .cols > * { flex: 1 1 340px; margin: 0; min-width: 0; }
-.cols > .narrow { flex: 0 1 300px; }
+.cols > .narrow { flex: 0 1 400px; }
 .stats { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 18px; }
 .stat { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px 16px; min-width: 150px; }
 .stat .label { color: var(--muted); font-size: 12px; }
