@@ -102,7 +102,7 @@ def browser(tmp_path_factory, server):
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1320,1000",
+        "--window-size=1320,1200",
         f"--user-data-dir={profile}",
     ):
         opts.add_argument(flag)
