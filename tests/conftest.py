@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from vaelab.config import Config
-from vaelab.data.download import content_sha256
-from vaelab.data.idx import write_idx
-from vaelab.data.sources import FileSource, FileSpec, _parse_mnist_like, load_mnist_5k
+from vaelab.data.sources import load_mnist_5k
 
-MNIST_NAMES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
+from vaelab_testing import assert_one_line_error, small_config, write_tiny_mnist
 
 
 @pytest.fixture(autouse=True)
@@ -36,77 +26,16 @@ def mnist5k():
     return load_mnist_5k()
 
 
-def write_tiny_mnist(folder: Path, mnist5k, n_train: int = 200, n_test: int = 100) -> Path:
-    """A small MNIST-format folder (real digits from mnist-5k) as gzip IDX files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tr, te = mnist5k.train, mnist5k.test
-    arrays = (
-        tr.images[:n_train, 0].numpy(),
-        tr.labels[:n_train].numpy().astype(np.uint8),
-        te.images[:n_test, 0].numpy(),
-        te.labels[:n_test].numpy().astype(np.uint8),
-    )
-    for name, arr in zip(MNIST_NAMES, arrays):
-        write_idx(folder / name, arr)
-    return folder
-
-
-def tiny_source(
-    folder: Path, name: str = "tiny", mirrors: tuple[str, ...] = (), system_dirs=()
-) -> FileSource:
-    """A FileSource whose checksums are those of the files in `folder`."""
-    files = tuple(FileSpec(n, content_sha256(folder / n)) for n in MNIST_NAMES)
-    return FileSource(
-        name=name,
-        files=files,
-        mirrors=mirrors,
-        parse=lambda found: _parse_mnist_like(found, name),
-        system_dirs=tuple(str(d) for d in system_dirs),
-    )
-
-
 @pytest.fixture
 def tiny_mnist(tmp_path, mnist5k) -> Path:
     """A folder with tiny MNIST-format IDX files."""
     return write_tiny_mnist(tmp_path / "tiny-mnist", mnist5k)
 
 
-def gunzip_bytes(path: Path) -> bytes:
-    """The uncompressed content of a .gz file."""
-    with gzip.open(path, "rb") as f:
-        return f.read()
-
-
-def small_config(**flat) -> Config:
-    """A config that trains in about a second: sklearn's 8x8 digits, a small MLP, no progress bars."""
-    base = {
-        "data.name": "digits",
-        "model.hidden": (32,),
-        "model.latent_dim": 2,
-        "train.epochs": 2,
-        "train.batch_size": 64,
-        "train.progress": False,
-        "train.threads": 1,
-    }
-    base.update(flat)
-    return Config().replace(**base)
-
-
 @pytest.fixture
 def config_factory():
     """Build small configs in tests: config_factory(**{"train.epochs": 3})."""
     return small_config
-
-
-def assert_one_line_error(capsys, code: int, *needles: str) -> str:
-    """The command failed with exit code 1 and exactly one stderr line containing every needle."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1, err
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -16,6 +16,16 @@ from typing import IO, Any
 from vaelab.errors import VaelabError
 
 
+def _file_mode() -> int:
+    """The mode open() would give a new file under this process's umask (mkstemp alone gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create a folder (and parents); a clear error if it cannot be created or written."""
     p = Path(path)
@@ -38,6 +48,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as e:
         raise VaelabError(f"cannot write {target}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

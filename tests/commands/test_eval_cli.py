@@ -12,7 +12,7 @@ from vaelab.train import read_checkpoint, save_checkpoint, train
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from conftest import small_config
+    from vaelab_testing import small_config
 
     root = tmp_path_factory.mktemp("eval")
     train(small_config(**{"train.epochs": 2}), out=root / "vae")

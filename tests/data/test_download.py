@@ -12,7 +12,7 @@ from vaelab.data.download import content_sha256, download
 from vaelab.data.sources import cache_dir
 from vaelab.errors import DataError
 
-from conftest import MNIST_NAMES, tiny_source
+from vaelab_testing import MNIST_NAMES, tiny_source
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

@@ -15,7 +15,7 @@ from vaelab.data.idx import write_idx
 from vaelab.data.sources import FREY_FACE, SOURCES, cache_dir, get_source, load_digits, parse_frey
 from vaelab.errors import DataError
 
-from conftest import tiny_source, write_tiny_mnist
+from vaelab_testing import tiny_source, write_tiny_mnist
 
 
 def test_search_order(tmp_path, mnist5k, monkeypatch):

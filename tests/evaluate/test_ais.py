@@ -9,7 +9,7 @@ from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.inference.ais import ais_log_px, anneal, bdmc, log_mean_exp, schedule
 
-from conftest import make_ppca, set_encoder, simulate
+from ppca_models import make_ppca, set_encoder, simulate
 
 
 @pytest.mark.parametrize("kind", ["sigmoid", "geometric", "linear"])

@@ -12,7 +12,7 @@ from vaelab.config import ModelConfig
 from vaelab.evaluate.decomposition import decompose, mutual_information
 from vaelab.models import build_model
 
-from conftest import make_ppca, set_encoder, set_exact_encoder, simulate
+from ppca_models import make_ppca, set_encoder, set_exact_encoder, simulate
 
 
 def test_gap_equals_kl_to_the_exact_posterior():

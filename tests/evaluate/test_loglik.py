@@ -13,7 +13,7 @@ from vaelab.errors import ConfigError, VaelabError
 from vaelab.evaluate.loglik import _GroupMeans, importance_sampling
 from vaelab.models import Autoencoder
 
-from conftest import make_ppca, set_exact_encoder, simulate
+from ppca_models import make_ppca, set_exact_encoder, simulate
 
 
 def test_is_approaches_the_exact_value_and_sits_within_its_stderr(ppca):

@@ -16,7 +16,7 @@ from vaelab.train.checkpoint import model_from_checkpoint
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import small_config
+    from vaelab_testing import small_config
 
     out = tmp_path_factory.mktemp("ck") / "run"
     train(small_config(**{"train.epochs": 1}), out=out)
