@@ -72,14 +72,3 @@ def test_shipped_configs_load():
     assert len(files) >= 4
     for f in files:
         build_config(f)
-
-
-def test_atomic_files_follow_the_umask(tmp_path):
-    import os
-    import stat
-
-    from vaelab.io import FILE_MODE, atomic_write_text
-
-    p = atomic_write_text(tmp_path / "a.txt", "x")
-    assert stat.S_IMODE(os.stat(p).st_mode) == FILE_MODE
-    assert FILE_MODE & 0o044  # readable by others under the usual umask 022

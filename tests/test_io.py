@@ -1,0 +1,33 @@
+"""Atomic writes: whole files or nothing, with the permissions a plain open() would give."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from vaelab.errors import VaelabError
+from vaelab.io import FILE_MODE, atomic_open, atomic_write_text
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(os.stat(p).st_mode) == FILE_MODE
+    assert FILE_MODE & 0o044  # readable by others under the usual umask 022
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    p = atomic_write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError), atomic_open(p, "w") as f:
+        f.write("half of the new")
+        raise RuntimeError("crash mid-write")
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_unwritable_place_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(VaelabError, match="cannot create folder"):
+        atomic_write_text(blocker / "sub" / "a.txt", "x")
