@@ -21,13 +21,23 @@ def _train_codes(opened: OpenRun, data_dir: str | None):
 
 def cmd_sample(args: argparse.Namespace) -> int:
     o = open_run(args.run, args.device, args.checkpoint)
-    codes = None if hasattr(o.model, "prior") else _train_codes(o, args.data_dir)
+    _need(o, "samples")
+    needs_codes = not hasattr(o.model, "prior") and not hasattr(o.model, "generate")
+    codes = _train_codes(o, args.data_dir) if needs_codes else None
     done(fig.samples_figure(o.model, _out(args, o, "samples"), n=args.n, seed=args.seed, train_codes=codes))
     return 0
 
 
+def _need(o: OpenRun, what: str) -> None:
+    if not applicable(o.model)[what]:
+        raise VaelabError(
+            f"{what} do not apply to {type(o.model).__name__}: it has no encoder and decoder of one latent layer"
+        )
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     o = open_run(args.run, args.device, args.checkpoint)
+    _need(o, "reconstructions")
     done(
         fig.reconstructions_figure(
             o.model, o.split("test", args.data_dir), _out(args, o, "reconstructions"), n=args.n
@@ -38,6 +48,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_manifold(args: argparse.Namespace) -> int:
     o = open_run(args.run, args.device, args.checkpoint)
+    _need(o, "manifold")
     dims = None
     if args.dims:
         try:
@@ -56,6 +67,7 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     o = open_run(args.run, args.device, args.checkpoint)
+    _need(o, "interpolations")
     data = o.split("test", args.data_dir)
     done(
         fig.interpolations_figure(
@@ -67,6 +79,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_latents(args: argparse.Namespace) -> int:
     o = open_run(args.run, args.device, args.checkpoint)
+    _need(o, "latents")
     done(
         fig.latents_figure(
             o.model, o.split("test", args.data_dir), _out(args, o, "latents"), limit=args.limit
@@ -84,24 +97,47 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def applicable(model: object) -> dict[str, bool]:
+    """Which figures a model can draw: latent pictures need encode and decode; samples need a way to sample."""
+    latent = hasattr(model, "encode") and hasattr(model, "decode")
+    return {
+        "samples": hasattr(model, "generate") or hasattr(model, "decode"),
+        "reconstructions": latent,
+        "manifold": latent,
+        "interpolations": latent,
+        "latents": latent,
+    }
+
+
 def write_figures(
     run_path: str | Path, device: str = "cpu", data_dir: str | None = None, seed: int = 0
 ) -> list[Path]:
-    """Every figure of a run into RUN/figures/ (what `vaelab figures` and the end of `vaelab train` write)."""
+    """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`)."""
     o = open_run(str(run_path), device)
     figs = o.run.figures
-    test = o.split("test", data_dir)
-    codes = None if hasattr(o.model, "prior") else _train_codes(o, data_dir)
-    paths = [
-        fig.samples_figure(o.model, figs / "samples.png", seed=seed, train_codes=codes),
-        fig.reconstructions_figure(o.model, test, figs / "reconstructions.png"),
-        fig.manifold_figure(o.model, test, figs / "manifold.png"),
-        fig.interpolations_figure(o.model, test, figs / "interpolations.png", seed=seed),
-        fig.latents_figure(o.model, test, figs / "latents.png"),
-    ]
+    can = applicable(o.model)
+    test = o.split("test", data_dir) if any(v for k, v in can.items() if k != "samples") else None
+    paths = []
+    if can["samples"]:
+        needs_codes = not hasattr(o.model, "prior") and not hasattr(o.model, "generate")
+        codes = _train_codes(o, data_dir) if needs_codes else None
+        paths.append(fig.samples_figure(o.model, figs / "samples.png", seed=seed, train_codes=codes))
+    if can["reconstructions"]:
+        paths.append(fig.reconstructions_figure(o.model, test, figs / "reconstructions.png"))
+    if can["manifold"]:
+        paths.append(fig.manifold_figure(o.model, test, figs / "manifold.png"))
+    if can["interpolations"]:
+        paths.append(fig.interpolations_figure(o.model, test, figs / "interpolations.png", seed=seed))
+    if can["latents"]:
+        paths.append(fig.latents_figure(o.model, test, figs / "latents.png"))
     history = o.run.read_metrics()
     if history:
         paths.append(fig.curves_figure(history, figs / "curves.png"))
+    skipped = [k for k, v in can.items() if not v]
+    if skipped:
+        print(
+            f"not drawn ({type(o.model).__name__} has no single latent layer to show): {', '.join(skipped)}"
+        )
     done(*paths)
     return paths
 

@@ -1,6 +1,7 @@
 """What a model learned, as pictures: samples, reconstructions, the latent manifold, interpolations, latents.
 
-Only the public protocol is used (`encode`, `decode`, `prior`), so every model with those draws. The
+Only the public protocol is used (`encode`, `decode`, `prior`, and `generate(n, generator)` for models that
+sample without a single latent layer), so every model draws what applies to it. The
 manifold follows Kingma & Welling (2014, figure 4): a grid of z at Gaussian quantiles, decoded.
 """
 
@@ -56,12 +57,17 @@ def samples_figure(
     seed: int = 0,
     train_codes: torch.Tensor | None = None,
 ) -> Path:
-    """A grid of decoded prior draws; for a model without a prior (an autoencoder), two grids that show why."""
+    """A grid of model samples: `generate(n, generator)` when the model has it (ancestral samplers), else
+    decoded prior draws; for a model without a prior (an autoencoder), two grids that show why."""
     from vaelab.models.autoencoder import fitted_gaussian
 
     dev = _device(model)
     g = torch.Generator(device=dev).manual_seed(seed)
     ncol = math.ceil(math.sqrt(n))
+    if hasattr(model, "generate"):
+        with torch.inference_mode():
+            images = model.generate(n, g)
+        return save_panels(path, [("samples", tile(images, ncol))], f"{n} samples (seed {seed})")
     if hasattr(model, "prior"):
         z = sample(model.prior(), (n,), g)
         return save_panels(path, [("z ~ p(z)", tile(decoded(model, z), ncol))], f"{n} samples (seed {seed})")
