@@ -85,7 +85,8 @@ class Prepared:
         if self.mode != "dynamic" or self.binary:
             return to_float(images, self.mode, generator, self.binary)
         p = images.float().div_(255.0)
-        return (shared_draw(torch.rand, tuple(p.shape), generator, p) < p).float()
+        u = shared_draw(torch.rand, tuple(p.shape), generator, p)
+        return torch.lt(u, p, out=u)  # 1.0 where u < p, written over u: no extra pass or allocation
 
     def labels_at(self, index: torch.Tensor | slice) -> torch.Tensor | None:
         """The labels at `index`, if the split has labels."""
