@@ -34,6 +34,8 @@ class DataConfig:
     channels: int = 1  # folder: sources only; 1 grey, 3 RGB
     train_limit: int = 0  # use only the first N training images (0: all)
     download: bool = True
+    labelled: int = 0  # semi-supervised: keep N training labels, balanced and seeded; the rest become -1
+    labelled_share: float = 0.1  # ...and repeat the labelled images to about this share of each epoch
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,19 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """The training objective: ELBO with beta, KL estimator and warm-up."""
+    """The training objective: its name, beta and its schedule, KL estimator, samples, free bits, input noise."""
 
+    name: str = "default"  # a key of OBJECTIVES; "default": the model's own
     beta: float = 1.0
     kl: str = "analytic"  # analytic | mc
     warmup_epochs: float = 0.0  # linear KL warm-up from 0 to beta over this many epochs
-    num_samples: int = 1  # Monte Carlo samples of z per datum
+    kl_cycle_epochs: float = 0.0  # cyclical KL schedule (Fu et al. 2019): one cycle every this many epochs
+    kl_cycle_ramp: float = 0.5  # share of each cycle over which the weight rises linearly from 0 to beta
+    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised (Kingma et al. 2016)
+    num_samples: int = 1  # Monte Carlo samples of z per datum (K of the IWAE bound)
+    dreg: bool = False  # IWAE: doubly reparameterised encoder gradients (Tucker et al. 2019)
+    noise: str = "none"  # denoising: none | gaussian | masking corruption of the encoder's input
+    noise_level: float = 0.0  # Gaussian sigma, or the masked share of pixels
 
 
 @dataclass(frozen=True)
@@ -220,9 +229,13 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return _flatten(data)
 
 
-def build_config(file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the file, then the overrides (in that order)."""
-    cfg = Config()
+def build_config(
+    file: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Defaults (`base`, e.g. a model's own defaults), then the file, then the overrides (in that order)."""
+    cfg = base if base is not None else Config()
     if file is not None:
         cfg = apply_overrides(cfg, load_config_file(file))
     return apply_overrides(cfg, overrides or {})

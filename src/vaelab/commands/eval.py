@@ -53,6 +53,12 @@ def format_table(r: dict) -> str:
                 f"acceptance {a['acceptance']:.2f}, chain spread {a['chain_spread']:.2f}, {a['num_images']} images",
             )
         )
+    if "classification" in r:
+        c = r["classification"]
+        lines.append(
+            f"classification error   {100 * c['error']:.2f}% +- {100 * c['stderr']:.2f}%"
+            f"   argmax q(y|x), {c['errors']} of {c['num_images']} images"
+        )
     curve = ", ".join(f"K={k}: {v['log_px']:.2f}" for k, v in i["iwae_curve"].items())
     lines.append(f"IWAE curve: {curve}")
     if "bdmc" in r:

@@ -8,7 +8,8 @@ from vaelab.config import build_config, parse_assignments
 from vaelab.data.binarize import MODES
 from vaelab.distributions.likelihoods import LIKELIHOODS
 from vaelab.errors import ConfigError
-from vaelab.models.registry import MODELS
+from vaelab.models.registry import MODELS, get_spec, model_config
+from vaelab.objectives.noise import parse_noise
 from vaelab.train import distributed
 from vaelab.train.loop import OPTIMIZERS, check_world, train
 
@@ -27,6 +28,11 @@ FLAGS = {
     "beta": "objective.beta",
     "kl": "objective.kl",
     "warmup": "objective.warmup_epochs",
+    "objective": "objective.name",
+    "samples": "objective.num_samples",
+    "free_bits": "objective.free_bits",
+    "kl_cycle": "objective.kl_cycle_epochs",
+    "labelled": "data.labelled",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
@@ -38,8 +44,20 @@ FLAGS = {
 }
 
 
+def _defaults(defaults: dict) -> str:
+    if not defaults:
+        return ""
+    return (
+        " ["
+        + ", ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in defaults.items()
+        )
+        + "]"
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    models = "\n".join(f"  {n:<14} {s.description}" for n, s in MODELS.items())
+    models = "\n".join(f"  {n:<16}{s.description}{_defaults(s.defaults)}" for n, s in MODELS.items())
     p = sub.add_parser(
         "train",
         help="train a model and write its run folder",
@@ -64,6 +82,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--kl", help="analytic | mc: the KL estimator (default analytic)")
     p.add_argument("--warmup", type=float, help="epochs of linear KL warm-up (default 0)")
+    p.add_argument(
+        "--kl-cycle", type=float, help="cyclical KL weight: one cycle per this many epochs (default off)"
+    )
+    p.add_argument(
+        "--free-bits", type=float, help="free bits: nats per latent dimension not penalised (default 0)"
+    )
+    p.add_argument("--objective", help="elbo | iwae | ...: override the model's own objective")
+    p.add_argument("--samples", type=int, help="samples of z per datum: K of the IWAE bound (default 1)")
+    p.add_argument(
+        "--dreg", action="store_true", help="IWAE with doubly reparameterised gradients (Tucker et al. 2019)"
+    )
+    p.add_argument(
+        "--noise",
+        help="denoising: gaussian:SIGMA or masking:SHARE corruption of the encoder's input (default none)",
+    )
+    p.add_argument("--labelled", type=int, help="semi-supervised: keep this many training labels (m2: 100)")
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
@@ -98,7 +132,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["train.progress"] = False
     if args.compile:
         overrides["train.compile"] = True
+    if args.dreg:
+        overrides["objective.dreg"] = True
+    if args.noise is not None:
+        kind, level = parse_noise(args.noise)
+        overrides.update({"objective.noise": kind, "objective.noise_level": level})
     config = build_config(args.config, overrides)
+    get_spec(config.model.name)
+    config = build_config(args.config, overrides, base=model_config(config.model.name))
     if args.nproc is not None and args.nproc != 1:
         if distributed.world().distributed:
             raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
@@ -113,10 +154,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     last = result.history[-1] if result.history else {}
     for split in ("test", "valid"):
-        for stat, name in (("elbo", "ELBO"), ("rec", "reconstruction log p(x|z)")):
+        for stat, name in (("iwae", "IWAE bound"), ("elbo", "ELBO"), ("rec", "reconstruction log p(x|z)")):
             if f"{split}_{stat}" in last:
                 print(f"{split} {name}: {last[f'{split}_{stat}']:.2f} nats per image (epoch {last['epoch']})")
                 break
+        if f"{split}_error" in last:
+            print(
+                f"{split} classification error: {100 * last[f'{split}_error']:.2f}% (epoch {last['epoch']})"
+            )
     if not args.no_figures and result.history:
         from vaelab.commands.viz import write_figures
 

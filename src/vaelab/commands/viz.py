@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vaelab.commands.common import OpenRun, add_run_options, done, open_run, positive_int
 from vaelab.errors import VaelabError
+from vaelab.objectives.noise import parse_noise
 from vaelab.runs import RunDir
 from vaelab.viz import figures as fig
 
@@ -36,12 +37,12 @@ def _need(o: OpenRun, what: str) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    noise = parse_noise(args.noise) if args.noise else None
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "reconstructions")
+    data = o.split("test", args.data_dir)
     done(
-        fig.reconstructions_figure(
-            o.model, o.split("test", args.data_dir), _out(args, o, "reconstructions"), n=args.n
-        )
+        fig.reconstructions_figure(o.model, data, _out(args, o, "reconstructions"), args.n, noise, args.seed)
     )
     return 0
 
@@ -98,8 +99,9 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 
 def applicable(model: object) -> dict[str, bool]:
-    """Which figures a model can draw: latent pictures need encode and decode; samples need a way to sample."""
-    latent = hasattr(model, "encode") and hasattr(model, "decode")
+    """Which figures a model can draw: latent pictures need encode and decode of one latent layer (not
+    taking a label); samples need a way to sample."""
+    latent = hasattr(model, "encode") and hasattr(model, "decode") and not hasattr(model, "num_classes")
     return {
         "samples": hasattr(model, "generate") or hasattr(model, "decode"),
         "reconstructions": latent,
@@ -159,6 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="test images beside their reconstructions", formatter_class=fmt)
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=32, help="number of test images")
+    p.add_argument(
+        "--noise", help="show denoising: corrupt the encoder's input, gaussian:SIGMA or masking:SHARE"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     p.add_argument("--out", help="PNG file (default RUN/figures/reconstructions.png)")
     p.set_defaults(func=cmd_reconstruct)
 

@@ -11,6 +11,7 @@ from vaelab.data.batches import Prepared, epoch_batches, iterate, prepare
 from vaelab.data.binarize import check_mode
 from vaelab.data.folder import load_folder
 from vaelab.data.idx import read_idx, write_idx
+from vaelab.data.labels import semi_supervised
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES, ImageSet, Splits, get_source, source_names
 from vaelab.errors import DataError
 
@@ -54,7 +55,8 @@ def load_source(cfg: DataConfig) -> Splits:
 
 
 def load_data(cfg: DataConfig) -> DataSplits:
-    """Load a source and carve the validation split from train with a seeded permutation."""
+    """Load a source and carve the validation split from train with a seeded permutation; with
+    `data.labelled`, keep only that many training labels (`vaelab.data.labels`)."""
     check_mode(cfg.binarize)
     if not 0.0 <= cfg.valid_fraction < 1.0:
         raise DataError(f"valid_fraction must be in [0, 1), got {cfg.valid_fraction}")
@@ -70,6 +72,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
         train = train.subset(perm[n_valid:].sort().values, f"{cfg.name}/train")
     if len(train) == 0:
         raise DataError(f"{cfg.name}: no training images left after the validation split")
+    if cfg.labelled > 0:
+        train = semi_supervised(train, cfg.labelled, cfg.split_seed, cfg.labelled_share)
     return DataSplits(train, valid, splits.test)
 
 

@@ -18,6 +18,7 @@ from vaelab._callable import make_callable
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
 from vaelab.device import resolve_device
 from vaelab.errors import ConfigError, DataError
+from vaelab.evaluate.classification import classification_error
 from vaelab.evaluate.decomposition import decompose
 from vaelab.evaluate.loglik import (
     ImportanceResult,
@@ -30,7 +31,7 @@ from vaelab.evaluate.loglik import (
 from vaelab.inference.ais import SCHEDULES, ais_log_px, bdmc
 from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint, resolve_checkpoint
 
-__all__ = ["ImportanceResult", "decompose", "evaluate", "importance_sampling"]
+__all__ = ["ImportanceResult", "classification_error", "decompose", "evaluate", "importance_sampling"]
 
 
 def _check_settings(
@@ -153,7 +154,8 @@ def evaluate(
     """Evaluate a run folder, checkpoint or model on a split; returns what `vaelab eval` writes to eval.json.
 
     IS with `importance` proposals always; AIS with `ais` steps and `chains` chains if ais > 0; BDMC on `bdmc`
-    simulated data if bdmc > 0 (with T = ais, or 500); the ELBO decomposition if asked.
+    simulated data if bdmc > 0 (with T = ais, or 500); the ELBO decomposition if asked; the classification
+    error of models with a classifier q(y|x) (M2).
     """
     _check_settings(importance, ais, chains, leapfrog, schedule, bdmc)
     if limit is not None and limit < 1:
@@ -200,6 +202,10 @@ def evaluate(
         "bits_per_dim": bits_per_dim(-elbo, dims),
     }
     info["importance"] = res.summary()
+    if getattr(model, "conditional", False):
+        info["importance"]["method"] += ", of log p(x|y) given each image's label"
+    if hasattr(model, "classify") and data.labels is not None:
+        info["classification"] = classification_error(model, data, limit=limit)
     if decomposition:
         dec = decompose(model, data, generator=g, limit=limit, log_px=res.log_px)
         info["decomposition"] = dec

@@ -3,7 +3,8 @@
 log p(x) = log E_q[p(x, z) / q(z|x)] is estimated by log (1/K) sum_k w_k with z_k ~ q(z|x) (Burda et al. 2016
 call the same number the IWAE bound; it is a stochastic lower bound that tightens as K grows). The K proposals
 are drawn in chunks and combined by a streaming log-sum-exp, so memory stays bounded whatever K is. Every
-model with `log_importance_weights` can be evaluated this way.
+model with `log_importance_weights` can be evaluated this way; a conditional model (`conditional = True`)
+is given each image's label and estimates log p(x|y).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.data import Prepared
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, DataError, VaelabError
 
 DEFAULT_CURVE = (1, 5, 50, 500, 5000)
 
@@ -49,10 +50,34 @@ def require_protocol(model: nn.Module, *names: str, what: str) -> None:
     """A clear error when a model lacks what an estimator needs (e.g. the autoencoder has no likelihood)."""
     missing = [n for n in names if not hasattr(model, n)]
     if missing:
-        raise VaelabError(
-            f"{what} does not apply to {type(model).__name__}: it has no {', '.join(missing)} "
-            "(a deterministic autoencoder defines no p(x))"
+        why = (
+            ""
+            if hasattr(model, "log_importance_weights")
+            else " (a deterministic autoencoder defines no p(x))"
         )
+        raise VaelabError(
+            f"{what} does not apply to {type(model).__name__}: it has no {', '.join(missing)}{why}"
+        )
+    if "decode" in names and hasattr(model, "num_classes"):
+        raise VaelabError(
+            f"{what} does not apply to {type(model).__name__}: its decoder p(x|y,z) also takes a label"
+        )
+
+
+def split_labels(
+    model: nn.Module, data: Prepared | torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The labels a conditional model is evaluated with (given, or the split's own); None for other models."""
+    if not getattr(model, "conditional", False):
+        return None
+    if labels is None and isinstance(data, Prepared):
+        labels = data.labels
+    if labels is None:
+        raise DataError(
+            f"{type(model).__name__} is conditional: log p(x|y) needs the label of every image, and "
+            f"{getattr(data, 'name', '') or 'the data'} has none"
+        )
+    return labels
 
 
 class _GroupMeans:
@@ -137,12 +162,14 @@ def importance_sampling(
     limit: int | None = None,
     max_elements: int = 100_000,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> ImportanceResult:
     """Estimate log p(x) for every datum with K = `num_samples` proposals from q(z|x), in bounded memory.
 
     `chunk` proposals are drawn at a time for `batch_size` data (default: as many as keep chunk * batch
     under `max_elements`); the IWAE_k curve is estimated for each k in `curve` with k <= K by averaging
-    over the K / k disjoint groups of the same draws.
+    over the K / k disjoint groups of the same draws. A conditional model gets `labels` (default: the
+    split's own) and the estimate is of log p(x|y).
     """
     require_protocol(model, "log_importance_weights", what="importance sampling")
     if num_samples < 1:
@@ -159,9 +186,13 @@ def importance_sampling(
         total=n * num_samples, disable=not progress, unit="w", unit_scale=True, desc=f"IS K={num_samples}"
     )
     dims = 1
+    ys = split_labels(model, data, labels)
+    start_row = 0
     for x in batches_of(data, batch_size, limit):
         dims = x[0].numel()
         b = len(x)
+        cond = {} if ys is None else {"y": ys[start_row : start_row + b].to(x.device)}
+        start_row += b
         lse = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)
         lse2 = lse.clone()
         total = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -169,7 +200,7 @@ def importance_sampling(
         done = 0
         while done < num_samples:
             c = min(chunk, num_samples - done)
-            lw = model.log_importance_weights(x, c, generator).double()
+            lw = model.log_importance_weights(x, c, generator, **cond).double()
             lse = torch.logaddexp(lse, lw.logsumexp(0))
             lse2 = torch.logaddexp(lse2, (2 * lw).logsumexp(0))
             total += lw.sum(0)

@@ -1,38 +1,130 @@
-"""The model registry: one table that the CLI, the trainer and `vaelab.load` share (no if-chains)."""
+"""The model registry: one table that the CLI, the trainer and `vaelab.load` share (no if-chains).
+
+A spec names how to build the model, the objective it trains with (and which others it accepts), the config
+values it brings along (`defaults`: `vaelab train --model NAME` starts from them, the user's file and flags
+go on top; `model_config(name)` does the same in Python), whether it needs labels, and a check of settings
+that do not fit it, run before any data is read.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
-from vaelab.config import ModelConfig
+from vaelab.config import Config, ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
+from vaelab.models.cvae import CVAE
+from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.linear import LinearGaussianVAE
+from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
+from vaelab.models.vampprior import VampPriorVAE
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build a model and which training objective it uses by default."""
+    """How to build a model, its training objective (and the others it accepts), its own config defaults,
+    whether it needs labels, and a check of config values that do not fit it."""
 
     build: Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
     objective: str
     description: str
     needs_labels: bool = False
+    objectives: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[Config], None] | None = None
 
+
+def _no_analytic_kl(why: str) -> Callable[[Config], None]:
+    def check(cfg: Config) -> None:
+        if objective_name(cfg) == "elbo" and cfg.objective.kl == "analytic":
+            raise ConfigError(f"{why}: KL(q || p) has no closed form; use objective.kl=mc (--kl mc)")
+
+    return check
+
+
+def _fully_labelled(cfg: Config) -> None:
+    if cfg.data.labelled > 0:
+        raise ConfigError(
+            f"model '{cfg.model.name}' conditions on every image's label; data.labelled (keeping only some "
+            "labels) is for the semi-supervised model m2"
+        )
+
+
+def _m2_settings(cfg: Config) -> None:
+    o = cfg.objective
+    if o.noise != "none" or o.free_bits > 0:
+        raise ConfigError(
+            "m2 trains with its own objective: objective.noise and objective.free_bits do not apply"
+        )
+
+
+IWAE_NOTE = (
+    "IWAE_K bound of Burda et al. 2016 on the VAE; K = objective.num_samples, DReG: objective.dreg=true"
+)
 
 MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(
-        VAE, "elbo", "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014)"
+        VAE,
+        "elbo",
+        "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014); beta-VAE: --beta 4",
+        objectives=("iwae",),
     ),
     "autoencoder": ModelSpec(
         Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
     ),
     "linear-gaussian": ModelSpec(
-        LinearGaussianVAE, "elbo", "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)"
+        LinearGaussianVAE,
+        "elbo",
+        "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)",
+        objectives=("iwae",),
+    ),
+    "iwae": ModelSpec(VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}),
+    "hierarchical": ModelSpec(
+        HierarchicalVAE,
+        "elbo",
+        "two stochastic layers, 784-200-200-100 / 100-100-50 tanh (Burda et al. 2016); --objective iwae",
+        objectives=("iwae",),
+        defaults={
+            "model.hidden": (200, 200),
+            "model.activation": "tanh",
+            "model.latent_dim": 50,
+            "objective.kl": "mc",
+        },
+        check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
+    ),
+    "vampprior": ModelSpec(
+        VampPriorVAE,
+        "elbo",
+        "VAE with the VampPrior: a mixture of q(z|u_k) over 500 learned pseudo-inputs (Tomczak & Welling 2018)",
+        objectives=("iwae",),
+        defaults={"objective.kl": "mc"},
+        check=_no_analytic_kl("the VampPrior is a mixture"),
+    ),
+    "cvae": ModelSpec(
+        CVAE,
+        "elbo",
+        "conditional VAE: q(z|x,y), p(x|z,y), p(z) = N(0, I); needs labels (Sohn et al. 2015)",
+        needs_labels=True,
+        objectives=("iwae",),
+        check=_fully_labelled,
+    ),
+    "m2": ModelSpec(
+        M2,
+        "m2",
+        "semi-supervised M2 (Kingma et al. 2014), 100 labels by default; reports test classification error",
+        needs_labels=True,
+        defaults={
+            "model.hidden": (500,),
+            "model.activation": "softplus",
+            "model.latent_dim": 50,
+            "data.labelled": 100,
+        },
+        check=_m2_settings,
     ),
 }
 
@@ -52,3 +144,28 @@ def get_spec(name: str) -> ModelSpec:
 def build_model(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
     """Build the model `cfg.name` for data of one-datum shape `shape` (C, H, W)."""
     return get_spec(cfg.name).build(cfg, tuple(shape))
+
+
+def objective_name(cfg: Config) -> str:
+    """The objective a run trains with: objective.name, or the model's own when that is "default"."""
+    name = cfg.objective.name
+    return get_spec(cfg.model.name).objective if name == "default" else name
+
+
+def check_model_config(cfg: Config) -> None:
+    """The model exists, accepts the objective, and its own check passes (ConfigError otherwise)."""
+    spec = get_spec(cfg.model.name)
+    name = objective_name(cfg)
+    allowed = (spec.objective, *spec.objectives)
+    if name not in allowed:
+        raise ConfigError(
+            f"model '{cfg.model.name}' trains with objective {' or '.join(allowed)}, not '{name}'"
+        )
+    if spec.check is not None:
+        spec.check(cfg)
+
+
+def model_config(name: str, base: Config | None = None) -> Config:
+    """`base` (default: Config()) with model `name` and that model's own defaults."""
+    spec = get_spec(name)
+    return (base if base is not None else Config()).replace(**{"model.name": name, **spec.defaults})

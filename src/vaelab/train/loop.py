@@ -35,8 +35,8 @@ from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
 from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
 from vaelab.io import atomic_write_json, ensure_dir
-from vaelab.models.registry import MODELS, build_model, get_spec
-from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, kl_weight
+from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
+from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, check_schedule, kl_weight
 from vaelab.runs import RunDir
 from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, read_checkpoint, save_checkpoint
@@ -115,6 +115,7 @@ def validate_config(cfg: Config) -> None:
     from vaelab.models.vae import BODIES
     from vaelab.nets.mlp import ACTIVATIONS
     from vaelab.objectives.elbo import KL_ESTIMATORS
+    from vaelab.objectives.noise import NOISES, check_noise
 
     checks = [
         ("data set", cfg.data.name, [*source_names()[:-1]], cfg.data.name.startswith(FOLDER_PREFIX)),
@@ -125,6 +126,8 @@ def validate_config(cfg: Config) -> None:
         ("likelihood", cfg.model.likelihood, list(LIKELIHOODS), False),
         ("gaussian_variance", cfg.model.gaussian_variance, GAUSSIAN_VARIANCES, False),
         ("KL estimator", cfg.objective.kl, KL_ESTIMATORS, False),
+        ("objective", cfg.objective.name, ["default", *OBJECTIVES], False),
+        ("noise", cfg.objective.noise, NOISES, False),
         ("optimizer", cfg.train.optimizer, OPTIMIZERS, False),
         ("lr_schedule", cfg.train.lr_schedule, SCHEDULES, False),
         ("precision", cfg.train.precision, PRECISIONS, False),
@@ -142,6 +145,17 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
     if not t.dist_timeout > 0:
         raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
+    o = cfg.objective
+    check_schedule(o)
+    if o.noise != "none":
+        check_noise(o.noise, o.noise_level)
+    if o.dreg and objective_name(cfg) != "iwae":
+        raise ConfigError(
+            "objective.dreg changes the gradient of the IWAE bound: use it with objective.name=iwae"
+        )
+    if cfg.data.labelled < 0:
+        raise ConfigError(f"need data.labelled >= 0, got {cfg.data.labelled}")
+    check_model_config(cfg)
 
 
 def check_world(cfg: Config, w: World, n_train: int | None = None) -> None:
@@ -173,11 +187,17 @@ def check_compatible(cfg: Config, data: DataSplits) -> None:
         raise DataError(f"model '{cfg.model.name}' needs labels, and {cfg.data.name} has none")
 
 
+def label_args(data: Prepared, index: torch.Tensor | slice, wanted: bool) -> dict[str, torch.Tensor]:
+    """`{"y": labels}` of the batch at `index` for models that need labels (their objectives take y=), else {}."""
+    return {"y": data.labels_at(index)} if wanted else {}
+
+
 @torch.inference_mode()
 def evaluate_split(
-    model: nn.Module, data: Prepared, objective: Objective, cfg: Config, seed: int
+    model: nn.Module, data: Prepared, objective: Objective, cfg: Config, seed: int, labels: bool = False
 ) -> dict[str, float]:
-    """Mean per-datum statistics of the objective (beta = 1) on a fixed draw, with a fixed noise seed.
+    """Mean per-datum statistics of the objective (beta = 1) on a fixed draw, with a fixed noise seed
+    (and the split's labels, with `labels`).
 
     Inside a process group every rank scores its share of each batch (noise drawn for the whole batch, so
     each datum's draw is the one-process draw) and the sums are all-reduced: call it on every rank.
@@ -192,8 +212,10 @@ def evaluate_split(
         n = min(size, len(data) - start)
         rows = distributed.shard(n, w)
         with batch_share(Share(rows, n) if w.distributed else None):
-            x = data.batch(slice(start + rows.start, start + rows.stop))
-            step = objective(model, x, cfg.objective, 1.0, g)
+            index = slice(start + rows.start, start + rows.stop)
+            step = objective(
+                model, data.batch(index), cfg.objective, 1.0, g, **label_args(data, index, labels)
+            )
         for k, v in step.stats.items():
             s = v.double().sum()
             sums[k] = sums[k] + s if k in sums else s
@@ -211,8 +233,10 @@ class ObjectiveModule(nn.Module):
         super().__init__()
         self.model, self.objective, self.cfg = model, objective, cfg
 
-    def forward(self, x: torch.Tensor, beta: float, generator: torch.Generator | None) -> Step:
-        return self.objective(self.model, x, self.cfg, beta, generator)
+    def forward(
+        self, x: torch.Tensor, beta: float, generator: torch.Generator | None, labels: dict | None = None
+    ) -> Step:
+        return self.objective(self.model, x, self.cfg, beta, generator, **(labels or {}))
 
 
 class Compiled:
@@ -297,8 +321,8 @@ def _resume_config(requested: Config, saved: Config, explicit: set[str]) -> Conf
 
 
 def primary_stat(stats: dict[str, float]) -> str:
-    """The statistic that picks best.pt: the ELBO when the model has one, else reconstruction."""
-    return "elbo" if "elbo" in stats else "rec"
+    """The statistic that picks best.pt: the IWAE bound or the ELBO when the model has one, else reconstruction."""
+    return next((k for k in ("iwae", "elbo") if k in stats), "rec")
 
 
 def train(
@@ -370,7 +394,7 @@ def _train(
     torch.manual_seed(cfg.train.seed)
     spec = get_spec(cfg.model.name)
     model = build_model(cfg.model, data.shape).to(device)
-    objective = OBJECTIVES[spec.objective]
+    objective = OBJECTIVES[objective_name(cfg)]
     optimizer = make_optimizer(cfg.train, model.parameters())
     scheduler = make_scheduler(cfg.train, optimizer)
     # Every rank holds the same generators: each draws the whole global batch's noise and keeps its rows.
@@ -430,8 +454,9 @@ def _train(
             beta = kl_weight(cfg.objective, step, len(batches))
             with batch_share(Share(rows, len(global_idx)) if w.distributed else None):
                 x = train_data.batch(global_idx[rows], g_noise)
+                labels = label_args(train_data, global_idx[rows], spec.needs_labels)
                 with _autocast(device, cfg.train.precision):
-                    res = forward(x, beta, g_noise)
+                    res = forward(x, beta, g_noise, labels)
             watch.add(res.loss, epoch + 1, i + 1)
             loss = res.loss
             if w.distributed:  # DDP averages over ranks: weigh each rank's mean by its share of the batch
@@ -468,7 +493,7 @@ def _train(
             totals = distributed.all_reduce_sum(torch.stack([v.float() for v in sums.values()])).tolist()
             record.update({f"train_{k}": v / len(train_data) for k, v in zip(sums, totals)})
         for name, split in evals.items():
-            stats = evaluate_split(model, split, objective, cfg, cfg.train.eval_seed)
+            stats = evaluate_split(model, split, objective, cfg, cfg.train.eval_seed, spec.needs_labels)
             record.update({f"{name}_{k}": v for k, v in stats.items()})
         history.append(record)
         key = primary_stat({k.split("_", 1)[1]: v for k, v in record.items() if k.startswith("train_")})

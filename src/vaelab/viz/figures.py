@@ -18,6 +18,7 @@ from torch import nn
 from vaelab.data import Prepared, iterate
 from vaelab.distributions.sampling import sample
 from vaelab.viz.grids import plt, save_figure, save_panels, tile
+from vaelab.viz.labelled import samples_by_label_figure
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -58,8 +59,12 @@ def samples_figure(
     train_codes: torch.Tensor | None = None,
 ) -> Path:
     """A grid of model samples: `generate(n, generator)` when the model has it (ancestral samplers), else
-    decoded prior draws; for a model without a prior (an autoencoder), two grids that show why."""
+    decoded prior draws; for a model without a prior (an autoencoder), two grids that show why. A model whose
+    generator takes a label (`num_classes`) gets one row of samples per label."""
     from vaelab.models.autoencoder import fitted_gaussian
+
+    if hasattr(model, "num_classes"):
+        return samples_by_label_figure(model, path, per_label=math.ceil(n / model.num_classes), seed=seed)
 
     dev = _device(model)
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -85,13 +90,29 @@ def samples_figure(
     )
 
 
-def reconstructions_figure(model: nn.Module, data: Prepared, path: str | os.PathLike, n: int = 32) -> Path:
-    """Test images (as the model sees them) beside the decoded means of their posterior means."""
+def reconstructions_figure(
+    model: nn.Module,
+    data: Prepared,
+    path: str | os.PathLike,
+    n: int = 32,
+    noise: tuple[str, float] | None = None,
+    seed: int = 0,
+) -> Path:
+    """Test images (as the model sees them) beside the decoded means of their posterior means; with `noise`
+    (e.g. ("masking", 0.5)) the encoder sees a corrupted copy, shown between input and reconstruction."""
+    from vaelab.objectives.noise import corrupt
+
     x = data.batch(slice(0, n))
+    seen = x
+    if noise is not None:
+        seen = corrupt(x, *noise, torch.Generator(device=x.device).manual_seed(seed))
     with torch.inference_mode():
-        rec = decoded(model, model.encode(x).mean)
+        rec = decoded(model, model.encode(seen).mean)
     ncol = math.ceil(math.sqrt(len(x)))
-    return save_panels(path, [("input", tile(x, ncol)), ("reconstruction", tile(rec, ncol))], f"{data.name}")
+    panels = [("input", tile(x, ncol))]
+    if noise is not None:
+        panels.append((f"{noise[0]} noise {noise[1]:g} (encoder input)", tile(seen, ncol)))
+    return save_panels(path, [*panels, ("reconstruction", tile(rec, ncol))], f"{data.name}")
 
 
 def manifold_plane(

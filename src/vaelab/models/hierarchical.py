@@ -1,0 +1,114 @@
+"""The two-stochastic-layer VAE of the IWAE paper (Burda, Grosse & Salakhutdinov 2016, section 5).
+
+Generative model p(h2) p(h1 | h2) p(x | h1), inference model q(h1 | x) q(h2 | h1), every conditional a
+diagonal Gaussian but p(x|h1). The paper's MNIST architecture is 784-200-200-100 / 100-100-50 with tanh:
+two deterministic layers of 200 between x and the 100-unit h1, two of 100 between h1 and the 50-unit h2
+(`vaelab train --model hierarchical` starts there). Sizes map onto the config as model.hidden (the x <-> h1
+layers), model.extra["h1_dim"] (100) and model.extra["h2_hidden"] ([100, 100]), model.latent_dim (h2, 50).
+
+It has no single latent layer (no encode/decode/prior): the ELBO and IWAE objectives read `latent_terms`,
+evaluation reads `log_importance_weights`, and pictures come from `generate` (ancestral samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+from torch.func import functional_call
+
+from vaelab.config import ModelConfig
+from vaelab.distributions.priors import StandardNormalPrior
+from vaelab.distributions.sampling import sample
+from vaelab.errors import ConfigError
+from vaelab.models.vae import MIN_SCALE, decode_with, likelihood_from, make_bodies
+from vaelab.nets.mlp import mlp
+from vaelab.objectives.elbo import LatentTerms, draw_z, stopped
+
+H1_DIM = 100
+H2_HIDDEN = (100, 100)
+
+
+def gaussian(params: torch.Tensor) -> Distribution:
+    """A diagonal Gaussian from [..., 2D] (location, then softplus-scale)."""
+    loc, raw = params.chunk(2, dim=-1)
+    return Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1)
+
+
+class HierarchicalVAE(nn.Module):
+    """x <-> h1 <-> h2: q(h1|x) q(h2|h1) and p(h2) p(h1|h2) p(x|h1)."""
+
+    def __init__(self, cfg: ModelConfig, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        h1 = cfg.extra.get("h1_dim", H1_DIM)
+        hidden2 = tuple(cfg.extra.get("h2_hidden", H2_HIDDEN))
+        if not isinstance(h1, int) or h1 < 1 or cfg.latent_dim < 1:
+            raise ConfigError(
+                f"need model.extra.h1_dim >= 1 and model.latent_dim >= 1, got {h1!r}, {cfg.latent_dim}"
+            )
+        if not hidden2 or not all(isinstance(w, int) and w > 0 for w in hidden2):
+            raise ConfigError(f"model.extra.h2_hidden must be a list of widths, got {hidden2!r}")
+        self.shape = tuple(shape)
+        self.latent_dim, self.h1_dim = cfg.latent_dim, h1
+        self.total_latent_dim = h1 + cfg.latent_dim
+        self.likelihood = likelihood_from(cfg, self.shape)
+        encoder, decoder = make_bodies(
+            dataclasses.replace(cfg, latent_dim=h1), self.shape, self.likelihood.factor
+        )
+        self.q1 = nn.Sequential(encoder, nn.Linear(encoder.out_features, 2 * h1))
+        self.q2 = mlp(h1, hidden2, 2 * cfg.latent_dim, cfg.activation)
+        self.p1 = mlp(cfg.latent_dim, tuple(reversed(hidden2)), 2 * h1, cfg.activation)
+        self.decoder = decoder
+        self.prior_net = StandardNormalPrior(cfg.latent_dim)
+
+    def latent_terms(
+        self,
+        x: torch.Tensor,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        *,
+        x_enc: torch.Tensor | None = None,
+        stop_q: bool = False,
+    ) -> LatentTerms:
+        """K ancestral draws h1 ~ q(h1 | x_enc), h2 ~ q(h2 | h1), scored against x.
+
+        rec = log p(x|h1), kl = log q(h1, h2 | x) - log p(h1, h2), each [K, B]. With `stop_q` the inference
+        networks' parameters are detached in log q (not in the draws): the DReG form; the draws returned
+        (h1 as used downstream, and h2) are where DReG rescales the gradient, once per path.
+        """
+        q1 = gaussian(self.q1(x if x_enc is None else x_enc))
+        h1 = draw_z(q1, num_samples, generator)  # [K, B, H1]
+        zero = x.new_zeros(len(x), self.latent_dim)
+        eps = draw_z(Independent(Normal(zero, torch.ones_like(zero)), 1), num_samples, generator)
+        q2 = gaussian(self.q2(h1))
+        h2 = q2.base_dist.loc + q2.base_dist.scale * eps  # [K, B, H2]
+        if stop_q:
+            h1_used = h1.view_as(h1)
+            frozen = {k: v.detach() for k, v in self.q2.named_parameters()}
+            log_q = stopped(q1).log_prob(h1_used) + gaussian(
+                functional_call(self.q2, frozen, (h1_used,))
+            ).log_prob(h2)
+        else:
+            h1_used = h1
+            log_q = q1.log_prob(h1) + q2.log_prob(h2)
+        log_p = self.prior_net().log_prob(h2) + gaussian(self.p1(h2)).log_prob(h1_used)
+        rec = decode_with(self.decoder, self.likelihood, h1_used).log_prob(x)
+        kl = log_q - log_p
+        return LatentTerms(rec, kl, kl[..., None], (h1_used, h2))
+
+    def log_importance_weights(
+        self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[K, B] log p(x, h1_k, h2_k) - log q(h1_k, h2_k | x)."""
+        t = self.latent_terms(x, num_samples, generator)
+        return t.rec - t.kl
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images [n, C, H, W] in [0, 1]: decoded means of p(x|h1) for h2 ~ p(h2), h1 ~ p(h1|h2)."""
+        h2 = sample(self.prior_net(), (n,), generator)
+        h1 = sample(gaussian(self.p1(h2)), (), generator)
+        return self.likelihood.image(decode_with(self.decoder, self.likelihood, h1))

@@ -1,0 +1,32 @@
+"""Samples of class-conditional generators (the CVAE, M2): one row per label, many draws of z per row.
+
+Within a row the label is fixed and only z changes, so the row shows how many different images one input
+(the label) maps to: slant, thickness, style. That is the multi-modal output a regression onto the label's
+mean image cannot give.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vaelab.viz.grids import save_panels, tile
+
+
+def samples_by_label_figure(
+    model: nn.Module, path: str | os.PathLike, per_label: int = 10, seed: int = 0
+) -> Path:
+    """A grid with one row per label 0..C-1 of `per_label` samples each, from `model.generate(n, g, y=labels)`."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    labels = torch.arange(model.num_classes, device=device).repeat_interleave(per_label)
+    with torch.inference_mode():
+        images = model.generate(len(labels), g, y=labels)
+    return save_panels(
+        path,
+        [(f"rows: labels 0 to {model.num_classes - 1}; columns: z ~ p(z)", tile(images, per_label))],
+        f"{per_label} samples per label (seed {seed})",
+    )
