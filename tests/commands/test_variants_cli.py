@@ -1,0 +1,123 @@
+"""The variants from the command line: listed in --help, their figures, denoising reconstructions, M2's error,
+and one-line errors for what does not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaelab.cli import main
+from vaelab.models import MODELS
+
+TINY = [
+    "--data",
+    "digits",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "2",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--threads",
+    "1",
+]
+
+
+def _size(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("variants")
+    extra = {
+        "vae": ["--noise", "masking:0.3"],
+        "cvae": [],
+        "m2": ["--labelled", "30"],
+        "hierarchical": ["--set", "model.extra={h1_dim: 4, h2_hidden: [8]}"],
+    }
+    for name, flags in extra.items():
+        assert main(["train", *TINY, "--model", name, *flags, "--out", str(root / name)]) == 0
+    return root
+
+
+def test_help_lists_every_model(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for name in ("vae", "autoencoder", "iwae", "hierarchical", "vampprior", "cvae", "m2"):
+        assert name in MODELS and f"\n  {name} " in out, name
+
+
+def test_figures_of_each_kind_of_model(runs):
+    for name in ("cvae", "m2", "hierarchical"):
+        figures = {p.stem for p in (runs / name / "figures").glob("*.png")}
+        assert figures == {"samples", "curves"}, (name, figures)
+    w, h = _size(runs / "cvae" / "figures" / "samples.png")  # ten rows of samples, one per label
+    assert h > 2 * w / 3
+    assert {p.stem for p in (runs / "vae" / "figures").glob("*.png")} >= {"reconstructions", "manifold"}
+
+
+def test_reconstruct_with_noise_shows_three_panels(runs, tmp_path):
+    plain, noisy = tmp_path / "plain.png", tmp_path / "noisy.png"
+    assert main(["reconstruct", str(runs / "vae"), "-n", "9", "--out", str(plain)]) == 0
+    assert (
+        main(["reconstruct", str(runs / "vae"), "-n", "9", "--noise", "gaussian:0.3", "--out", str(noisy)])
+        == 0
+    )
+    (w2, _), (w3, _) = _size(plain), _size(noisy)
+    assert 1.3 < w3 / w2 < 1.7  # three panels instead of two
+
+
+def test_m2_prints_and_evaluates_its_classification_error(runs, capsys):
+    assert main(["eval", str(runs / "m2"), "--importance", "3", "--limit", "40", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "classification error" in out and "of 40 images" in out
+
+
+@pytest.fixture
+def unlabelled(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    return f"folder:{tmp_path}"
+
+
+@pytest.mark.parametrize(("model", "needle"), [("m2", "no labels"), ("cvae", "needs labels")])
+def test_labelled_models_without_labels_are_one_line(
+    model, needle, unlabelled, tmp_path, capsys, one_line_error
+):
+    args = ["--data", unlabelled, "--image-size", "8", "--binarize", "static", "--hidden", "8"]
+    code = main(["train", *args, "--model", model, "--quiet", "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, needle)
+    assert not list((tmp_path / "r").rglob("*.*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--model", "vampprior", "--kl", "analytic"], ("VampPrior is a mixture", "objective.kl=mc")),
+        (["--model", "cvae", "--labelled", "20"], ("conditions on every image's label",)),
+        (["--model", "vae", "--dreg"], ("objective.dreg", "iwae")),
+        (["--noise", "blur:1"], ("unknown noise 'blur'",)),
+        (["--model", "gann"], ("unknown model 'gann'; choose one of: vae, autoencoder",)),
+        (["--model", "m2", "--objective", "iwae"], ("model 'm2' trains with objective m2",)),
+    ],
+)
+def test_bad_settings_are_one_line(args, needles, tmp_path, capsys, one_line_error):
+    code = main(["train", *TINY, *args, "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, *needles)
+    assert not (tmp_path / "r").exists()
+
+
+def test_figures_that_do_not_apply_are_refused(runs, capsys, one_line_error):
+    one_line_error(
+        capsys, main(["reconstruct", str(runs / "hierarchical")]), "do not apply to HierarchicalVAE"
+    )
+    code = main(["eval", str(runs / "cvae"), "--importance", "2", "--ais", "5", "--limit", "4", "--quiet"])
+    one_line_error(capsys, code, "does not apply to CVAE", "takes a label")

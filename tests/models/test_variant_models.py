@@ -1,0 +1,144 @@
+"""The VAE variants against direct computations: VampPrior's mixture, the hierarchical and M2 weights, the CVAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+from vaelab.config import ModelConfig, ObjectiveConfig
+from vaelab.distributions.priors import DiagonalGaussianMixture
+from vaelab.distributions.sampling import sample
+from vaelab.errors import DataError
+from vaelab.models.cvae import CVAE
+from vaelab.models.hierarchical import HierarchicalVAE, gaussian
+from vaelab.models.m2 import M2
+from vaelab.models.registry import build_model, model_config
+from vaelab.models.vampprior import VampPriorVAE
+from vaelab.objectives.semisupervised import m2_objective
+
+SHAPE = (1, 4, 4)
+
+
+def binary(n: int, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+
+
+def test_vampprior_density_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
+    torch.manual_seed(0)
+    m = VampPriorVAE(ModelConfig(hidden=(16,), latent_dim=3, extra={"pseudo_inputs": 7}), SHAPE)
+    q = m.encode(m.pseudo_inputs.clamp(0, 1)).base_dist  # the hard tanh keeps pseudo-inputs in [0, 1]
+    z = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(1)) * 2
+    direct = torch.logsumexp(Normal(q.loc, q.scale).log_prob(z[..., None, :]).sum(-1), -1) - math.log(7)
+    torch.testing.assert_close(m.prior().log_prob(z), direct, rtol=1e-5, atol=1e-4)
+    torch_mixture = MixtureSameFamily(
+        Categorical(logits=torch.zeros(7)), Independent(Normal(q.loc, q.scale), 1)
+    )
+    torch.testing.assert_close(m.prior().log_prob(z), torch_mixture.log_prob(z), rtol=1e-5, atol=1e-4)
+    assert m.prior().event_shape == (3,)
+
+
+def test_mixture_sampling_matches_its_moments():
+    locs = torch.tensor([[-2.0, 0.0], [3.0, 1.0]])
+    scales = torch.tensor([[0.5, 1.0], [1.0, 0.2]])
+    mix = DiagonalGaussianMixture(locs, scales, torch.log(torch.tensor([0.25, 0.75])))
+    n = 20000
+    z = sample(mix, (n,), torch.Generator().manual_seed(0))
+    mean = 0.25 * locs[0] + 0.75 * locs[1]
+    second = 0.25 * (scales[0] ** 2 + locs[0] ** 2) + 0.75 * (scales[1] ** 2 + locs[1] ** 2)
+    sd = (second - mean**2).sqrt()
+    assert z.shape == (n, 2) and torch.all((z.mean(0) - mean).abs() < 4 * sd / n**0.5)
+
+
+def test_hierarchical_weights_are_the_direct_computation():
+    """log w = log p(x|h1) + log p(h1|h2) + log p(h2) - log q(h1|x) - log q(h2|h1), eps of h1 then h2."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=(12,), latent_dim=3, activation="tanh", extra={"h1_dim": 4, "h2_hidden": [6]})
+    m = HierarchicalVAE(cfg, SHAPE)
+    x = binary(5)
+    lw = m.log_importance_weights(x, 3, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    q1 = gaussian(m.q1(x))
+    h1 = q1.mean + q1.stddev * torch.randn(3, 5, 4, generator=g)
+    q2 = gaussian(m.q2(h1))
+    h2 = q2.mean + q2.stddev * torch.randn(3, 5, 3, generator=g)
+    logits = m.decoder(h1.reshape(-1, 4)).view(3, 5, *SHAPE)
+    log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum((-3, -2, -1))
+    log_p = Normal(0.0, 1.0).log_prob(h2).sum(-1) + gaussian(m.p1(h2)).log_prob(h1)
+    torch.testing.assert_close(lw, log_px + log_p - q1.log_prob(h1) - q2.log_prob(h2))
+    images = m.generate(6, torch.Generator().manual_seed(0))
+    assert images.shape == (6, *SHAPE) and images.min() >= 0 and images.max() <= 1
+
+
+def test_hierarchical_defaults_are_the_iwae_papers_architecture():
+    m = build_model(model_config("hierarchical").model, (1, 28, 28))
+    widths = [layer.weight.shape for layer in m.modules() if isinstance(layer, torch.nn.Linear)]
+    assert widths == [
+        (200, 784), (200, 200), (200, 200),  # q(h1|x): 784-200-200-(100 loc, 100 scale)
+        (100, 100), (100, 100), (100, 100),  # q(h2|h1): 100-100-100-(50, 50)
+        (100, 50), (100, 100), (200, 100),  # p(h1|h2): 50-100-100-(100, 100)
+        (200, 100), (200, 200), (784, 200),  # p(x|h1): 100-200-200-784
+    ]  # fmt: skip
+    assert all(
+        isinstance(a, torch.nn.Tanh) for a in m.modules() if isinstance(a, (torch.nn.Tanh, torch.nn.ReLU))
+    )
+
+
+def _m2(seed: int = 0) -> M2:
+    torch.manual_seed(seed)
+    return M2(ModelConfig(hidden=(16,), latent_dim=2, extra={"classes": 3, "alpha": 0.5}), SHAPE)
+
+
+def test_m2_weights_marginalise_the_label():
+    """log w_k = log sum_y p(x|y,z_ky) p(y) p(z_ky) / q(z_ky|x,y), each class with its own eps."""
+    m, x = _m2(), binary(4)
+    lw = m.log_importance_weights(x, 5, torch.Generator().manual_seed(2))
+    eps = torch.randn(5, 4, 3, 2, generator=torch.Generator().manual_seed(2))
+    per_class = []
+    for c in range(3):
+        y = torch.full((4,), c)
+        q = m.encode(x, y)
+        z = q.mean + q.stddev * eps[:, :, c]
+        per_class.append(m.decode(z, y).log_prob(x) + m.prior().log_prob(z) - q.log_prob(z) - math.log(3))
+    torch.testing.assert_close(lw, torch.logsumexp(torch.stack(per_class, -1), -1))
+
+
+def test_m2_objective_by_value():
+    """Labelled: -L(x, y) and alpha * -log q(y|x); unlabelled: -U(x) = -(sum_y q(y|x) L(x, y) + H(q(y|x)))."""
+    m, x = _m2(), binary(6)
+    y = torch.tensor([0, -1, 2, -1, -1, 1])
+    m.train()
+    step = m2_objective(
+        m, x, ObjectiveConfig(kl="mc", num_samples=2), 1.0, torch.Generator().manual_seed(3), y=y
+    )
+    rec, kl = m.class_terms(x, 2, torch.Generator().manual_seed(3))
+    bound = (rec - kl).mean(0) - math.log(3)
+    log_q = torch.log_softmax(m.classifier(x), -1)
+    unlabelled = (log_q.exp() * (bound - log_q)).sum(-1)
+    known = y >= 0
+    terms = torch.where(known, bound[torch.arange(6), y.clamp_min(0)], unlabelled)
+    ce = -log_q[known, y[known]]
+    torch.testing.assert_close(step.loss, -terms.mean() + 0.5 * ce.mean())
+    torch.testing.assert_close(step.stats["elbo"], unlabelled)
+    assert torch.all(unlabelled <= torch.logsumexp(bound, -1) + 1e-5)  # U(x) <= log sum_y exp L(x, y)
+    m.eval()
+    scored = m2_objective(m, x, ObjectiveConfig(), 1.0, torch.Generator().manual_seed(3), y=y)
+    wrong = (log_q.argmax(-1) != y) & known
+    torch.testing.assert_close(scored.stats["error"], wrong.float())
+
+
+def test_cvae_is_conditional_and_needs_its_labels():
+    torch.manual_seed(0)
+    m = CVAE(ModelConfig(hidden=(16,), latent_dim=2, extra={"classes": 4}), SHAPE)
+    x = binary(3)
+    a = m.log_importance_weights(x, 2, torch.Generator().manual_seed(0), y=torch.tensor([0, 1, 2]))
+    b = m.log_importance_weights(x, 2, torch.Generator().manual_seed(0), y=torch.tensor([3, 1, 2]))
+    assert m.conditional and not torch.equal(a[:, 0], b[:, 0]) and torch.equal(a[:, 1:], b[:, 1:])
+    with pytest.raises(DataError, match="needs the labels"):
+        m.log_importance_weights(x, 2)
+    with pytest.raises(DataError, match=r"label 7 is outside 0..3"):
+        m.encode(x, torch.tensor([0, 7, 1]))
+    images = m.generate(8, torch.Generator().manual_seed(0), y=torch.full((8,), 2))
+    assert images.shape == (8, *SHAPE) and images.min() >= 0 and images.max() <= 1
