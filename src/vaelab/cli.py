@@ -13,7 +13,7 @@ import sys
 from vaelab.errors import VaelabError
 
 # Order is the order `vaelab --help` lists them in.
-COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "viz", "data", "report", "serve")
+COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "viz", "data", "report", "serve", "vi", "mcmc")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ def assert_recovers(name: str, chains: mcmc.Chains) -> dict:
 )
 def test_samplers_recover_the_exact_moments(name, sampler, draws):
     s = assert_recovers(name, run(name, sampler, draws, warmup=300, num_leapfrog=5))
-    target = {"mh": 0.234, "hmc": 0.65}[sampler]
+    target = {"mh": 0.234, "hmc": 0.9}[sampler]
     assert abs(s["acceptance"] - target) < 0.1
 
 
@@ -53,7 +53,7 @@ def test_hmc_recovers_non_gaussian_and_real_data_posteriors(name):
 
 
 def test_rhat_is_near_one_on_mixed_chains_and_the_error_falls_like_one_over_sqrt_n():
-    ch = run("normal-normal", "hmc", 1000, warmup=200, num_leapfrog=5, seed=1)
+    ch = run("normal-normal", "hmc", 600, warmup=150, num_leapfrog=5, seed=1)
     rhat = diagnostics.rhat(ch.samples)
     assert np.all(rhat < 1.01), rhat
     m = toy.get_model("normal-normal")

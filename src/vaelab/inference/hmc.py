@@ -136,7 +136,7 @@ def adapt_step_size(
 
     Too many rejections shrink the step, too few grow it. The gain stays near `rate` for the first ~t0
     iterations (so a step off by orders of magnitude is fixed quickly), then decays (decay in (0.5, 1]) so
-    the step settles where the expected acceptance equals `target` (0.65 suits HMC, 0.234 random-walk
+    the step settles where the expected acceptance equals `target` (0.65-0.9 suit HMC, 0.234 random-walk
     MH). Use during warm-up only: adapting while sampling breaks detailed balance.
     """
     gain = rate * (t0 / (iteration + t0)) ** decay

@@ -57,24 +57,26 @@ class Grid:
         """Values at the points [M] reshaped to the grid's shape, for contour plots."""
         return values.detach().cpu().double().numpy().reshape(self.shape)
 
-    def coarse(self, max_points: int = 5000) -> Grid:
-        """Every s-th point along each axis (ends kept), s the smallest stride giving <= max_points.
+    def coarse(self, max_points: int = 10000) -> Grid:
+        """Every s-th point along each axis, s the smallest stride giving <= max_points.
 
         For smooth densities that vanish at the box's faces the trapezoid rule converges faster than any
         power of the spacing, so a coarse grid is still exact to many digits: cheap enough for every step.
         """
         n, d = len(self.axes[0]), len(self.axes)
         strides = [s for s in range(1, n) if (n - 1) % s == 0]
-        stride = next((s for s in strides if ((n - 1) // s + 1) ** d <= max_points), strides[-1])
-        keep = np.ix_(*[np.arange(0, n, stride)] * d)
+        return self.every(next((s for s in strides if ((n - 1) // s + 1) ** d <= max_points), strides[-1]))
 
-        def pick(t: Tensor) -> Tensor:
-            return t.reshape(*self.shape, *t.shape[1:])[keep].reshape(-1, *t.shape[1:])
-
+    def every(self, stride: int) -> Grid:
+        """The sub-grid of every `stride`-th point along each axis (both ends kept when stride divides n-1)."""
         axes = tuple(a[::stride] for a in self.axes)
-        return Grid(
-            axes, pick(self.points), self.log_cell + len(axes) * math.log(stride), pick(self.log_density)
-        )
+        log_cell = self.log_cell + len(axes) * math.log(stride)
+        return Grid(axes, self.pick(self.points, stride), log_cell, self.pick(self.log_density, stride))
+
+    def pick(self, values: Tensor, stride: int) -> Tensor:
+        """Values at the points [M, ...] restricted to the points of `every(stride)`."""
+        keep = np.ix_(*[np.arange(0, len(a), stride) for a in self.axes])
+        return values.reshape(*self.shape, *values.shape[1:])[keep].reshape(-1, *values.shape[1:])
 
 
 class ToyModel(abc.ABC):
@@ -123,9 +125,10 @@ class ToyModel(abc.ABC):
         """The posterior density on a regular grid over `bounds` (normalised with the exact evidence)."""
         return self.grid_over(self.bounds)
 
-    def grid_over(self, bounds: np.ndarray) -> Grid:
-        """The posterior density on a regular grid over any box [D, 2] (same number of points per axis)."""
-        axes = tuple(np.linspace(lo, hi, GRID_POINTS[self.dim]) for lo, hi in bounds)
+    def grid_over(self, bounds: np.ndarray, points_per_axis: int | None = None) -> Grid:
+        """The posterior density on a regular grid over any box [D, 2] (default: GRID_POINTS per axis)."""
+        n = GRID_POINTS[self.dim] if points_per_axis is None else points_per_axis
+        axes = tuple(np.linspace(lo, hi, n) for lo, hi in bounds)
         mesh = np.meshgrid(*axes, indexing="ij")
         points = torch.from_numpy(np.stack([m.ravel() for m in mesh], axis=-1))
         log_cell = float(sum(math.log(a[1] - a[0]) for a in axes))
