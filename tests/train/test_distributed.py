@@ -110,12 +110,23 @@ def _whole_and_resumed(cfg, folder: str) -> dict:
     """In each rank: an uninterrupted run, and one stopped after epoch 1 and resumed (one process group)."""
     distributed.start(torch.device("cpu"), 60)
     try:
+        r = distributed.world().rank
+        helpers = {
+            "gathered": distributed.gather_cat(torch.arange(r + 2) + 10 * r),
+            "summed": distributed.all_reduce_sum(torch.tensor([r + 1.0, 10.0])),
+            "broadcast": distributed.broadcast_object({"from": r}),
+        }
         whole = train(cfg, out=f"{folder}/whole")
         train(cfg.replace(**{"train.epochs": 1}), out=f"{folder}/parts")
         resumed = train(cfg, out=f"{folder}/parts", resume=True, explicit={"train.epochs"})
     finally:
         distributed.stop()
-    return {"whole": _state(whole.model), "history": whole.history, "resumed": _state(resumed.model)}
+    return {
+        "whole": _state(whole.model),
+        "history": whole.history,
+        "resumed": _state(resumed.model),
+        **helpers,
+    }
 
 
 @pytest.mark.slow
@@ -127,6 +138,8 @@ def test_two_ranks_equal_one_process_and_resume_exactly(tmp_path, config_factory
     results = distributed.launch(2, _whole_and_resumed, (cfg, str(tmp_path)), threads=1)
     assert sorted(results) == [0, 1]
     for rank, res in results.items():
+        assert res["gathered"].tolist() == [0, 1, 10, 11, 12]  # ragged shares, in rank order
+        assert res["summed"].tolist() == [3.0, 20.0] and res["broadcast"] == {"from": 0}
         for k, v in one.model.state_dict().items():
             torch.testing.assert_close(res["whole"][k], v, rtol=1e-4, atol=1e-5, msg=f"rank {rank} {k}")
             assert torch.equal(res["resumed"][k], res["whole"][k]), (rank, k)
