@@ -36,7 +36,7 @@ def assert_recovers(name: str, chains: mcmc.Chains) -> dict:
     [
         ("normal-normal", "mh", 2000),
         ("banana", "mh", 3000),
-        ("logistic", "mh", 2000),
+        pytest.param("logistic", "mh", 2000, marks=pytest.mark.slow),
         ("normal-normal", "hmc", 400),
     ],
 )

@@ -120,8 +120,9 @@ def measure(model: toy.ToyModel, chains: mcmc.Chains) -> dict[str, Any]:
     s = diagnostics.summarize(chains.samples, chains.accept_prob)
     ex = model.exact
     sd = np.sqrt(np.diag(ex.cov))
-    z_mean = (np.array(s["mean"]) - ex.mean) / np.array(s["mean_mcse"])
-    z_var = (np.array(s["var"]) - np.diag(ex.cov)) / np.array(s["var_mcse"])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a stuck chain has a zero standard error
+        z_mean = (np.array(s["mean"]) - ex.mean) / np.array(s["mean_mcse"])
+        z_var = (np.array(s["var"]) - np.diag(ex.cov)) / np.array(s["var_mcse"])
     s.update(
         step_size=chains.step_size.tolist(),
         mean_error_in_mcse=z_mean.tolist(),
@@ -143,7 +144,9 @@ def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
         f"  var  {fmt(s['var'])} ± {fmt(s['var_mcse'])}; exact {fmt(np.diag(model.exact.cov))}",
         f"  error of the mean falls with slope {s['error_curve']['slope']:.2f} in log-log (1/sqrt(N): -0.5)",
     ]
-    if not rhat < 1.01:
+    if s["chains"] < 2:
+        lines.append("  note: R-hat compares chains: run 2 or more (--chains) to have it")
+    elif not rhat < 1.01:
         lines.append(
             f"  warning: R-hat {rhat:.2f} > 1.01: the chains disagree (not mixed, or stuck in different modes)"
         )

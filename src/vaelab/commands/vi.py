@@ -232,6 +232,5 @@ def _report(model: toy.ToyModel, family: str, divergence: str, s: dict[str, Any]
         f"{model.name}, {family} q, {divergence} KL: ELBO {s['elbo']:.4f} ± {s['elbo_standard_error']:.4f}, "
         f"KL(q‖p) {s['kl_q_p']:.4f} ({s['kl_q_p_method']}), ELBO + KL {s['elbo_plus_kl']:.4f} vs "
         f"log p(D) {s['log_evidence']:.4f} (off by {s['identity_residual_in_tolerance']:+.1f} tolerances); "
-        f"KL(p‖q) {s['kl_p_q']:.4f}; score-function gradient variance {ratio:.1f}x the reparameterised one"
-        + warning
+        f"KL(p‖q) {s['kl_p_q']:.4f}; gradient variance at the final q, score / reparam: {ratio:.3g}" + warning
     )

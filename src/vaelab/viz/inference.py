@@ -89,11 +89,13 @@ def posterior_vs_q(
     get one row per pair of coordinates (2-D marginals)."""
     exact = density_on_grid(model)
     pairs = _pairs(model.dim)
-    fig, axs = plt.subplots(len(pairs), len(fits), figsize=(4.6 * len(fits), 3.8 * len(pairs)), squeeze=False)
-    for col, (title, q) in enumerate(fits):
+    # Fits side by side in one row; with several pairs (3-D), one row per fit and one column per pair.
+    rows, cols = (1, len(fits)) if len(pairs) == 1 else (len(fits), len(pairs))
+    fig, axs = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    for k, (title, q) in enumerate(fits):
         dq = density_on_grid(model, q)
-        for row, pair in enumerate(pairs):
-            ax = axs[row, col]
+        for j, pair in enumerate(pairs):
+            ax = axs[0, k] if len(pairs) == 1 else axs[k, j]
             _draw_exact(ax, model, pair, exact)
             if model.dim == 1:
                 ax.plot(model.grid.axes[0], dq, color="C3", lw=2, label="q(z)")
@@ -108,7 +110,7 @@ def posterior_vs_q(
                     colors="C3",
                 )
             _zoom(ax, model, pair, [exact, dq])
-            if row == 0:
+            if j == 0 or len(pairs) == 1:
                 ax.set_title(title, fontsize=10)
     if model.dim > 1:
         fig.text(
@@ -138,17 +140,23 @@ def elbo_curve(
         smooth = np.convolve(elbo, np.ones(window) / window, mode="valid")
         ax.plot(step, elbo, color="C0", lw=0.5, alpha=0.35, label="ELBO estimate (this step's draws)")
         ax.plot(step[window - 1 :], smooth, color="C0", lw=1.5, label=f"ELBO, mean of {window} steps")
-        exact_elbo = log_evidence - tr["kl"][has]
+        exact_elbo = np.where(np.abs(tr["q_mass"][has] - 1) < 0.01, log_evidence - tr["kl"][has], np.nan)
         ax.plot(step[has], exact_elbo, color="k", lw=1, label="log p(D) − KL(q‖p), KL by quadrature")
         ax.fill_between(step[has], exact_elbo, log_evidence, color="C3", alpha=0.18, label="gap = KL(q‖p)")
         ax.axhline(log_evidence, color="C3", ls="--", lw=1.5, label=f"log p(D) = {log_evidence:.4f}")
         tail = np.concatenate([elbo[len(elbo) // 10 :], exact_elbo[len(exact_elbo) // 10 :]])
+        tail = tail[np.isfinite(tail)]
         lo = float(np.nanpercentile(tail, 1))
         ax.set_ylim(lo - 0.05 * (log_evidence - lo), log_evidence + 0.12 * (log_evidence - lo) + 1e-9)
         ax.set_title(f"{title}: final KL(q‖p) = {final_kl:.4f}", fontsize=10)
         ax.set_ylabel("nats")
         ax.legend(fontsize=7, loc="lower right")
-        ax_kl.semilogy(step[has], np.maximum(tr["kl"][has], 1e-8), color="C3", label="KL(q‖p)")
+        # Only where the grid resolves q (it holds q's mass to 1%): elsewhere the quadrature KL is not a number
+        # to trust (q far outside the grid, or a needle between its points, early in a fit).
+        resolved = has & (np.abs(tr["q_mass"] - 1) < 0.01)
+        ax_kl.semilogy(
+            step[resolved], np.maximum(tr["kl"][resolved], 1e-8), ".-", ms=2, color="C3", label="KL(q‖p)"
+        )
         ax_kl.semilogy(step[has], np.maximum(tr["kl_forward"][has], 1e-8), color="C2", label="KL(p‖q)")
         ax_kl.set_xlabel("step")
         ax_kl.legend(fontsize=7)
