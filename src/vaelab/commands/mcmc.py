@@ -133,6 +133,13 @@ def measure(model: toy.ToyModel, chains: mcmc.Chains) -> dict[str, Any]:
     return s
 
 
+def _slope_line(curve: dict[str, Any]) -> str:
+    tau = float(np.mean(curve["autocorrelation_time"]))
+    if np.isnan(curve["slope"]):
+        return f"  error of the mean: too few draws past the autocorrelation time (τ = {tau:.0f}) to fit its slope"
+    return f"  error of the mean falls with slope {curve['slope']:.2f} in log-log (1/sqrt(N): -0.5), τ = {tau:.1f}"
+
+
 def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
     """A few lines for the terminal: what ran, the diagnostics, and the moments against the truth."""
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"  # noqa: E731
@@ -142,7 +149,7 @@ def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
         f"{s['acceptance']:.2f}, ESS (bulk) min {min(s['ess_bulk']):.0f}, R-hat max {rhat:.3f}",
         f"  mean {fmt(s['mean'])} ± {fmt(s['mean_mcse'])}; exact {fmt(model.exact.mean)}",
         f"  var  {fmt(s['var'])} ± {fmt(s['var_mcse'])}; exact {fmt(np.diag(model.exact.cov))}",
-        f"  error of the mean falls with slope {s['error_curve']['slope']:.2f} in log-log (1/sqrt(N): -0.5)",
+        _slope_line(s["error_curve"]),
     ]
     if s["chains"] < 2:
         lines.append("  note: R-hat compares chains: run 2 or more (--chains) to have it")
