@@ -27,6 +27,10 @@ from vaelab.models.cvae import LabelledBodies, num_classes
 from vaelab.models.vae import make_bodies
 from vaelab.objectives.elbo import draw_z
 
+# Weight of -log q(y|x), per labelled image, against the batch-mean bound. The paper's alpha = 0.1 N is 0.1 in
+# these units; over 30 epochs on mnist-5k with 100 labels it left 39.3% validation error, 10 left 26.8%.
+ALPHA = 10.0
+
 
 class M2(nn.Module):
     """Kingma et al. (2014)'s M2: q(y|x), q(z|x,y), p(x|y,z), uniform p(y), N(0, I) p(z)."""
@@ -36,7 +40,7 @@ class M2(nn.Module):
         self.shape = tuple(shape)
         self.latent_dim = cfg.latent_dim
         self.num_classes = num_classes(cfg)
-        self.alpha = float(cfg.extra.get("alpha", 0.1))
+        self.alpha = float(cfg.extra.get("alpha", ALPHA))
         if not self.alpha >= 0:
             raise ConfigError(
                 f"model.extra.alpha (weight of the labelled classification loss) must be >= 0, got {self.alpha}"

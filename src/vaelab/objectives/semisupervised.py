@@ -4,7 +4,8 @@ A labelled image (y >= 0) contributes the bound L(x, y) = E_q(z|x,y)[log p(x|y,z
 on log p(x, y); an unlabelled one (y = -1) U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)) on log p(x). Since q(y|x)
 would otherwise learn only from unlabelled data, the labelled images add alpha * -log q(y|x):
 J_alpha / N = mean over data of -L or -U, plus alpha times the mean over labelled data of -log q(y|x)
-(the paper's alpha = 0.1 N, for sums over the N images). Each batch estimates both means: the first over the
+(the paper's alpha = 0.1 N, for sums over the N images, is alpha = 0.1 here; M2's default is 10, see
+`vaelab.models.m2.ALPHA`). Each batch estimates both means: the first over the
 batch, the second over the batch's labelled images (the data pipeline repeats the few labelled images so that
 most batches hold some: `data.labelled_share`).
 
