@@ -167,7 +167,7 @@ def importance_sampling(
     """Estimate log p(x) for every datum with K = `num_samples` proposals from q(z|x), in bounded memory.
 
     `chunk` proposals are drawn at a time for `batch_size` data (default: as many as keep chunk * batch
-    under `max_elements`); the IWAE_k curve is estimated for each k in `curve` with k <= K by averaging
+    under `max_elements`, divided by the model's `importance_cost`: the decoder passes per proposal); the IWAE_k curve is estimated for each k in `curve` with k <= K by averaging
     over the K / k disjoint groups of the same draws. A conditional model gets `labels` (default: the
     split's own) and the estimate is of log p(x|y).
     """
@@ -176,7 +176,7 @@ def importance_sampling(
         raise ConfigError(f"the number of importance samples K must be >= 1, got {num_samples}")
     chunk = max(1, min(chunk, num_samples))
     if batch_size is None:
-        batch_size = max(1, max_elements // chunk)
+        batch_size = max(1, max_elements // (chunk * getattr(model, "importance_cost", 1)))
     ks = sorted({k for k in curve if k <= num_samples} | {num_samples})
     n = len(data) if limit is None else min(limit, len(data))
     out: dict[str, list[torch.Tensor]] = {"log_px": [], "ess": [], "elbo": []}

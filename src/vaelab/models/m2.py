@@ -40,6 +40,7 @@ class M2(nn.Module):
         self.shape = tuple(shape)
         self.latent_dim = cfg.latent_dim
         self.num_classes = num_classes(cfg)
+        self.importance_cost = self.num_classes  # decoder passes per importance sample (one per class)
         self.alpha = float(cfg.extra.get("alpha", ALPHA))
         if not self.alpha >= 0:
             raise ConfigError(
