@@ -150,7 +150,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(_coerce(v, args[0], key) for v in value)
     if origin is dict or tp is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{key}: not a valid YAML mapping: {value!r}") from None
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
@@ -189,11 +192,11 @@ def apply_overrides(cfg: Config, flat: dict[str, Any]) -> Config:
     for key, value in flat.items():
         section, _, name = key.partition(".")
         if section not in parts or not name:
-            raise ConfigError(f"unknown config key '{key}'; sections are: {', '.join(parts)}")
+            raise ConfigError(f"unknown config key {key!r}; sections are: {', '.join(parts)}")
         part = parts[section]
         hints = typing.get_type_hints(type(part))
         if name not in hints:
-            raise ConfigError(f"unknown config key '{key}'; {section} has: {', '.join(hints)}")
+            raise ConfigError(f"unknown config key {key!r}; {section} has: {', '.join(hints)}")
         changes.setdefault(section, {})[name] = _coerce(value, hints[name], key)
     new_parts = {s: dataclasses.replace(parts[s], **c) for s, c in changes.items()}
     return dataclasses.replace(cfg, **new_parts)
@@ -205,7 +208,7 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got '{item}'")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 

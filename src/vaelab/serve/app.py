@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vaelab.distributions.sampling import sample as prior_sample
 from vaelab.errors import VaelabError
@@ -95,6 +96,15 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot decode (not UTF-8, say) with 400; every malformed request is 422 here.
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            return JSONResponse({"detail": "malformed JSON: the body is not UTF-8 text"}, status_code=422)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RunNameError)
     async def _bad_name(request: Request, exc: RunNameError) -> JSONResponse:
