@@ -64,6 +64,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that a killed writer left below `folder`.
+
+    Call it only where no other process writes into `folder` at the same time (a run's main process).
+    """
+    removed = []
+    for p in Path(folder).rglob(".*.tmp"):
+        if p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to `path` atomically."""
     with atomic_open(path, "wb") as f:

@@ -114,3 +114,24 @@ def test_iwae_schedule_stages():
     assert factors[3] == factors[1] and factors[4] == pytest.approx(10 ** (-2 / 7))
     assert len(set(factors)) == 8 and factors[-1] == pytest.approx(0.1)
     assert sum(f == factors[-1] for f in factors) == 3**7
+
+
+def test_a_trained_run_is_not_overwritten_by_accident(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 1})
+    train(cfg, out=tmp_path / "r")
+    before = (tmp_path / "r/checkpoints/last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a trained run .*--resume.*--overwrite"):
+        train(cfg, out=tmp_path / "r")
+    assert (tmp_path / "r/checkpoints/last.pt").read_bytes() == before
+    train(cfg.replace(**{"train.seed": 5}), out=tmp_path / "r", overwrite=True)
+    assert (tmp_path / "r/checkpoints/last.pt").read_bytes() != before
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 1})
+    train(cfg, out=tmp_path / "r")
+    stale = [tmp_path / "r/checkpoints/.last.pt.abc123.tmp", tmp_path / "r/.metrics.jsonl.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    train(cfg.replace(**{"train.epochs": 2}), out=tmp_path / "r", resume=True, explicit={"train.epochs"})
+    assert not any(p.exists() for p in stale)

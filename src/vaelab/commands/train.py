@@ -120,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that already holds a run")
     p.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
         return 0
     explicit = set(overrides) if args.resume else None
-    result = train(config, out=args.out, resume=args.resume, explicit=explicit)
+    result = train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
     if not distributed.world().main:
         return 0
     last = result.history[-1] if result.history else {}

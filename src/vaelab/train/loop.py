@@ -34,7 +34,7 @@ from vaelab.config import Config, ObjectiveConfig, TrainConfig
 from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
 from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
-from vaelab.io import atomic_write_json, ensure_dir
+from vaelab.io import atomic_write_json, ensure_dir, remove_stale_temporaries
 from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
 from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, check_schedule, kl_weight
 from vaelab.runs import RunDir
@@ -331,13 +331,21 @@ def train(
     resume: bool = False,
     data: DataSplits | None = None,
     explicit: set[str] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it.
 
-    Under torchrun every rank calls this with the same arguments; rank 0 alone writes the run folder.
+    A folder that already holds a trained run is refused unless `resume` (continue it) or `overwrite`
+    (start again) says what to do with it. Under torchrun every rank calls this with the same arguments;
+    rank 0 alone writes the run folder.
     """
     run = RunDir.at(out) if out is not None else None
     ckpt = None
+    if run is not None and not resume and not overwrite and run.last.is_file():
+        raise ConfigError(
+            f"{run.root} already holds a trained run ({run.last}); pass --resume to continue it, "
+            "--overwrite to start again, or another --out"
+        )
     if resume:
         if run is None:
             raise ConfigError("resume needs the run folder (--out RUN)")
@@ -383,6 +391,7 @@ def _train(
 ) -> TrainResult:
     if run is not None and w.main:
         ensure_dir(run.checkpoints)
+        remove_stale_temporaries(run.root)
     data = data if data is not None else load_data(cfg.data)
     if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
         raise DataError(
