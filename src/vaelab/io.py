@@ -6,6 +6,7 @@ A crash (or kill -9) at any moment leaves either the old file or the new one, ne
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -96,7 +97,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call `write(file)` on a temporary file, then rename it to `path` (for torch.save, savefig, PIL)."""
-    with atomic_open(path, "wb") as f:
-        write(f)
-    return Path(path)
+    """Call `write(buffer)` (torch.save, savefig, PIL's save) into memory, then write the bytes atomically.
+
+    Rendering first keeps every disk failure (full disk, read-only folder) a plain OSError of our own write,
+    instead of whatever the library wraps it in, so it becomes one clear line and no file is touched.
+    """
+    buf = io.BytesIO()
+    write(buf)
+    return atomic_write_bytes(path, buf.getvalue())
