@@ -94,6 +94,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16: autocast of the training step (evaluation stays fp32)
     compile: bool = False  # torch.compile the training objective (eager if compiling fails)
     dist_timeout: float = 300.0  # seconds a distributed run waits for its rendezvous and each collective
+    on_diverge: str = "stop"  # stop | restart: on a non-finite loss, stop, or go back to the last checkpoint
+    max_restarts: int = 3  # restarts allowed with on_diverge=restart
+    restart_lr_factor: float = 0.5  # each restart multiplies the learning rate by this
 
 
 @dataclass(frozen=True)

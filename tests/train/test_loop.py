@@ -135,3 +135,35 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path, config_facto
         p.write_bytes(b"half a file")
     train(cfg.replace(**{"train.epochs": 2}), out=tmp_path / "r", resume=True, explicit={"train.epochs"})
     assert not any(p.exists() for p in stale)
+
+
+def test_divergence_can_restart_from_the_last_checkpoint_with_a_lower_rate(tmp_path, config_factory, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = elbo_module.OBJECTIVES["elbo"]
+
+    def poisoned(model, x, cfg, beta, gen, **kw):
+        calls["n"] += 1
+        step = original(model, x, cfg, beta, gen, **kw)
+        return step._replace(loss=step.loss * float("nan")) if calls["n"] == 30 else step
+
+    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", poisoned)
+    cfg = config_factory(**{"train.epochs": 3, "data.valid_fraction": 0.0, "train.on_diverge": "restart"})
+    res = train(cfg, out=tmp_path / "r")
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[0]["lr"] == pytest.approx(1e-3) and res.history[-1]["lr"] == pytest.approx(5e-4)
+    err = capsys.readouterr().err
+    assert "loss became nan at epoch 2, step 5" in err and "restart 1 of 3 from epoch 1" in err
+    assert all(torch.isfinite(v).all() for v in res.model.state_dict().values())
+
+
+def test_restarts_are_bounded(config_factory, monkeypatch):
+    original = elbo_module.OBJECTIVES["elbo"]
+
+    def always_nan(model, x, cfg, beta, gen, **kw):
+        step = original(model, x, cfg, beta, gen, **kw)
+        return step._replace(loss=step.loss * float("nan"))
+
+    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", always_nan)
+    cfg = config_factory(**{"train.on_diverge": "restart", "train.max_restarts": 2})
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
+        train(cfg)

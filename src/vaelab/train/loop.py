@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -64,8 +65,11 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "train.compile",
     "train.dist_timeout",
+    "train.on_diverge",
+    "train.max_restarts",
     "data.data_dir",
 )
+DIVERGE_ACTIONS = ("stop", "restart")
 
 
 @dataclass
@@ -130,6 +134,7 @@ def validate_config(cfg: Config) -> None:
         ("noise", cfg.objective.noise, NOISES, False),
         ("optimizer", cfg.train.optimizer, OPTIMIZERS, False),
         ("lr_schedule", cfg.train.lr_schedule, SCHEDULES, False),
+        ("on_diverge action", cfg.train.on_diverge, DIVERGE_ACTIONS, False),
         ("precision", cfg.train.precision, PRECISIONS, False),
     ]
     for what, value, choices, ok in checks:
@@ -145,6 +150,8 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
     if not t.dist_timeout > 0:
         raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
+    if t.max_restarts < 0 or not 0 < t.restart_lr_factor < 1:
+        raise ConfigError("need train.max_restarts >= 0 and 0 < train.restart_lr_factor < 1")
     o = cfg.objective
     check_schedule(o)
     if o.noise != "none":
@@ -362,7 +369,7 @@ def train(
     )
     started = distributed.start(device, config.train.dist_timeout)
     try:
-        return _train(config, run, ckpt, data, device, w)
+        return _train_with_restarts(config, run, ckpt, data, device, w)
     except VaelabError as e:
         raise type(e)(f"{w}: {e}") if w.distributed else e from None
     except Exception as e:
@@ -373,6 +380,28 @@ def train(
     finally:
         if started:
             distributed.stop()
+
+
+def _train_with_restarts(
+    cfg: Config, run: RunDir | None, ckpt: dict | None, data: DataSplits | None, device: torch.device, w: World
+) -> TrainResult:
+    """`_train`, and with train.on_diverge=restart, after a non-finite loss: back to the last good checkpoint
+    (or the start) with the learning rate times train.restart_lr_factor, at most train.max_restarts times."""
+    t = cfg.train
+    restarts, lr_factor = 0, 1.0
+    while True:
+        try:
+            return _train(cfg, run, ckpt, data, device, w, lr_factor=lr_factor)
+        except TrainingDiverged as e:
+            if t.on_diverge != "restart" or restarts >= t.max_restarts:
+                raise
+            restarts += 1
+            lr_factor *= t.restart_lr_factor
+            ckpt = read_checkpoint(run.last) if run is not None and run.last.is_file() else None
+            where = f"epoch {ckpt['epoch']} of {run.last}" if ckpt is not None else "the start"
+            if w.main:
+                print(f"vaelab: {e}; restart {restarts} of {t.max_restarts} from {where} "
+                      f"with the learning rate x{t.restart_lr_factor}", file=sys.stderr)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -388,6 +417,7 @@ def _train(
     data: DataSplits | None,
     device: torch.device,
     w: World,
+    lr_factor: float = 1.0,
 ) -> TrainResult:
     if run is not None and w.main:
         ensure_dir(run.checkpoints)
@@ -424,6 +454,10 @@ def _train(
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], g_perm, g_noise)
         epoch, step, history, best = ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["best"]
+    if lr_factor != 1.0:  # a restart after divergence: the same run, a smaller step
+        for group in optimizer.param_groups:
+            group["lr"] *= lr_factor
+        scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
     if run is not None and w.main:
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
