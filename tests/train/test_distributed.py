@@ -86,6 +86,7 @@ def test_missing_rendezvous_address_is_one_line(tmp_path, capsys, one_line_error
     one_line_error(capsys, code, "rank 1/2", "MASTER_ADDR and MASTER_PORT not set", "torchrun")
 
 
+@pytest.mark.slow
 def test_rendezvous_that_never_completes_times_out(tmp_path, capsys, one_line_error, monkeypatch):
     port = free_port()
     monkeypatch.setenv("WORLD_SIZE", "2")
