@@ -1,4 +1,5 @@
-"""`vaelab eval RUN`: ELBO, importance-sampled log p(x), AIS, BDMC and the ELBO decomposition, into eval.json."""
+"""`vaelab eval RUN`: ELBO, importance-sampled (or exact) log p(x), AIS, BDMC, the ELBO decomposition and
+sample quality, into eval.json."""
 
 from __future__ import annotations
 
@@ -27,20 +28,26 @@ def format_table(r: dict) -> str:
         ),
         f"{'estimate':<22}{'log p(x)':>11}{'stderr':>9}{'NLL':>11}{'bits/dim':>9}   settings (nats per image)",
     ]
-    e, i = r["elbo"], r["importance"]
-    parts = f" (E_q log p(x|z) {e['rec']:.2f}, KL {e['kl']:.2f})" if "rec" in e else ""
-    lines.append(
-        _row("ELBO", e["estimate"], e["stderr"], e["bits_per_dim"], f"K={i['num_samples']} draws{parts}")
-    )
-    lines.append(
-        _row(
-            "IS (IWAE bound)",
-            i["log_px"],
-            i["stderr"],
-            i["bits_per_dim"],
-            f"K={i['num_samples']}, mean ESS {i['ess_mean']:.1f}",
+    if "exact" in r:
+        x = r["exact"]
+        lines.append(_row("exact (chain rule)", x["log_px"], x["stderr"], x["bits_per_dim"], "no sampling"))
+    if "likelihood" in r:
+        lines.append(f"likelihood: {r['likelihood']}")
+    e, i = r.get("elbo"), r.get("importance")
+    if e is not None and i is not None:
+        parts = f" (E_q log p(x|z) {e['rec']:.2f}, KL {e['kl']:.2f})" if "rec" in e else ""
+        lines.append(
+            _row("ELBO", e["estimate"], e["stderr"], e["bits_per_dim"], f"K={i['num_samples']} draws{parts}")
         )
-    )
+        lines.append(
+            _row(
+                "IS (IWAE bound)",
+                i["log_px"],
+                i["stderr"],
+                i["bits_per_dim"],
+                f"K={i['num_samples']}, mean ESS {i['ess_mean']:.1f}",
+            )
+        )
     if "ais" in r:
         a = r["ais"]
         lines.append(
@@ -59,8 +66,11 @@ def format_table(r: dict) -> str:
             f"classification error   {100 * c['error']:.2f}% +- {100 * c['stderr']:.2f}%"
             f"   argmax q(y|x), {c['errors']} of {c['num_images']} images"
         )
-    curve = ", ".join(f"K={k}: {v['log_px']:.2f}" for k, v in i["iwae_curve"].items())
-    lines.append(f"IWAE curve: {curve}")
+    if "ais" in r and "observation_model" in r["ais"]:
+        lines.append(f"AIS {r['ais']['observation_model']}")
+    if i is not None:
+        curve = ", ".join(f"K={k}: {v['log_px']:.2f}" for k, v in i["iwae_curve"].items())
+        lines.append(f"IWAE curve: {curve}")
     if "bdmc" in r:
         b = r["bdmc"]
         lines.append(
@@ -82,6 +92,16 @@ def format_table(r: dict) -> str:
                 f"active units {d['active_units']} of {d['latent_dim']}, I(x; z) {d['mutual_information']:.2f} nats "
                 f"(at most log N = {d['mutual_information_max']:.2f})"
             )
+    if "quality" in r:
+        q = r["quality"]
+        rate = f", {q['images_per_second']:.1f} images/s" if q.get("images_per_second") else ""
+        lines.append(
+            f"sample quality, {q['num_samples']} samples vs {q['num_test_images']} images: Fréchet distance "
+            f"{q['frechet_distance']:.3f}, precision {q['precision']:.3f}, recall {q['recall']:.3f} (k={q['k']}){rate}"
+        )
+        lines.append(
+            f"  classifier test accuracy {100 * q['classifier']['test_accuracy']:.2f}%; {q['features']}"
+        )
     lines.append(f"time {r['seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -103,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         which=args.checkpoint,
         progress=not args.quiet,
+        quality=args.quality,
     )
     print(format_table(result))
     out = (
@@ -119,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="ELBO, importance sampling, AIS, BDMC, decomposition -> RUN/eval.json",
+        help="ELBO, importance sampling (or exact log p(x)), AIS, BDMC, decomposition, sample quality -> RUN/eval.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
@@ -133,6 +154,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bdmc", type=int, default=0, metavar="N", help="BDMC on N simulated images (0: none)")
     p.add_argument(
         "--decomposition", action="store_true", help="the ELBO's parts, gap, active units, I(x; z)"
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Fréchet distance, precision and recall of N samples vs N images, on the features of a classifier "
+        "vaelab trains on the data set (not Inception: its weights cannot be downloaded here; 0: none)",
     )
     p.add_argument("--split", default="test", help="test | valid | train")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")

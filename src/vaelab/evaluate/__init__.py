@@ -17,7 +17,7 @@ from tqdm import tqdm
 from vaelab._callable import make_callable
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
 from vaelab.device import resolve_device
-from vaelab.errors import ConfigError, DataError
+from vaelab.errors import ConfigError, DataError, VaelabError
 from vaelab.evaluate.classification import classification_error
 from vaelab.evaluate.decomposition import decompose
 from vaelab.evaluate.loglik import (
@@ -28,6 +28,7 @@ from vaelab.evaluate.loglik import (
     mean_and_stderr,
     require_protocol,
 )
+from vaelab.evaluate.quality import classifier_for, sample_quality, training_codes
 from vaelab.inference.ais import SCHEDULES, ais_log_px, bdmc
 from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint, resolve_checkpoint
 
@@ -132,6 +133,36 @@ def _bdmc_summary(
     }
 
 
+@torch.inference_mode()
+def _exact_summary(model: nn.Module, data: Prepared, limit: int | None, dims: int) -> dict:
+    """log p(x) of a model that computes it exactly (an autoregressive model: the chain rule)."""
+    start = time.perf_counter()
+    log_px = torch.cat([model.exact_log_px(x).double().cpu() for x in batches_of(data, 200, limit)])
+    mean, se = mean_and_stderr(log_px)
+    return {
+        "method": "exact (chain rule): log p(x) = sum_i log p(x_i | x_<i), no sampling",
+        "log_px": mean,
+        "stderr": se,
+        "nll": -mean,
+        "bits_per_dim": bits_per_dim(-mean, dims),
+        "num_images": len(log_px),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _without_importance(model: nn.Module, ais: int, quality: int) -> bool:
+    """True for a model without an importance sampler that is evaluated by what applies to it: a GAN (AIS
+    under its observation model, sample quality) or an autoencoder (sample quality)."""
+    if hasattr(model, "log_importance_weights"):
+        return False
+    if not hasattr(model, "encode") and hasattr(model, "decode") and not (ais or quality):
+        raise VaelabError(
+            f"{type(model).__name__} has no encoder, so importance sampling does not apply: use --ais T "
+            "(AIS under its stated observation model, Wu et al. 2017) and/or --quality N"
+        )
+    return bool(ais or quality)
+
+
 def evaluate(
     run: str | os.PathLike | nn.Module,
     data: Prepared | None = None,
@@ -150,14 +181,19 @@ def evaluate(
     data_dir: str | None = None,
     which: str = "best",
     progress: bool = False,
+    quality: int = 0,
 ) -> dict:
     """Evaluate a run folder, checkpoint or model on a split; returns what `vaelab eval` writes to eval.json.
 
     IS with `importance` proposals always; AIS with `ais` steps and `chains` chains if ais > 0; BDMC on `bdmc`
     simulated data if bdmc > 0 (with T = ais, or 500); the ELBO decomposition if asked; the classification
-    error of models with a classifier q(y|x) (M2).
+    error of models with a classifier q(y|x) (M2). A model with `exact_likelihood` (PixelCNN) gets its exact
+    log p(x) instead of IS; a model with a decoder but no encoder (GAN) gets AIS only. With `quality` N, the
+    Fréchet distance, precision and recall of N samples against N images of the split (`vaelab.evaluate.quality`).
     """
     _check_settings(importance, ais, chains, leapfrog, schedule, bdmc)
+    if quality < 0:
+        raise ConfigError(f"--quality N must be >= 0, got {quality}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     started = time.perf_counter()
@@ -191,6 +227,55 @@ def evaluate(
         )
     g = torch.Generator(device=dev).manual_seed(seed)
     dims = int(torch.Size(data.shape).numel())
+    if quality and isinstance(run, nn.Module):
+        raise ConfigError(
+            "quality needs a run folder or checkpoint: its feature classifier is trained on the run's data"
+        )
+    if getattr(model, "exact_likelihood", False):
+        if ais or bdmc or decomposition:
+            raise ConfigError(
+                f"{type(model).__name__} computes log p(x) exactly (chain rule): --ais, --bdmc and --decomposition do not apply"
+            )
+        info["exact"] = _exact_summary(model, data, limit, dims)
+        info["num_images"] = info["exact"]["num_images"]
+    elif _without_importance(model, ais, quality):
+        describe = getattr(model, "describe_observation", None)
+        info["likelihood"] = f"none: {type(model).__name__} defines no p(x)" + (
+            f"; AIS scores its {describe()}" if describe is not None else ""
+        )
+    else:
+        _importance_parts(info, model, data, importance, g, limit, progress, dims, decomposition)
+    if ais:
+        info["ais"] = _ais_summary(model, data, ais, chains, leapfrog, schedule, g, limit, progress, dims)
+        if hasattr(model, "describe_observation"):
+            info["ais"]["observation_model"] = model.describe_observation()
+        info.setdefault("num_images", info["ais"]["num_images"])
+    if bdmc:
+        info["bdmc"] = _bdmc_summary(model, bdmc, ais or 500, chains, leapfrog, schedule, g, progress)
+    if quality:
+        codes = None
+        if not hasattr(model, "generate") and not hasattr(model, "prior"):
+            codes = training_codes(model, prepare_split(cfg.data, "train", dev))
+        clf = classifier_for(cfg.data, dev, progress=progress)
+        info["quality"] = sample_quality(model, data, clf, quality, seed, train_codes=codes)
+        info.setdefault("num_images", quality)
+    info["seconds"] = time.perf_counter() - started
+    info["versions"] = {"torch": torch.__version__}
+    return info
+
+
+def _importance_parts(
+    info: dict,
+    model: nn.Module,
+    data: Prepared,
+    importance: int,
+    g: torch.Generator,
+    limit: int | None,
+    progress: bool,
+    dims: int,
+    decomposition: bool,
+) -> None:
+    """The ELBO and importance-sampled log p(x) (with the classification error and decomposition) into info."""
     res = importance_sampling(model, data, importance, g, limit=limit, progress=progress)
     elbo, elbo_se = mean_and_stderr(res.elbo)
     info["num_images"] = len(res.log_px)
@@ -210,13 +295,6 @@ def evaluate(
         dec = decompose(model, data, generator=g, limit=limit, log_px=res.log_px)
         info["decomposition"] = dec
         info["elbo"].update(rec=dec["rec"], kl=dec["kl"])
-    if ais:
-        info["ais"] = _ais_summary(model, data, ais, chains, leapfrog, schedule, g, limit, progress, dims)
-    if bdmc:
-        info["bdmc"] = _bdmc_summary(model, bdmc, ais or 500, chains, leapfrog, schedule, g, progress)
-    info["seconds"] = time.perf_counter() - started
-    info["versions"] = {"torch": torch.__version__}
-    return info
 
 
 make_callable(__name__, evaluate)

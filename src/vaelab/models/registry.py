@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from vaelab.baselines import GAN, PixelCNN
 from vaelab.config import Config, ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
@@ -60,6 +61,14 @@ def _m2_settings(cfg: Config) -> None:
     if o.noise != "none" or o.free_bits > 0:
         raise ConfigError(
             "m2 trains with its own objective: objective.noise and objective.free_bits do not apply"
+        )
+
+
+def _binary_bernoulli(cfg: Config) -> None:
+    if cfg.model.likelihood != "bernoulli" or cfg.data.binarize == "none":
+        raise ConfigError(
+            "pixelcnn models binary pixels with Bernoulli conditionals: it needs model.likelihood=bernoulli and "
+            f"--binarize dynamic or static (got likelihood '{cfg.model.likelihood}', binarize '{cfg.data.binarize}')"
         )
 
 
@@ -125,6 +134,24 @@ MODELS: dict[str, ModelSpec] = {
             "data.labelled": 100,
         },
         check=_m2_settings,
+    ),
+    "pixelcnn": ModelSpec(
+        PixelCNN,
+        "exact-nll",
+        "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
+        check=_binary_bernoulli,
+    ),
+    "gan": ModelSpec(
+        GAN,
+        "gan",
+        "GAN, non-saturating loss (DCGAN body): no likelihood; eval by AIS under N(G(z), sigma^2 I) (Wu et al. 2017)",
+        defaults={
+            "model.body": "conv",
+            "model.latent_dim": 64,
+            "model.likelihood": "gaussian",
+            "train.lr": 2e-4,
+            "train.batch_size": 64,
+        },
     ),
 }
 

@@ -434,7 +434,8 @@ def _train(
     spec = get_spec(cfg.model.name)
     model = build_model(cfg.model, data.shape).to(device)
     objective = OBJECTIVES[objective_name(cfg)]
-    optimizer = make_optimizer(cfg.train, model.parameters())
+    # a model may name parameter groups with their own settings (the GAN: Adam betas (0.5, 0.999), DCGAN's)
+    optimizer = make_optimizer(cfg.train, getattr(model, "param_groups", model.parameters)())
     scheduler = make_scheduler(cfg.train, optimizer)
     # Every rank holds the same generators: each draws the whole global batch's noise and keeps its rows.
     g_perm = torch.Generator().manual_seed(cfg.train.seed + 1)
