@@ -66,7 +66,7 @@ def format_table(r: dict) -> str:
             f"classification error   {100 * c['error']:.2f}% +- {100 * c['stderr']:.2f}%"
             f"   argmax q(y|x), {c['errors']} of {c['num_images']} images"
         )
-    if "ais" in r and "observation_model" in r["ais"]:
+    if "ais" in r and "observation_model" in r["ais"] and "likelihood" not in r:
         lines.append(f"AIS {r['ais']['observation_model']}")
     if i is not None:
         curve = ", ".join(f"K={k}: {v['log_px']:.2f}" for k, v in i["iwae_curve"].items())
