@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.quick:
         a.epochs, a.limit, a.variants = 3, a.limit or QUICK_IMAGES, "fp32"
+    a.data_dir = str(Path(a.data_dir).resolve())  # the workers run in a temporary folder
 
     import numpy as np
 
