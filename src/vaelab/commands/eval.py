@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from vaelab import evaluate as evaluate_module
 from vaelab.commands.common import done
+from vaelab.errors import ConfigError
 from vaelab.io import atomic_write_json
 from vaelab.runs import RunDir
+from vaelab.train import distributed
 
 
 def _row(name: str, est: float, se: float, bpd: float | None, settings: str) -> str:
@@ -102,29 +106,49 @@ def format_table(r: dict) -> str:
         lines.append(
             f"  classifier test accuracy {100 * q['classifier']['test_accuracy']:.2f}%; {q['features']}"
         )
-    lines.append(f"time {r['seconds']:.1f} s")
+    procs = f" over {r['processes']} processes" if r.get("processes", 1) > 1 else ""
+    lines.append(f"time {r['seconds']:.1f} s{procs}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_module.evaluate(
-        args.run,
-        split=args.split,
-        importance=args.importance,
-        ais=args.ais,
-        chains=args.chains,
-        leapfrog=args.leapfrog,
-        schedule=args.schedule,
-        bdmc=args.bdmc,
-        decomposition=args.decomposition,
-        limit=args.limit,
-        seed=args.seed,
-        device=args.device,
-        data_dir=args.data_dir,
-        which=args.checkpoint,
-        progress=not args.quiet,
-        quality=args.quality,
-    )
+    nproc, threads = getattr(args, "nproc", None), getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if nproc is not None and nproc != 1:
+        if distributed.world().distributed:
+            raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
+        if nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+        rank_args = argparse.Namespace(**{**vars(args), "nproc": None})
+        distributed.launch(nproc, run, (rank_args,), threads=threads)
+        return 0
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result = evaluate_module.evaluate(
+            args.run,
+            split=args.split,
+            importance=args.importance,
+            ais=args.ais,
+            chains=args.chains,
+            leapfrog=args.leapfrog,
+            schedule=args.schedule,
+            bdmc=args.bdmc,
+            decomposition=args.decomposition,
+            limit=args.limit,
+            seed=args.seed,
+            device=args.device,
+            data_dir=args.data_dir,
+            which=args.checkpoint,
+            progress=not args.quiet,
+            quality=args.quality,
+        )
+    finally:
+        torch.set_num_threads(saved)
+    if not distributed.world().main:
+        return 0
     print(format_table(result))
     out = (
         Path(args.out)
@@ -170,5 +194,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--data-dir", default=None, help="where the run's data set lives, if not where it was")
     p.add_argument("--out", default=None, help="JSON file (default RUN/eval.json)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="share IS, AIS and BDMC among N local processes (same per-image numbers as one); several "
+        "nodes: torchrun -m vaelab eval",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads per process (default: cores / processes)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

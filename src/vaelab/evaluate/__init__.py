@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -16,13 +15,13 @@ from tqdm import tqdm
 
 from vaelab._callable import make_callable
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
-from vaelab.device import resolve_device
 from vaelab.errors import ConfigError, DataError, VaelabError
+from vaelab.evaluate.blocks import block_generator, my_blocks, run_blocks
+from vaelab.evaluate.blocks import blocks as data_blocks
 from vaelab.evaluate.classification import classification_error
 from vaelab.evaluate.decomposition import decompose
 from vaelab.evaluate.loglik import (
     ImportanceResult,
-    batches_of,
     bits_per_dim,
     importance_sampling,
     mean_and_stderr,
@@ -30,7 +29,9 @@ from vaelab.evaluate.loglik import (
 )
 from vaelab.evaluate.quality import classifier_for, sample_quality, training_codes
 from vaelab.inference.ais import SCHEDULES, ais_log_px, bdmc
+from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint, resolve_checkpoint
+from vaelab.train.distributed import DistributedError
 
 __all__ = ["ImportanceResult", "classification_error", "decompose", "evaluate", "importance_sampling"]
 
@@ -59,25 +60,28 @@ def _ais_summary(
     chains: int,
     leapfrog: int,
     schedule: str,
-    generator: torch.Generator,
+    seed: int,
     limit: int | None,
     progress: bool,
     dims: int,
 ) -> dict:
     require_protocol(model, "prior", "decode", what="annealed importance sampling")
     start = time.perf_counter()
-    per_batch = max(1, 2000 // (chains + 2))
     n = len(data) if limit is None else min(limit, len(data))
-    bar = tqdm(total=steps * math.ceil(n / per_batch), disable=not progress, desc=f"AIS T={steps} C={chains}")
-    est, spread, accept, steps_end = [], [], [], []
-    for x in batches_of(data, per_batch, limit):
-        log_px, run = ais_log_px(model, x, steps, chains, generator, schedule, leapfrog, progress=bar)
-        est.append(log_px.cpu())
-        spread.append(run.log_w.std(0).cpu() if chains > 1 else torch.zeros(len(x), dtype=torch.float64))
-        accept.append(run.acceptance.cpu())
-        steps_end.append(run.step_size.double().cpu())
+    parts = data_blocks(n, max(1, 2000 // (chains + 2)))
+    mine = my_blocks(parts)
+    bar = tqdm(total=steps * len(mine), disable=not _shows(progress), desc=f"AIS T={steps} C={chains}")
+
+    def one_block(index: int, rows: slice) -> dict[str, torch.Tensor]:
+        x = data.batch(rows)
+        g = block_generator(seed, "ais", index, x.device)
+        log_px, run = ais_log_px(model, x, steps, chains, g, schedule, leapfrog, progress=bar)
+        spread = run.log_w.std(0) if chains > 1 else torch.zeros(len(x), dtype=torch.float64)
+        return {"log_px": log_px, "spread": spread, "accept": run.acceptance, "step": run.step_size}
+
+    out = run_blocks(parts, one_block, ("log_px", "spread", "accept", "step"), data.images.device)
     bar.close()
-    log_px = torch.cat(est)
+    log_px = out["log_px"]
     mean, se = mean_and_stderr(log_px)
     return {
         "method": "annealed importance sampling (Neal 2001) with HMC transitions, from the prior",
@@ -89,9 +93,9 @@ def _ais_summary(
         "stderr": se,
         "nll": -mean,
         "bits_per_dim": bits_per_dim(-mean, dims),
-        "chain_spread": float(torch.cat(spread).mean()),
-        "acceptance": float(torch.cat(accept).mean()),
-        "final_step_size": float(torch.cat(steps_end).mean()),
+        "chain_spread": float(out["spread"].mean()),
+        "acceptance": float(out["accept"].mean()),
+        "final_step_size": float(out["step"].mean()),
         "num_images": len(log_px),
         "seconds": time.perf_counter() - start,
         "per_datum": log_px.tolist(),
@@ -105,13 +109,22 @@ def _bdmc_summary(
     chains: int,
     leapfrog: int,
     schedule: str,
-    generator: torch.Generator,
+    seed: int,
     progress: bool,
+    device: torch.device,
 ) -> dict:
     require_protocol(model, "prior", "decode", what="bidirectional Monte Carlo")
     start = time.perf_counter()
-    bar = tqdm(total=2 * steps, disable=not progress, desc=f"BDMC T={steps} C={chains}")
-    out = bdmc(model, n, steps, chains, generator, schedule, leapfrog, progress=bar)
+    parts = data_blocks(n, max(1, 2000 // (chains + 2)))
+    mine = my_blocks(parts)
+    bar = tqdm(total=2 * steps * len(mine), disable=not _shows(progress), desc=f"BDMC T={steps} C={chains}")
+
+    def one_block(index: int, rows: slice) -> dict[str, torch.Tensor]:
+        g = block_generator(seed, "bdmc", index, device)
+        out = bdmc(model, rows.stop - rows.start, steps, chains, g, schedule, leapfrog, progress=bar)
+        return {"lower": out["lower"], "upper": out["upper"]}
+
+    out = run_blocks(parts, one_block, ("lower", "upper"), device)
     bar.close()
     lower, lo_se = mean_and_stderr(out["lower"])
     upper, up_se = mean_and_stderr(out["upper"])
@@ -137,7 +150,14 @@ def _bdmc_summary(
 def _exact_summary(model: nn.Module, data: Prepared, limit: int | None, dims: int) -> dict:
     """log p(x) of a model that computes it exactly (an autoregressive model: the chain rule)."""
     start = time.perf_counter()
-    log_px = torch.cat([model.exact_log_px(x).double().cpu() for x in batches_of(data, 200, limit)])
+    n = len(data) if limit is None else min(limit, len(data))
+    out = run_blocks(
+        data_blocks(n, 200),
+        lambda _, rows: {"log_px": model.exact_log_px(data.batch(rows))},
+        ("log_px",),
+        data.images.device,
+    )
+    log_px = out["log_px"]
     mean, se = mean_and_stderr(log_px)
     return {
         "method": "exact (chain rule): log p(x) = sum_i log p(x_i | x_<i), no sampling",
@@ -148,6 +168,11 @@ def _exact_summary(model: nn.Module, data: Prepared, limit: int | None, dims: in
         "num_images": len(log_px),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _shows(progress: bool) -> bool:
+    """Progress bars are drawn by rank 0 alone."""
+    return progress and distributed.world().main
 
 
 def _without_importance(model: nn.Module, ais: int, quality: int) -> bool:
@@ -182,6 +207,7 @@ def evaluate(
     which: str = "best",
     progress: bool = False,
     quality: int = 0,
+    dist_timeout: float = 1800.0,
 ) -> dict:
     """Evaluate a run folder, checkpoint or model on a split; returns what `vaelab eval` writes to eval.json.
 
@@ -190,15 +216,78 @@ def evaluate(
     error of models with a classifier q(y|x) (M2). A model with `exact_likelihood` (PixelCNN) gets its exact
     log p(x) instead of IS; a model with a decoder but no encoder (GAN) gets AIS only. With `quality` N, the
     Fréchet distance, precision and recall of N samples against N images of the split (`vaelab.evaluate.quality`).
+
+    Under torchrun (or `vaelab eval --nproc N`) IS, AIS, BDMC and exact log p(x) are shared among the ranks
+    in blocks of data that draw from their own seeds (`vaelab.evaluate.blocks`), so every datum gets the
+    estimate one process gives it; rank 0 adds the rest (classification, decomposition, quality) and its
+    dict is the whole result. `dist_timeout` bounds the rendezvous and each collective, in seconds.
     """
     _check_settings(importance, ais, chains, leapfrog, schedule, bdmc)
     if quality < 0:
         raise ConfigError(f"--quality N must be >= 0, got {quality}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
+    w = distributed.world()
+    dev = distributed.device_for(device, w)
+    started = distributed.start(dev, dist_timeout)
+    try:
+        return _evaluate(
+            run,
+            data,
+            split=split,
+            importance=importance,
+            ais=ais,
+            chains=chains,
+            leapfrog=leapfrog,
+            schedule=schedule,
+            bdmc_n=bdmc,
+            decomposition=decomposition,
+            limit=limit,
+            seed=seed,
+            dev=dev,
+            data_dir=data_dir,
+            which=which,
+            progress=progress,
+            quality=quality,
+            w=w,
+        )
+    except VaelabError as e:
+        raise (type(e)(f"{w}: {e}") if w.distributed else e) from None
+    except Exception as e:
+        if w.distributed and distributed.is_comm_error(e):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise DistributedError(f"{w}: lost contact with the other ranks ({first[:160]})") from None
+        raise
+    finally:
+        if started:
+            distributed.stop()
+
+
+def _evaluate(
+    run: str | os.PathLike | nn.Module,
+    data: Prepared | None,
+    *,
+    split: str,
+    importance: int,
+    ais: int,
+    chains: int,
+    leapfrog: int,
+    schedule: str,
+    bdmc_n: int,
+    decomposition: bool,
+    limit: int | None,
+    seed: int,
+    dev: torch.device,
+    data_dir: str | None,
+    which: str,
+    progress: bool,
+    quality: int,
+    w: distributed.World,
+) -> dict:
     started = time.perf_counter()
-    dev = resolve_device(device)
     info: dict = {"split": split, "seed": seed, "device": str(dev)}
+    if w.distributed:
+        info["processes"] = w.size
     if isinstance(run, nn.Module):
         if data is None:
             raise ConfigError("evaluate(model) needs the data to evaluate on (a Prepared split)")
@@ -225,14 +314,19 @@ def evaluate(
             binarize_seed=cfg.data.binarize_seed + SPLIT_SEED_OFFSET.get(split, 0),
             epoch=ck.get("epoch"),
         )
-    g = torch.Generator(device=dev).manual_seed(seed)
+    n = len(data) if limit is None else min(limit, len(data))
+    if w.size > n:
+        raise ConfigError(
+            f"{w.size} processes but only {n} {split} image(s) to evaluate; use at most {n} processes"
+        )
     dims = int(torch.Size(data.shape).numel())
     if quality and isinstance(run, nn.Module):
         raise ConfigError(
             "quality needs a run folder or checkpoint: its feature classifier is trained on the run's data"
         )
+    res = None
     if getattr(model, "exact_likelihood", False):
-        if ais or bdmc or decomposition:
+        if ais or bdmc_n or decomposition:
             raise ConfigError(
                 f"{type(model).__name__} computes log p(x) exactly (chain rule): --ais, --bdmc and --decomposition do not apply"
             )
@@ -244,14 +338,26 @@ def evaluate(
             f"; AIS scores its {describe()}" if describe is not None else ""
         )
     else:
-        _importance_parts(info, model, data, importance, g, limit, progress, dims, decomposition)
+        res = _importance_parts(info, model, data, importance, seed, limit, progress, dims)
     if ais:
-        info["ais"] = _ais_summary(model, data, ais, chains, leapfrog, schedule, g, limit, progress, dims)
+        info["ais"] = _ais_summary(model, data, ais, chains, leapfrog, schedule, seed, limit, progress, dims)
         if hasattr(model, "describe_observation"):
             info["ais"]["observation_model"] = model.describe_observation()
         info.setdefault("num_images", info["ais"]["num_images"])
-    if bdmc:
-        info["bdmc"] = _bdmc_summary(model, bdmc, ais or 500, chains, leapfrog, schedule, g, progress)
+    if bdmc_n:
+        info["bdmc"] = _bdmc_summary(
+            model, bdmc_n, ais or 500, chains, leapfrog, schedule, seed, progress, dev
+        )
+    if not w.main:  # what follows is cheap or needs every image at once: rank 0 alone
+        info["seconds"] = time.perf_counter() - started
+        return info
+    if res is not None and hasattr(model, "classify") and data.labels is not None:
+        info["classification"] = classification_error(model, data, limit=limit)
+    if res is not None and decomposition:
+        g = block_generator(seed, "decomposition", 0, dev)
+        dec = decompose(model, data, generator=g, limit=limit, log_px=res.log_px)
+        info["decomposition"] = dec
+        info["elbo"].update(rec=dec["rec"], kl=dec["kl"])
     if quality:
         codes = None
         if not hasattr(model, "generate") and not hasattr(model, "prior"):
@@ -269,14 +375,13 @@ def _importance_parts(
     model: nn.Module,
     data: Prepared,
     importance: int,
-    g: torch.Generator,
+    seed: int,
     limit: int | None,
     progress: bool,
     dims: int,
-    decomposition: bool,
-) -> None:
-    """The ELBO and importance-sampled log p(x) (with the classification error and decomposition) into info."""
-    res = importance_sampling(model, data, importance, g, limit=limit, progress=progress)
+) -> ImportanceResult:
+    """The ELBO and importance-sampled log p(x) into info; the per-datum result."""
+    res = importance_sampling(model, data, importance, limit=limit, progress=progress, seed=seed)
     elbo, elbo_se = mean_and_stderr(res.elbo)
     info["num_images"] = len(res.log_px)
     info["elbo"] = {
@@ -289,12 +394,7 @@ def _importance_parts(
     info["importance"] = res.summary()
     if getattr(model, "conditional", False):
         info["importance"]["method"] += ", of log p(x|y) given each image's label"
-    if hasattr(model, "classify") and data.labels is not None:
-        info["classification"] = classification_error(model, data, limit=limit)
-    if decomposition:
-        dec = decompose(model, data, generator=g, limit=limit, log_px=res.log_px)
-        info["decomposition"] = dec
-        info["elbo"].update(rec=dec["rec"], kl=dec["kl"])
+    return res
 
 
 make_callable(__name__, evaluate)

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from vaelab.data import Prepared
 from vaelab.errors import ConfigError, DataError, VaelabError
+from vaelab.evaluate.blocks import block_generator, blocks, my_blocks, run_blocks
+from vaelab.train import distributed
 
 DEFAULT_CURVE = (1, 5, 50, 500, 5000)
 
@@ -147,6 +149,7 @@ class ImportanceResult:
             "iwae_curve": curve,
             "num_images": len(self.log_px),
             "seconds": self.seconds,
+            "per_datum": self.log_px.tolist(),
         }
 
 
@@ -160,39 +163,59 @@ def importance_sampling(
     chunk: int = 1000,
     curve: tuple[int, ...] = DEFAULT_CURVE,
     limit: int | None = None,
-    max_elements: int = 100_000,
+    max_elements: int = 4096,
     progress: bool = False,
     labels: torch.Tensor | None = None,
+    seed: int | None = None,
 ) -> ImportanceResult:
     """Estimate log p(x) for every datum with K = `num_samples` proposals from q(z|x), in bounded memory.
 
-    `chunk` proposals are drawn at a time for `batch_size` data (default: as many as keep chunk * batch
-    under `max_elements`, divided by the model's `importance_cost`: the decoder passes per proposal); the IWAE_k curve is estimated for each k in `curve` with k <= K by averaging
-    over the K / k disjoint groups of the same draws. A conditional model gets `labels` (default: the
-    split's own) and the estimate is of log p(x|y).
+    `chunk` proposals are drawn at a time for a block of `batch_size` data (default: as many as keep
+    chunk * batch * the model's `importance_cost` (decoder passes per proposal) under `max_elements`; a few
+    thousand rows per decoder call keep the work in cache, which measured twice as fast as 100,000). The
+    IWAE_k curve is estimated for each k in `curve` with k <= K by averaging over the K / k disjoint groups
+    of the same draws. A conditional model gets `labels` (default: the split's own) and the estimate is of
+    log p(x|y).
+
+    Randomness: with `seed`, every block of data draws from its own generator seeded by (seed, block), and
+    the blocks are shared among the ranks of a running process group (`vaelab.evaluate.blocks`): the
+    per-datum estimates are the same in one process or several. Otherwise `generator` draws for all blocks
+    in turn, in this process.
     """
     require_protocol(model, "log_importance_weights", what="importance sampling")
     if num_samples < 1:
         raise ConfigError(f"the number of importance samples K must be >= 1, got {num_samples}")
-    chunk = max(1, min(chunk, num_samples))
+    if seed is not None and generator is not None:
+        raise ConfigError("importance_sampling takes a generator or a seed, not both")
+    cost = max(1, int(getattr(model, "importance_cost", 1)))
+    chunk = max(1, min(chunk, num_samples, max(1, max_elements // cost)))
     if batch_size is None:
-        batch_size = max(1, max_elements // (chunk * getattr(model, "importance_cost", 1)))
+        batch_size = max(1, max_elements // (chunk * cost))
     ks = sorted({k for k in curve if k <= num_samples} | {num_samples})
     n = len(data) if limit is None else min(limit, len(data))
-    out: dict[str, list[torch.Tensor]] = {"log_px": [], "ess": [], "elbo": []}
-    curves: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+    device = data.images.device if isinstance(data, Prepared) else data.device
+    if seed is None:  # consecutive batches of batch_size, all in this process
+        parts = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+        mine = list(enumerate(parts))
+    else:
+        parts = blocks(n, batch_size)
+        mine = my_blocks(parts)
     start = time.perf_counter()
+    rows = sum(sl.stop - sl.start for _, sl in mine)
     bar = tqdm(
-        total=n * num_samples, disable=not progress, unit="w", unit_scale=True, desc=f"IS K={num_samples}"
+        total=rows * num_samples,
+        disable=not progress or not distributed.world().main,
+        unit="w",
+        unit_scale=True,
+        desc=f"IS K={num_samples}",
     )
-    dims = 1
     ys = split_labels(model, data, labels)
-    start_row = 0
-    for x in batches_of(data, batch_size, limit):
-        dims = x[0].numel()
+
+    def one_block(index: int, sl: slice) -> dict[str, torch.Tensor]:
+        x = data.batch(sl) if isinstance(data, Prepared) else data[sl]
+        g = generator if seed is None else block_generator(seed, "importance", index, x.device)
+        cond = {} if ys is None else {"y": ys[sl].to(x.device)}
         b = len(x)
-        cond = {} if ys is None else {"y": ys[start_row : start_row + b].to(x.device)}
-        start_row += b
         lse = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)
         lse2 = lse.clone()
         total = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -200,21 +223,32 @@ def importance_sampling(
         done = 0
         while done < num_samples:
             c = min(chunk, num_samples - done)
-            lw = model.log_importance_weights(x, c, generator, **cond).double()
+            lw = model.log_importance_weights(x, c, g, **cond).double()
             lse = torch.logaddexp(lse, lw.logsumexp(0))
             lse2 = torch.logaddexp(lse2, (2 * lw).logsumexp(0))
             total += lw.sum(0)
-            for g in groups.values():
-                g.add(lw)
+            for gm in groups.values():
+                gm.add(lw)
             done += c
             bar.update(c * b)
-        out["log_px"].append(lse - math.log(num_samples))
-        out["ess"].append(torch.exp(2 * lse - lse2))
-        out["elbo"].append(total / num_samples)
-        for k, g in groups.items():
-            curves[k].append(g.value())
+        out = {
+            "log_px": lse - math.log(num_samples),
+            "ess": torch.exp(2 * lse - lse2),
+            "elbo": total / num_samples,
+        }
+        out.update({f"curve_{k}": gm.value() for k, gm in groups.items()})
+        return out
+
+    keys = ("log_px", "ess", "elbo", *(f"curve_{k}" for k in ks))
+    if seed is None:
+        got = [one_block(i, sl) for i, sl in mine]
+        cat = {
+            k: torch.cat([p[k].cpu() for p in got]) if got else torch.empty(0, dtype=torch.float64)
+            for k in keys
+        }
+    else:
+        cat = run_blocks(parts, one_block, keys, device)
     bar.close()
-    cat = {k: torch.cat(v).cpu() for k, v in out.items()}
     if not torch.isfinite(cat["log_px"]).all():
         bad = int((~torch.isfinite(cat["log_px"])).nonzero()[0, 0])
         raise VaelabError(f"importance sampling gave a non-finite log p(x) for datum {bad}")
@@ -223,7 +257,7 @@ def importance_sampling(
         log_px=cat["log_px"],
         ess=cat["ess"],
         elbo=cat["elbo"],
-        curve={k: torch.cat(v).cpu() for k, v in curves.items()},
+        curve={k: cat[f"curve_{k}"] for k in ks},
         seconds=time.perf_counter() - start,
-        dims=dims,
+        dims=int(torch.Size(data.shape if isinstance(data, Prepared) else data.shape[1:]).numel()),
     )
