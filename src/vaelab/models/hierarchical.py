@@ -7,7 +7,8 @@ two deterministic layers of 200 between x and the 100-unit h1, two of 100 betwee
 layers), model.extra["h1_dim"] (100) and model.extra["h2_hidden"] ([100, 100]), model.latent_dim (h2, 50).
 
 It has no single latent layer (no encode/decode/prior): the ELBO and IWAE objectives read `latent_terms`,
-evaluation reads `log_importance_weights`, and pictures come from `generate` (ancestral samples).
+evaluation reads `log_importance_weights`, and pictures come from `generate` (ancestral samples) or, for one
+top-layer code, `mean_image(h2)` (h1 held at its conditional mean; what the latent explorer decodes).
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ class HierarchicalVAE(nn.Module):
         """[K, B] log p(x, h1_k, h2_k) - log q(h1_k, h2_k | x)."""
         t = self.latent_terms(x, num_samples, generator)
         return t.rec - t.kl
+
+    @torch.no_grad()
+    def mean_image(self, h2: torch.Tensor) -> torch.Tensor:
+        """The picture of a top-layer code h2 [..., D]: the mean of p(x|h1) at h1 = the mean of p(h1|h2)."""
+        h1 = gaussian(self.p1(h2)).mean
+        return self.likelihood.image(decode_with(self.decoder, self.likelihood, h1))
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

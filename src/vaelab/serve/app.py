@@ -1,10 +1,12 @@
 """The latent explorer's web app (FastAPI): decode a point of the latent space, encode an uploaded image.
 
 Only the public protocol is used: `decode(z).mean` is the picture of z, `encode(x)` gives the posterior
-mean and standard deviation, `prior()` (when the model has one) gives samples. Models are loaded once
-per run and cached; every request names its run, and names are checked by `Catalog` before any file
-is touched. Errors answer with a one-line `detail`: 404 unknown run, 413 too large, 415 not a PNG or
-JPEG, 422 malformed request (bad JSON, wrong z length, invalid run name).
+mean and standard deviation, `prior()` (when the model has one) gives samples; `explore.abilities` reads
+off which of these a run's model has (labels for cvae/m2, two layers, no encoder, no latent). Models are
+loaded once per run and cached; every request names its run, and names are checked by `Catalog` before any
+file is touched. Errors answer with a one-line `detail`: 404 unknown run, 409 the run's model cannot do that
+(and why), 413 too large, 415 not a PNG or JPEG, 422 malformed request (bad JSON, wrong z length, invalid
+run name, a label that does not fit).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vaelab.distributions.sampling import sample as prior_sample
 from vaelab.errors import VaelabError
+from vaelab.serve.explore import BadLabel, Unsupported, draws, label, pictures, posterior
 from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary
 from vaelab.serve.uploads import (
     MAX_JSON_BYTES,
@@ -33,12 +35,12 @@ from vaelab.serve.uploads import (
     png_bytes,
     read_image,
 )
-from vaelab.viz.figures import decoded, slerp
+from vaelab.viz.figures import slerp
 
 STATIC = Path(__file__).parent / "static"
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Vector = Annotated[list[Finite], Field(min_length=1, max_length=4096)]
-NOT_GENERATIVE = "an autoencoder has no prior: z ~ N(0, I) decoded, not a model sample"
+Label = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
 
 
 class _Strict(BaseModel):
@@ -48,12 +50,14 @@ class _Strict(BaseModel):
 class DecodeRequest(_Strict):
     run: str
     z: Vector
+    y: Label | None = None
 
 
 class SampleRequest(_Strict):
     run: str
     n: int = Field(16, ge=1, le=64)
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    y: Label | None = None
 
 
 class InterpolateRequest(_Strict):
@@ -62,6 +66,7 @@ class InterpolateRequest(_Strict):
     z1: Vector
     steps: int = Field(10, ge=2, le=64)
     path: Literal["linear", "spherical"] = "linear"
+    y: Label | None = None
 
 
 def _one_line(exc: RequestValidationError) -> str:
@@ -114,11 +119,20 @@ def create_app(
     async def _unknown(request: Request, exc: UnknownRun) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(Unsupported)
+    async def _unsupported(request: Request, exc: Unsupported) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(BadLabel)
+    async def _bad_label(request: Request, exc: BadLabel) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(VaelabError)
     async def _failed(request: Request, exc: VaelabError) -> JSONResponse:
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=500)
 
     def vector(run: LoadedRun, values: list[float], name: str) -> torch.Tensor:
+        run.abilities.require("decode")
         if len(values) != run.latent_dim:
             raise HTTPException(
                 422,
@@ -132,13 +146,14 @@ def create_app(
 
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:
-        """The runs being served, with what their config says."""
+        """The runs being served, with what their config says and what the explorer can do with each."""
         return {"single": catalog.single, "runs": [catalog.info(n) for n in catalog.names()]}
 
     @app.get("/api/latents")
     def latents(run: Annotated[str, Query(description="run name")]) -> dict[str, Any]:
-        """The run's test codes (posterior means) and labels, and the plane summary for D > 2."""
-        r = catalog.get(run)
+        """The run's test codes (posterior means) and labels, and the plane summary for D > 2; 409 for a
+        model that cannot encode."""
+        r = catalog.latents(run)
         z = r.codes
         return {
             "run": r.name,
@@ -151,6 +166,7 @@ def create_app(
             "generative": r.generative,
             "count": 0 if z is None else len(z),
             "codes": [] if z is None else [[round(v, 4) for v in row] for row in z.tolist()],
+            "codes_of": r.codes_of,
             "labels": None if r.labels is None else r.labels.tolist(),
             "note": r.note,
             **plane_summary(z, r.latent_dim),
@@ -158,30 +174,37 @@ def create_app(
 
     @app.post("/api/decode", response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def decode(req: DecodeRequest) -> Response:
-        """The decoded picture of one z (the mean of p(x|z)) as a PNG."""
+        """The decoded picture of one z (the mean of p(x|z), at label y for cvae/m2: default 0) as a PNG."""
         r = catalog.get(req.run)
         z = vector(r, req.z, "z")
-        png = png_bytes(decoded(r.model, z[None])[0])
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        y = label(r.abilities, req.y, r.name, r.device)
+        png = png_bytes(pictures(r.model, z[None], y)[0])
+        headers = {"Cache-Control": "no-store"}
+        if y is not None:
+            headers["X-Vaelab-Label"] = str(int(y))
+        return Response(png, media_type="image/png", headers=headers)
 
     @app.post("/api/encode")
     def encode(
         run: Annotated[str, Form()],
         file: Annotated[UploadFile, File(description="a PNG or JPEG image")],
         invert: Annotated[bool, Form()] = False,
+        y: Annotated[int | None, Form(ge=0, le=1_000_000, description="the image's label (cvae, m2)")] = None,
     ) -> dict[str, Any]:
-        """Posterior mean and standard deviation of an uploaded image, with what the model saw and rebuilt."""
+        """Posterior mean and standard deviation of an uploaded image, with what the model saw and rebuilt;
+        409 for a model that cannot encode."""
         r = catalog.get(run)
+        r.abilities.require("encode")
         images = read_image(file.file.read(), file.content_type, r.shape, invert, max_pixels)
         x = model_input(images.to(r.device), r.binarize, r.upload_seed, r.device)
-        with torch.inference_mode():
-            q = r.model.encode(x)
-            mean, std = q.mean[0], q.stddev[0]
-            rec = decoded(r.model, mean[None])[0]
+        mean, std, how = posterior(r.model, r.abilities, x, y, r.name)
+        used = None if "y" not in how else torch.tensor(how["y"], device=r.device)
+        rec = pictures(r.model, mean[None], used)[0]
         return {
             "run": r.name,
             "mean": mean.tolist(),
             "std": std.tolist(),
+            **how,
             "binarized": r.binarize != "none",
             "input": data_uri(png_bytes(x[0])),
             "reconstruction": data_uri(png_bytes(rec)),
@@ -189,32 +212,32 @@ def create_app(
 
     @app.post("/api/sample")
     def sample(req: SampleRequest) -> dict[str, Any]:
-        """n decoded draws from the prior (from N(0, I) for a model without one, and it says so)."""
+        """n samples: decoded draws from the prior, or the model's own sampler (ancestral, pixel by pixel),
+        or decoded N(0, I) draws for a model without either; `source` says which."""
         r = catalog.get(req.run)
-        g = torch.Generator(device=r.device).manual_seed(req.seed)
-        if r.generative:
-            with torch.inference_mode():
-                z = prior_sample(r.model.prior(), (req.n,), g)
-            source = "z ~ p(z)"
-        else:
-            z = torch.randn(req.n, r.latent_dim, generator=g, device=r.device)
-            source = NOT_GENERATIVE
-        pics = decoded(r.model, z)
+        out = draws(r.model, r.abilities, req.n, req.seed, req.y, r.name, r.device)
         return {
-            "z": z.tolist(),
-            "images": [data_uri(png_bytes(p)) for p in pics],
+            "z": out["z"],
+            "y": out["y"],
+            "images": [data_uri(png_bytes(p)) for p in out["images"]],
             "generative": r.generative,
-            "source": source,
+            "source": out["source"],
         }
 
     @app.post("/api/interpolate")
     def interpolate(req: InterpolateRequest) -> dict[str, Any]:
-        """A strip of decoded pictures along a linear or spherical path from z0 to z1."""
+        """A strip of decoded pictures along a linear or spherical path from z0 to z1 (at label y for cvae/m2)."""
         r = catalog.get(req.run)
         z0, z1 = vector(r, req.z0, "z0"), vector(r, req.z1, "z1")
+        y = label(r.abilities, req.y, r.name, r.device)
         t = torch.linspace(0, 1, req.steps, device=r.device)
         z = z0 + t[:, None] * (z1 - z0) if req.path == "linear" else slerp(z0[None], z1[None], t)[0]
-        pics = decoded(r.model, z)
-        return {"z": z.tolist(), "images": [data_uri(png_bytes(p)) for p in pics], "path": req.path}
+        pics = pictures(r.model, z, y)
+        return {
+            "z": z.tolist(),
+            "y": None if y is None else int(y),
+            "images": [data_uri(png_bytes(p)) for p in pics],
+            "path": req.path,
+        }
 
     return app

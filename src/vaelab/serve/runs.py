@@ -12,16 +12,18 @@ import math
 import re
 import threading
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vaelab.commands.common import open_run
-from vaelab.data import SPLIT_SEED_OFFSET
+from vaelab.commands.common import OpenRun, open_run
+from vaelab.data import SPLIT_SEED_OFFSET, iterate
 from vaelab.errors import VaelabError
 from vaelab.runs import RunDir
+from vaelab.serve.explore import Abilities, abilities, batch_codes
 from vaelab.viz.figures import codes as posterior_means
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -37,25 +39,43 @@ class UnknownRun(VaelabError):
 
 @dataclass
 class LoadedRun:
-    """A run ready to explore: its model, and its test codes for the scatter and the pad's plane."""
+    """A run ready to explore: its model, what the explorer can do with it, and (once asked for) its test
+    codes for the scatter and the pad's plane."""
 
     name: str
     model: nn.Module
     model_name: str
     likelihood: str
     shape: tuple[int, int, int]
-    latent_dim: int
-    generative: bool
+    abilities: Abilities
     binarize: str
     upload_seed: int
     data: str
-    codes: torch.Tensor | None
-    labels: torch.Tensor | None
-    note: str | None
+    codes: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    note: str | None = None
+    codes_ready: bool = False
+
+    @property
+    def codes_of(self) -> str:
+        """What the test codes are."""
+        if self.abilities.classes is None:
+            return "posterior means of q(z|x)"
+        return "means of q(z|x,y) at each test image's own label y"
 
     @property
     def device(self) -> torch.device:
         return _device(self.model)
+
+    @property
+    def latent_dim(self) -> int | None:
+        """D of the z the run decodes (None for a model without a latent variable)."""
+        return self.abilities.latent_dim
+
+    @property
+    def generative(self) -> bool:
+        """Whether the model can draw samples of its own (a prior or an ancestral sampler)."""
+        return self.abilities.generative
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -85,6 +105,7 @@ class Catalog:
         self.data_dir = data_dir
         self.max_codes = max_codes
         self._loaded: dict[str, LoadedRun] = {}
+        self._opened: dict[str, OpenRun] = {}
         self._lock = threading.Lock()
         if not self.names():
             raise VaelabError(
@@ -122,8 +143,9 @@ class Catalog:
         return folder
 
     def info(self, name: str) -> dict[str, Any]:
-        """What /api/runs says of a run without loading it: read from its config.json when present."""
-        entry: dict[str, Any] = {"name": name, "loaded": name in self._loaded}
+        """What /api/runs says of a run: its config.json, and what the explorer can do with its model (the
+        model is loaded for that, not its data); a run that fails to load carries a one-line `error`."""
+        entry: dict[str, Any] = {"name": name}
         cfg_file = RunDir(self.path(name)).config
         try:
             cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
@@ -136,6 +158,17 @@ class Catalog:
             )
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        try:
+            run = self.get(name)
+        except (VaelabError, OSError, RuntimeError, ValueError) as e:
+            entry["error"] = " ".join(str(e).split()) or type(e).__name__
+            return entry
+        entry.update(
+            model=run.model_name,
+            latent_dim=run.latent_dim,
+            generative=run.generative,
+            capabilities=run.abilities.as_json(),
+        )
         return entry
 
     def get(self, name: str) -> LoadedRun:
@@ -149,37 +182,49 @@ class Catalog:
                 self._loaded[name] = self._load(name, folder)
             return self._loaded[name]
 
+    def latents(self, name: str) -> LoadedRun:
+        """The loaded run `name` with its test codes (computed on first use, then cached)."""
+        run = self.get(name)
+        run.abilities.require("latents")
+        if not run.codes_ready:
+            with self._lock:
+                if not run.codes_ready:
+                    self._codes(run)
+        return run
+
     def _load(self, name: str, folder: Path) -> LoadedRun:
         opened = open_run(str(folder), self.device)
-        model = opened.model
-        generative = hasattr(model, "prior")
+        self._opened[name] = opened
         cfg = opened.config.data
-        z = labels = None
-        note = None
-        try:
-            test = opened.split("test", self.data_dir)
-            z = posterior_means(model, test, limit=self.max_codes).float().cpu()
-            lab = test.labels_at(slice(0, len(z)))
-            labels = None if lab is None else lab.cpu()
-        except VaelabError as e:
-            note = f"no test codes to draw: {e}"
-        with torch.inference_mode():
-            d = int(model.encode(torch.zeros(1, *opened.shape, device=_device(model))).mean.shape[-1])
         return LoadedRun(
             name=name,
-            model=model,
+            model=opened.model,
             model_name=opened.config.model.name,
             likelihood=opened.config.model.likelihood,
             shape=opened.shape,
-            latent_dim=d,
-            generative=generative,
+            abilities=abilities(opened.model, opened.config.model.name),
             binarize=cfg.binarize,
             upload_seed=cfg.binarize_seed + SPLIT_SEED_OFFSET["test"],
             data=cfg.name,
-            codes=z,
-            labels=labels,
-            note=note,
         )
+
+    def _codes(self, run: LoadedRun) -> None:
+        model, ab = run.model, run.abilities
+        try:
+            test = self._opened[run.name].split("test", self.data_dir)
+            labels = test.labels_at(slice(0, self.max_codes))
+            if ab.classes is None:
+                z = posterior_means(model, test, limit=self.max_codes)
+            elif labels is None:
+                raise VaelabError(f"the test split has no labels, and {run.model_name} encodes q(z|x,y)")
+            else:
+                batches = takewhile(lambda b: b[0].start < len(labels), iterate(test, 1000))
+                z = torch.cat([batch_codes(model, ab, x, test.labels_at(sl)) for sl, x in batches])
+            run.codes = z[: self.max_codes].float().cpu()
+            run.labels = None if labels is None else labels[: len(run.codes)].cpu()
+        except VaelabError as e:
+            run.note = f"no test codes to draw: {e}"
+        run.codes_ready = True
 
 
 def _device(model: nn.Module) -> torch.device:

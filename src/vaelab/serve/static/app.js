@@ -3,6 +3,11 @@
  * The pad shows a plane of the latent space: z = centre + u * a0 + v * a1. With D = 2 it is the whole
  * space (centre 0, axes e0, e1); with D > 2 it is two chosen dimensions (the other coordinates held at the
  * test codes' mean) or the top two principal directions of the test codes.
+ *
+ * Not every run can do everything: /api/runs says what each can (`capabilities`), and the controls a run
+ * does not support are disabled with the server's one-line reason beside them. A run without an encoder
+ * (a GAN, the hierarchical VAE) gets an empty pad that still decodes; a run without a latent variable
+ * (PixelCNN) only samples. Label-conditional runs (cvae, m2) decode at the label picked in the Decoded card.
  */
 "use strict";
 
@@ -11,6 +16,7 @@ const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 const $ = (id) => document.getElementById(id);
 
 const state = {
+  runs: {}, caps: null, y: null,
   run: null, info: null, plane: "dims", dims: [0, 1], basis: null, view: null, projected: [],
   z: null, dragging: false, inflight: false, pending: false, decodedUrl: null, decodes: 0,
   picking: false, picks: [], samples: [], seed: 0, upload: null,
@@ -35,6 +41,68 @@ async function api(path, options = {}) {
 const postJSON = (path, body) => api(path, {
   method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
 });
+
+/* Show `reason` in the element `id` (hidden when there is none). */
+function explain(id, reason) {
+  const el = $(id);
+  el.textContent = reason || "";
+  el.hidden = !reason;
+}
+
+/* What /api/latents would say of a run that has no test codes to give (it cannot encode). */
+function withoutCodes(entry) {
+  const d = entry.capabilities.latent_dim || 0;
+  const eye = Array.from({length: Math.min(2, d)},
+    (_, r) => Array.from({length: d}, (_, k) => (k === r ? 1 : 0)));
+  return {
+    model: entry.model, data: entry.data, likelihood: entry.likelihood, binarize: entry.binarize,
+    latent_dim: d, generative: entry.generative, codes: [], labels: null, count: 0, note: null,
+    mean: Array(d).fill(0), std: Array(d).fill(1),
+    pca: {axes: eye, scales: eye.map(() => 1), explained: eye.map(() => null)},
+  };
+}
+
+function labelOptions(id, classes, predict) {
+  const opts = Array.from({length: classes}, (_, k) => new Option(String(k), String(k)));
+  if (predict) opts.unshift(new Option("predict: argmax q(y|x)", ""));
+  $(id).replaceChildren(...opts);
+}
+
+function setLabel(y) {
+  if (!state.caps || !state.caps.label || y === null || y === undefined) return;
+  state.y = y;
+  $("label").value = String(y);
+}
+
+/* Enable what the run supports; disable the rest and say why. */
+function applyCaps(caps) {
+  const why = caps.why_not || {};
+  $("pad").classList.toggle("off", !caps.decode);
+  explain("pad-why", caps.decode ? "" : why.decode);
+  explain("decode-why", caps.decode ? "" : why.decode);
+  $("decoded-hint").textContent = caps.decoded || "";
+  if (!caps.decode) { $("decoded").removeAttribute("src"); $("z-readout").textContent = ""; }
+  $("upload").disabled = !caps.encode;
+  $("invert").disabled = !caps.encode;
+  explain("encode-why", caps.encode ? "" : why.encode);
+  $("sample-btn").disabled = !caps.sample;
+  explain("sample-why", caps.sample ? "" : why.sample);
+  $("interp-btn").disabled = !caps.interpolate;
+  explain("interp-why", caps.interpolate ? "" : why.interpolate);
+  const lab = caps.label;
+  $("label-pick").hidden = !lab || !caps.decode;
+  $("encode-label-pick").hidden = !lab || !caps.encode;
+  state.y = lab ? lab.default : null;
+  if (lab) {
+    labelOptions("label", lab.classes, false);
+    $("label").value = String(lab.default);
+    $("label-note").textContent = `the picture of z at label y (default ${lab.default})`;
+    labelOptions("encode-label", lab.classes, lab.encode === "optional");
+    $("encode-label").title = lab.encode === "required"
+      ? "this model encodes q(z | x, y): it needs the image's label"
+      : "leave on predict to use the model's classifier";
+  }
+}
 
 /* ---- the plane ---- */
 
@@ -122,6 +190,7 @@ function draw() {
   const {w, ratio} = canvasSize();
   const ctx = $("pad").getContext("2d");
   ctx.clearRect(0, 0, w, w);
+  if (!state.caps.decode) return;
   const vw = state.view, step = niceStep(vw.x1 - vw.x0);
   ctx.font = `${11 * ratio}px system-ui, sans-serif`;
   ctx.lineWidth = ratio;
@@ -206,7 +275,9 @@ async function decode() {
   if (state.inflight) { state.pending = true; return; }
   state.inflight = true;
   try {
-    const res = await postJSON("/api/decode", {run: state.run, z: state.z});
+    const body = {run: state.run, z: state.z};
+    if (state.caps.label) body.y = state.y;
+    const res = await postJSON("/api/decode", body);
     const url = URL.createObjectURL(await res.blob());
     const img = $("decoded");
     if (state.decodedUrl) URL.revokeObjectURL(state.decodedUrl);
@@ -228,7 +299,7 @@ function eventUV(ev) {
 }
 
 function onDown(ev) {
-  if (!state.info) return;
+  if (!state.info || !state.caps.decode) return;
   const z = toZ(...eventUV(ev));
   if (state.picking) { pick(z); return; }
   state.dragging = true;
@@ -247,14 +318,20 @@ function onUp() { state.dragging = false; }
 async function sampleMany() {
   try {
     const res = await (await postJSON("/api/sample", {run: state.run, n: 16, seed: state.seed++})).json();
-    state.samples = res.z;
-    state.view = computeView();
+    state.samples = res.z && state.caps.decode ? res.z : [];
+    if (state.caps.decode) state.view = computeView();
     $("sample-note").textContent = res.source;
     const box = $("samples");
     box.replaceChildren(...res.images.map((src, k) => {
       const img = new Image();
-      img.src = src; img.className = "pixels"; img.title = "show this z"; img.alt = `sample ${k + 1}`;
-      img.onclick = () => setZ(res.z[k]);
+      img.src = src; img.className = "pixels"; img.alt = `sample ${k + 1}`;
+      const at = res.y ? ` at label ${res.y[k]}` : "";
+      if (res.z && state.caps.decode) {
+        img.title = `show this z${at}`;
+        img.onclick = () => { setLabel(res.y ? res.y[k] : null); setZ(res.z[k]); };
+      } else {
+        img.title = "a sample (no single z to show)";
+      }
       return img;
     }));
     draw();
@@ -278,8 +355,9 @@ async function pick(z) {
   state.picks = state.picks.slice(0, 2);
   const path = document.querySelector("input[name=path]:checked").value;
   try {
-    const res = await (await postJSON("/api/interpolate",
-      {run: state.run, z0: state.picks[0], z1: state.picks[1], steps: 10, path})).json();
+    const body = {run: state.run, z0: state.picks[0], z1: state.picks[1], steps: 10, path};
+    if (state.caps.label) body.y = state.y;
+    const res = await (await postJSON("/api/interpolate", body)).json();
     $("strip").replaceChildren(...res.images.map((src, k) => {
       const img = new Image();
       img.src = src; img.className = "pixels"; img.alt = `step ${k + 1}`;
@@ -298,6 +376,7 @@ async function uploadFile() {
   form.append("run", state.run);
   form.append("file", file);
   form.append("invert", $("invert").checked ? "true" : "false");
+  if (state.caps.label && $("encode-label").value !== "") form.append("y", $("encode-label").value);
   try {
     const res = await (await api("/api/encode", {method: "POST", body: form})).json();
     $("input-seen").src = res.input;
@@ -306,8 +385,10 @@ async function uploadFile() {
     $("posterior").textContent = res.mean.map((m, k) =>
       `z[${k}] = ${m >= 0 ? " " : ""}${m.toFixed(3)} ± ${res.std[k].toFixed(3)}`).join("\n")
       + (res.std.every((v) => v === 0) ? "\n(a point: an autoencoder's code has no spread)" : "")
-      + (res.binarized ? "\n(input binarized as the run's test data)" : "");
+      + (res.binarized ? "\n(input binarized as the run's test data)" : "")
+      + (res.label_source ? `\nq(z | x, y) at y = ${res.y} (${res.label_source})` : "");
     state.upload = {mean: res.mean, std: res.std};
+    setLabel(res.y);
     state.view = computeView();
     status(`encoded ${file.name}: the ellipse on the pad is its posterior's 2σ region`);
     setZ(res.mean);
@@ -317,24 +398,45 @@ async function uploadFile() {
 /* ---- runs ---- */
 
 async function loadRun(name) {
+  const entry = state.runs[name];
+  if (!entry) return;
+  if (entry.error) {
+    const msg = `this run could not be loaded: ${entry.error}`;
+    const off = {decode: false, encode: false, sample: false, interpolate: false, latents: false,
+                 why_not: {decode: msg, encode: msg, sample: msg, interpolate: msg}};
+    Object.assign(state, {run: name, info: null, caps: off});
+    applyCaps(off);
+    const pad = $("pad");
+    pad.getContext("2d").clearRect(0, 0, pad.width, pad.height);
+    status(`could not load ${name}: ${entry.error}`, true);
+    return;
+  }
+  const caps = entry.capabilities, why = caps.why_not || {};
   status(`loading ${name}…`);
   try {
-    const info = await (await api(`/api/latents?run=${encodeURIComponent(name)}`)).json();
-    Object.assign(state, {run: name, info, samples: [], picks: [], upload: null, seed: 0});
+    const info = caps.latents
+      ? await (await api(`/api/latents?run=${encodeURIComponent(name)}`)).json()
+      : withoutCodes(entry);
+    Object.assign(state, {run: name, info, caps, samples: [], picks: [], upload: null, seed: 0, z: null});
+    applyCaps(caps);
     const d = info.latent_dim;
     for (const id of ["dim-i", "dim-j"]) {
       $(id).replaceChildren(...Array.from({length: d}, (_, k) => new Option(`z[${k}]`, k)));
     }
-    state.dims = [0, Math.min(1, d - 1)];
+    state.dims = [0, Math.min(1, Math.max(d - 1, 0))];
     $("dim-i").value = 0; $("dim-j").value = state.dims[1];
     state.plane = "dims";
     document.querySelector("input[name=plane][value=dims]").checked = true;
+    document.querySelector("input[name=plane][value=pca]").parentElement.hidden = !info.count;
+    $("dims-rest").textContent = info.count
+      ? "(the others held at the test codes' mean)" : "(the others held at 0, the prior's mean)";
     const ex = info.pca.explained;
-    $("pca-label").textContent = ex.every(Number.isFinite)
+    $("pca-label").textContent = ex.length === 2 && ex.every(Number.isFinite)
       ? `top two principal directions (${(100 * ex[0]).toFixed(0)}% and ${(100 * ex[1]).toFixed(0)}% of the variance)`
       : "top two principal directions";
-    $("run-info").textContent = `${info.model} · ${info.data} · D = ${d} · ${info.likelihood}`
-      + (info.binarize !== "none" ? " · binarized" : "");
+    $("run-info").textContent = `${info.model} · ${info.data} · `
+      + (caps.latent_dim ? `D = ${d}` : "no latent variable") + ` · ${info.likelihood}`
+      + (info.binarize !== "none" ? " · binarized" : "") + (caps.label ? ` · labels 0-${caps.label.classes - 1}` : "");
     $("badge").hidden = info.generative;
     $("sample-btn").textContent = info.generative ? "Sample 16" : "Decode 16 draws of N(0, I)";
     $("sample-note").textContent = "";
@@ -346,9 +448,16 @@ async function loadRun(name) {
       span.innerHTML = `<i style="background:${TAB10[((l % 10) + 10) % 10]}"></i>${l}`;
       return span;
     }));
-    setPlane();
-    setZ(info.generative && d === 2 ? [0, 0] : info.mean.slice());
-    status(info.note || `${info.count} test codes drawn (posterior means)`, Boolean(info.note));
+    if (caps.decode) {
+      setPlane();
+      setZ(info.generative && d === 2 ? [0, 0] : info.mean.slice());
+    } else {
+      $("plane-controls").hidden = true;
+      $("plane-text").textContent = "";
+      draw();
+    }
+    if (!caps.latents) status(`no test codes on the pad: ${why.latents}`);
+    else status(info.note || `${info.count} test codes drawn (${info.codes_of})`, Boolean(info.note));
   } catch (e) { status(`could not load ${name}: ${e.message}`, true); }
 }
 
@@ -364,6 +473,7 @@ async function init() {
   $("upload").onchange = uploadFile;
   $("invert").onchange = uploadFile;
   $("run-select").onchange = (e) => loadRun(e.target.value);
+  $("label").onchange = () => { state.y = Number($("label").value); if (state.z) decode(); };
   for (const el of document.querySelectorAll("input[name=plane]")) {
     el.onchange = () => { state.plane = el.value; setPlane(); };
   }
@@ -373,6 +483,7 @@ async function init() {
   }
   try {
     const {runs, single} = await (await api("/api/runs")).json();
+    state.runs = Object.fromEntries(runs.map((r) => [r.name, r]));
     $("run-select").replaceChildren(...runs.map((r) => new Option(r.name, r.name)));
     $("run-select").disabled = single;
     if (runs.length) await loadRun(runs[0].name);
