@@ -3,6 +3,9 @@ and one-line errors for what does not fit."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,8 +53,27 @@ def test_help_lists_every_model(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for name in ("vae", "autoencoder", "iwae", "hierarchical", "vampprior", "cvae", "m2"):
+    for name in ("vae", "autoencoder", "iwae", "hierarchical", "vampprior", "cvae", "m2", "pixelcnn", "gan"):
         assert name in MODELS and f"\n  {name} " in out, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_trains_with_its_defaults_on_mnist_5k(name, tmp_path):
+    """`vaelab train --model NAME` on the real digits, nothing but the model named: its defaults apply and
+    the first epoch's training statistics are finite."""
+    run = tmp_path / name
+    argv = ["train", "--data", "mnist-5k", "--model", name, "--epochs", "1", "--quiet", "--threads", "1"]
+    assert main([*argv, "--set", "data.train_limit=128", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    for key, value in MODELS[name].defaults.items():
+        section, field = key.split(".")
+        got = config[section][field]
+        assert (tuple(got) if isinstance(got, list) else got) == value, (name, key, got)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    trained = {k: v for k, v in record.items() if k.startswith("train_")}
+    assert trained and all(math.isfinite(v) for v in trained.values()), (name, record)
+    assert (run / "checkpoints" / "last.pt").is_file()
 
 
 def test_figures_of_each_kind_of_model(runs):
