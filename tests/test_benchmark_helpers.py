@@ -1,0 +1,77 @@
+"""The pure helpers of benchmarks/eval_speed.py and benchmarks/reproduce_iwae.py."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import eval_speed
+import reproduce_iwae
+from vaelab.config import build_config
+from vaelab.models.registry import build_model
+
+
+def test_throughput_is_image_samples_per_second():
+    assert eval_speed.throughput(1000, 5000, 250.0) == 20_000
+    assert math.isnan(eval_speed.throughput(10, 10, 0.0))
+
+
+def test_vaelab_weights_in_the_peer_layout_compute_the_same_q_and_decoder():
+    """The encoder/decoder layout the pythae worker builds, loaded by split_state, gives vaelab's q(z|x) and logits."""
+    cfg = build_config(eval_speed.CONFIG)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (1, 28, 28)).eval()
+    enc_state, dec_state = eval_speed.split_state(model.state_dict())
+    assert set(enc_state) == {"net.0.weight", "net.0.bias", "head.weight", "head.bias"}
+    assert set(dec_state) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    enc = nn.Module()
+    enc.net = nn.Sequential(nn.Linear(784, 400), nn.ReLU())
+    enc.head = nn.Linear(400, 40)
+    enc.load_state_dict(enc_state)
+    dec = nn.Sequential()
+    dec.net = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784))
+    dec.load_state_dict(dec_state)
+    x = (torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    with torch.no_grad():
+        loc, raw = enc.head(enc.net(x.flatten(1))).chunk(2, dim=-1)
+        q = model.encode(x)
+        torch.testing.assert_close(loc, q.mean)
+        torch.testing.assert_close(torch.exp(0.5 * eval_speed.peer_log_covariance(raw)), q.stddev)
+        z = torch.randn(3, 20, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(dec.net(z), model.decode(z).base_dist.logits.flatten(1))
+
+
+def test_split_state_refuses_other_models():
+    with pytest.raises(ValueError, match="unexpected parameter 'prior_net.means'"):
+        eval_speed.split_state({"encoder.net.0.weight": 0, "prior_net.means": 0})
+
+
+def test_checkpoint_marks_double_up_to_the_budget():
+    marks = reproduce_iwae.checkpoint_marks(1200.0, 6)
+    assert marks == pytest.approx([37.5, 75, 150, 300, 600, 1200])
+    assert reproduce_iwae.checkpoint_marks(60.0, 1) == [60.0]
+    assert reproduce_iwae.checkpoint_marks(60.0, 0) == []
+
+
+def test_paired_difference_mean_and_stderr():
+    mean, se = reproduce_iwae.paired_difference([-85.0, -86.0, -87.5], [-86.0, -87.0, -88.0])
+    d = [1.0, 1.0, 0.5]
+    m = sum(d) / 3
+    assert mean == pytest.approx(m)
+    assert se == pytest.approx(math.sqrt(sum((v - m) ** 2 for v in d) / 2 / 3))
+    assert math.isnan(reproduce_iwae.paired_difference([1.0], [0.5])[1])
+    with pytest.raises(ValueError):
+        reproduce_iwae.paired_difference([1.0], [])
+
+
+def test_variant_names_and_published_values():
+    assert reproduce_iwae.variant_name("iwae", 50) == "iwae-k50"
+    assert reproduce_iwae.variant_name("elbo", 1, quick=True) == "elbo-k1-quick"
+    assert reproduce_iwae.PUBLISHED[("elbo", 1)] == 86.76 and reproduce_iwae.PUBLISHED[("iwae", 50)] == 84.78
