@@ -104,5 +104,7 @@ def test_fast_bernoulli_equals_torch_on_binary_and_general_data(gen):
     theirs = Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(2).sum(-1)
     torch.testing.assert_close(ours, theirs)
     grey = torch.rand(4, *SHAPE, generator=gen, dtype=torch.float64)
-    general = Bernoulli(logits=logits, validate_args=False).log_prob(grey.expand_as(logits)).flatten(2).sum(-1)
+    general = (
+        Bernoulli(logits=logits, validate_args=False).log_prob(grey.expand_as(logits)).flatten(2).sum(-1)
+    )
     torch.testing.assert_close(lik(logits).log_prob(grey), general)

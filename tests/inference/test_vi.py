@@ -154,7 +154,9 @@ def test_spline_is_invertible_with_the_right_log_determinant():
     (dy,) = torch.autograd.grad(families.rq_spline(xg, params)[0].sum(), xg)
     torch.testing.assert_close(dy.log(), log_det, atol=1e-10, rtol=0)
     assert torch.all(dy > 0)  # monotone
-    torch.testing.assert_close(families.rq_spline(x, torch.zeros(17, dtype=torch.float64))[0], x)  # zeros: identity
+    torch.testing.assert_close(
+        families.rq_spline(x, torch.zeros(17, dtype=torch.float64))[0], x
+    )  # zeros: identity
 
 
 @pytest.mark.slow

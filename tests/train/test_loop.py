@@ -137,7 +137,9 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path, config_facto
     assert not any(p.exists() for p in stale)
 
 
-def test_divergence_can_restart_from_the_last_checkpoint_with_a_lower_rate(tmp_path, config_factory, monkeypatch, capsys):
+def test_divergence_can_restart_from_the_last_checkpoint_with_a_lower_rate(
+    tmp_path, config_factory, monkeypatch, capsys
+):
     calls = {"n": 0}
     original = elbo_module.OBJECTIVES["elbo"]
 

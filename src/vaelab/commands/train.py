@@ -120,7 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start again in an --out that already holds a run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again in an --out that already holds a run"
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

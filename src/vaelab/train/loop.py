@@ -383,7 +383,12 @@ def train(
 
 
 def _train_with_restarts(
-    cfg: Config, run: RunDir | None, ckpt: dict | None, data: DataSplits | None, device: torch.device, w: World
+    cfg: Config,
+    run: RunDir | None,
+    ckpt: dict | None,
+    data: DataSplits | None,
+    device: torch.device,
+    w: World,
 ) -> TrainResult:
     """`_train`, and with train.on_diverge=restart, after a non-finite loss: back to the last good checkpoint
     (or the start) with the learning rate times train.restart_lr_factor, at most train.max_restarts times."""
@@ -400,8 +405,11 @@ def _train_with_restarts(
             ckpt = read_checkpoint(run.last) if run is not None and run.last.is_file() else None
             where = f"epoch {ckpt['epoch']} of {run.last}" if ckpt is not None else "the start"
             if w.main:
-                print(f"vaelab: {e}; restart {restarts} of {t.max_restarts} from {where} "
-                      f"with the learning rate x{t.restart_lr_factor}", file=sys.stderr)
+                print(
+                    f"vaelab: {e}; restart {restarts} of {t.max_restarts} from {where} "
+                    f"with the learning rate x{t.restart_lr_factor}",
+                    file=sys.stderr,
+                )
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
