@@ -13,8 +13,10 @@
 The model is trained here for --epochs epochs on full MNIST (speed does not depend on how well it is
 trained; the epochs and test ELBO are recorded), or reused with --run. Each measurement runs in a fresh
 process (vaelab with this interpreter, pythae with `.venv-bench`'s), so peak RSS is that of the measurement.
+With --nproc N > 1, (a) is measured a second time through `vaelab eval --nproc N` and (b) runs through it.
 
     python benchmarks/eval_speed.py --data-dir ../shared/data                          # full run
+    python benchmarks/eval_speed.py --data-dir ../shared/data --nproc 2 --ais-images 200  # + 2 processes
     python benchmarks/eval_speed.py --run runs/pytorch-examples --ais-images 200         # reuse a trained run
     python benchmarks/eval_speed.py --quick                                              # under a minute
 
@@ -91,23 +93,19 @@ def _rss_children_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
-def worker_importance(a: argparse.Namespace) -> dict:
-    """`vaelab.evaluate(run, importance=K, limit=N)`; with --nproc > 1, `vaelab eval --nproc` (its eval.json)."""
+def _evaluate(a: argparse.Namespace, **kw: Any) -> tuple[dict, float]:
+    """`vaelab.evaluate(run, **kw)` in this process, or `vaelab eval --nproc N` when --nproc > 1; (result, wall s)."""
+    began = time.perf_counter()
     if a.nproc > 1:
         out = Path(a.result).with_suffix(".eval.json")
-        cmd = [sys.executable, "-m", "vaelab", "eval", a.run, "--importance", str(a.k), "--seed", str(a.seed)]
-        cmd += [
-            "--checkpoint",
-            "last",
-            "--nproc",
-            str(a.nproc),
-            "--threads",
-            str(max(1, a.threads // a.nproc)),
-        ]
-        cmd += ["--quiet", "--out", str(out)] + (["--limit", str(a.images)] if a.images else [])
-        began = time.perf_counter()
+        cmd = [sys.executable, "-m", "vaelab", "eval", a.run, "--seed", str(a.seed), "--checkpoint", "last"]
+        cmd += ["--nproc", str(a.nproc), "--threads", str(max(1, a.threads // a.nproc)), "--quiet"]
+        cmd += ["--out", str(out), "--importance", str(kw["importance"])]
+        if kw.get("limit"):
+            cmd += ["--limit", str(kw["limit"])]
+        if kw.get("ais"):
+            cmd += ["--ais", str(kw["ais"]), "--chains", str(kw["chains"])]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - began
         r = json.loads(out.read_text(encoding="utf-8"))
     else:
         import torch
@@ -115,9 +113,13 @@ def worker_importance(a: argparse.Namespace) -> dict:
         from vaelab import evaluate
 
         torch.set_num_threads(a.threads)
-        began = time.perf_counter()
-        r = evaluate(a.run, importance=a.k, limit=a.images or None, seed=a.seed, which="last")
-        wall = time.perf_counter() - began
+        r = evaluate(a.run, seed=a.seed, which="last", **kw)
+    return r, time.perf_counter() - began
+
+
+def worker_importance(a: argparse.Namespace) -> dict:
+    """`vaelab.evaluate(run, importance=K, limit=N)`; with --nproc > 1, `vaelab eval --nproc` (its eval.json)."""
+    r, wall = _evaluate(a, importance=a.k, limit=a.images or None)
     i = r["importance"]
     return {
         "importance_seconds": i["seconds"],
@@ -136,15 +138,11 @@ def worker_importance(a: argparse.Namespace) -> dict:
 
 def worker_ais(a: argparse.Namespace) -> dict:
     """`vaelab.evaluate(run, ais=T, chains=C, limit=N)` (with the cheapest IS, K=1, that evaluate always runs)."""
-    import torch
-
-    from vaelab import evaluate
-
-    torch.set_num_threads(a.threads)
-    r = evaluate(a.run, importance=1, ais=a.steps, chains=a.chains, limit=a.images, seed=a.seed, which="last")
+    r, wall = _evaluate(a, importance=1, ais=a.steps, chains=a.chains, limit=a.images)
     s = r["ais"]
     return {
         "ais_seconds": s["seconds"],
+        "wall_seconds": wall,
         "num_images": s["num_images"],
         "steps": s["steps"],
         "chains": s["chains"],
@@ -154,6 +152,7 @@ def worker_ais(a: argparse.Namespace) -> dict:
         "stderr": s["stderr"],
         "acceptance": s["acceptance"],
         "chain_spread": s["chain_spread"],
+        "processes": a.nproc,
     }
 
 
@@ -310,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="training epochs when no --run is given")
     p.add_argument("--importance", type=int, default=5000, metavar="K", help="(a) IS proposals per image")
     p.add_argument("--is-images", type=int, default=0, help="(a) first N test images (0: all 10,000)")
-    p.add_argument("--nproc", type=int, default=1, help="(a) also through `vaelab eval --nproc N` when N > 1")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="N > 1: (a) also, and (b) only, through `vaelab eval --nproc N` (threads / N threads each)",
+    )
     p.add_argument("--ais", type=int, default=1000, metavar="T", help="(b) AIS intermediate distributions")
     p.add_argument("--chains", type=int, default=16, metavar="C", help="(b) AIS chains per image")
     p.add_argument("--ais-images", type=int, default=1000, help="(b) first N test images (0: skip AIS)")
@@ -381,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(a.chains),
                 "--images",
                 str(a.ais_images),
+                "--nproc",
+                str(a.nproc),
             ]
             res = spawn("ais", sys.executable, args, a, tmp, log)
             if "error" in res:
@@ -389,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 per = res["ais_seconds"] / res["num_images"]
                 figures["ais"] = {
-                    **{k: res[k] for k in ("num_images", "steps", "chains", "leapfrog", "schedule")},
+                    **{
+                        k: res[k]
+                        for k in ("num_images", "steps", "chains", "leapfrog", "schedule", "processes")
+                    },
                     "seconds": figure(res["ais_seconds"], "s"),
                     "seconds_per_image": figure(per, "s"),
                     "log_px": figure(res["log_px"], "nats per image"),
@@ -400,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print(
                     f"(b) AIS T={res['steps']}, C={res['chains']}, L={res['leapfrog']} on {res['num_images']} "
-                    f"images: {res['ais_seconds']:.1f} s ({per:.2f} s per image), log p(x) "
+                    f"images, {a.nproc} process(es): {res['ais_seconds']:.1f} s ({per:.2f} s per image), log p(x) "
                     f"{res['log_px']:.2f} +- {res['stderr']:.2f}, acceptance {res['acceptance']:.2f}",
                     flush=True,
                 )
@@ -421,7 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         "model": "VAE 784-400-20, ReLU MLP, Bernoulli decoder (logits), N(0, I) prior (configs/pytorch-examples.yaml)",
         "data": "mnist test split, binarized by one fixed Bernoulli draw (data.binarize_seed 0 + 1)",
         "importance": {"K": a.importance, "images": a.is_images or 10_000, "seed": a.seed},
-        "ais": {"T": a.ais, "C": a.chains, "L": 10, "schedule": "sigmoid", "images": a.ais_images},
+        "ais": {
+            "T": a.ais,
+            "C": a.chains,
+            "L": 10,
+            "schedule": "sigmoid",
+            "images": a.ais_images,
+            "processes": a.nproc,
+        },
         "comparison": {
             "K": a.compare_k,
             "images": a.compare_images,
