@@ -9,7 +9,7 @@ import torch
 
 import vaelab.evaluate.blocks as blocks_module
 from vaelab.cli import main
-from vaelab.evaluate.blocks import MIN_BLOCKS, block_seed, blocks, my_blocks
+from vaelab.evaluate.blocks import MIN_BLOCKS, block_seed, blocks, min_block_size, my_blocks
 from vaelab.evaluate.loglik import importance_sampling
 from vaelab.train import distributed, train
 
@@ -24,6 +24,13 @@ def test_blocks_cover_the_data_in_order(n, size):
     assert len(bl) >= min(n, MIN_BLOCKS)
     lengths = [b.stop - b.start for b in bl]
     assert not lengths or max(lengths) - min(lengths) <= 1
+
+
+def test_blocks_are_not_cut_below_their_minimum_size():
+    assert len(blocks(100, 111, min_size=min_block_size(18))) == 4  # 16 blocks of 6 would be slower
+    assert len(blocks(1000, 111, min_size=min_block_size(18))) == 16
+    assert len(blocks(10, 100, min_size=50)) == 1
+    assert min_block_size(18) == 23 and min_block_size(1000) == 1
 
 
 def test_block_seeds_are_fixed_and_distinct():
@@ -84,17 +91,21 @@ def vae_run(tmp_path_factory):
     return root / "vae"
 
 
-EVAL = ["--importance", "64", "--ais", "6", "--chains", "3", "--leapfrog", "2", "--bdmc", "5"]
+# 240 images and C=3: three AIS blocks of 80 (the fewest that keep 400 rows per call), two ranks share them
+# 2 + 1; BDMC on 170 simulated images: two blocks; IS: 16 blocks.
+EVAL = ["--importance", "64", "--ais", "6", "--chains", "3", "--leapfrog", "2", "--bdmc", "170"]
 
 
 @pytest.mark.slow
 def test_two_processes_give_every_image_the_one_process_numbers(vae_run, tmp_path, capsys):
-    common = [*EVAL, "--decomposition", "--limit", "37", "--seed", "4", "--threads", "1", "--quiet"]
+    common = [*EVAL, "--decomposition", "--limit", "240", "--seed", "4", "--threads", "1", "--quiet"]
     assert main(["eval", str(vae_run), *common, "--out", str(tmp_path / "one.json")]) == 0
     assert main(["eval", str(vae_run), *common, "--nproc", "2", "--out", str(tmp_path / "two.json")]) == 0
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert len(blocks(240, 400, min_size=min_block_size(3 + 2))) == 3  # AIS work on both ranks
+    assert len(blocks(170, 400, min_size=min_block_size(3 + 2))) == 2  # BDMC work on both ranks
     assert two["processes"] == 2 and "processes" not in one
-    assert len(two["importance"]["per_datum"]) == 37 == two["num_images"]
+    assert len(two["importance"]["per_datum"]) == 240 == two["num_images"]
     close = {"rtol": 1e-12, "atol": 1e-12}
     for part in ("importance", "ais"):
         torch.testing.assert_close(

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from vaelab._callable import make_callable
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
 from vaelab.errors import ConfigError, DataError, VaelabError
-from vaelab.evaluate.blocks import block_generator, my_blocks, run_blocks
+from vaelab.evaluate.blocks import block_generator, min_block_size, my_blocks, run_blocks
 from vaelab.evaluate.blocks import blocks as data_blocks
 from vaelab.evaluate.classification import classification_error
 from vaelab.evaluate.decomposition import decompose
@@ -68,7 +68,7 @@ def _ais_summary(
     require_protocol(model, "prior", "decode", what="annealed importance sampling")
     start = time.perf_counter()
     n = len(data) if limit is None else min(limit, len(data))
-    parts = data_blocks(n, max(1, 2000 // (chains + 2)))
+    parts = data_blocks(n, max(1, 2000 // (chains + 2)), min_size=min_block_size(chains + 2))
     mine = my_blocks(parts)
     bar = tqdm(total=steps * len(mine), disable=not _shows(progress), desc=f"AIS T={steps} C={chains}")
 
@@ -115,7 +115,7 @@ def _bdmc_summary(
 ) -> dict:
     require_protocol(model, "prior", "decode", what="bidirectional Monte Carlo")
     start = time.perf_counter()
-    parts = data_blocks(n, max(1, 2000 // (chains + 2)))
+    parts = data_blocks(n, max(1, 2000 // (chains + 2)), min_size=min_block_size(chains + 2))
     mine = my_blocks(parts)
     bar = tqdm(total=2 * steps * len(mine), disable=not _shows(progress), desc=f"BDMC T={steps} C={chains}")
 

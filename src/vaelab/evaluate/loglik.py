@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vaelab.data import Prepared
 from vaelab.errors import ConfigError, DataError, VaelabError
-from vaelab.evaluate.blocks import block_generator, blocks, my_blocks, run_blocks
+from vaelab.evaluate.blocks import block_generator, blocks, min_block_size, my_blocks, run_blocks
 from vaelab.train import distributed
 
 DEFAULT_CURVE = (1, 5, 50, 500, 5000)
@@ -198,7 +198,7 @@ def importance_sampling(
         parts = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         mine = list(enumerate(parts))
     else:
-        parts = blocks(n, batch_size)
+        parts = blocks(n, batch_size, min_size=min_block_size(chunk * cost))
         mine = my_blocks(parts)
     start = time.perf_counter()
     rows = sum(sl.stop - sl.start for _, sl in mine)
