@@ -108,3 +108,22 @@ def test_fast_bernoulli_equals_torch_on_binary_and_general_data(gen):
         Bernoulli(logits=logits, validate_args=False).log_prob(grey.expand_as(logits)).flatten(2).sum(-1)
     )
     torch.testing.assert_close(lik(logits).log_prob(grey), general)
+
+
+@pytest.mark.parametrize("lead", [(), (1,), (3,), (2, 3)])
+def test_bernoulli_log_prob_and_gradients_equal_torch_for_any_leading_shape(lead, gen):
+    """x * l - softplus(l) gives torch's Bernoulli log-mass and its gradients, whatever sits before the batch."""
+    from torch.distributions import Bernoulli
+
+    lik = build_likelihood("bernoulli", SHAPE)
+    base = torch.randn(*lead, 4, *SHAPE, generator=gen, dtype=torch.float64) * 4
+    x = torch.bernoulli(torch.full((4, *SHAPE), 0.3, dtype=torch.float64), generator=gen)
+    ours_l, theirs_l = base.clone().requires_grad_(), base.clone().requires_grad_()
+    ours = lik(ours_l).log_prob(x)
+    theirs = Bernoulli(logits=theirs_l).log_prob(x.expand_as(theirs_l)).flatten(-3).sum(-1)
+    assert ours.shape == (*lead, 4)
+    torch.testing.assert_close(ours, theirs)
+    weights = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(ours_l.grad, theirs_l.grad)
