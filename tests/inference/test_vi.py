@@ -18,11 +18,17 @@ from vaelab.inference import families, toy, vi
 
 @functools.cache
 def partly_fitted(name: str, family: str, steps: int, seed: int) -> vi.Family:
-    """A q on its way to the optimum, not at it (a few hundred steps from a random start)."""
+    """A q on its way to the optimum, not at it (a few hundred steps from a random start). Fitted on one
+    thread: the same q on every machine (reductions over threads round differently)."""
     m = toy.get_model(name)
-    return vi.fit(
-        m, family, steps=steps, generator=torch.Generator().manual_seed(seed), kl_every=steps
-    ).family
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return vi.fit(
+            m, family, steps=steps, generator=torch.Generator().manual_seed(seed), kl_every=steps
+        ).family
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +36,6 @@ def partly_fitted(name: str, family: str, steps: int, seed: int) -> vi.Family:
     [
         ("banana", "full", 60),
         ("banana", "mixture", 150),
-        pytest.param("banana", "flow", 400, marks=pytest.mark.slow),
         ("bimodal-1d", "diagonal", 40),
         ("bimodal-1d", "flow", 60),
         ("bimodal-2d", "mixture", 100),
@@ -45,7 +50,7 @@ def test_elbo_plus_kl_is_the_log_evidence(name, family, steps):
     q = partly_fitted(name, family, steps, seed=1)
     s = vi.evaluate(m, q, torch.Generator().manual_seed(2), 20000)
     assert s["kl_q_p_method"] == "quadrature"
-    assert s["q_mass_on_grid"] > 1 - 1e-4  # the covering grid holds q
+    assert s["q_mass_on_grid"] > 1 - 1e-4, s  # the covering grid holds q
     assert abs(s["identity_residual"]) < 4 * s["identity_tolerance"], s
     # The check is sharp: leaving out the KL term would fail it.
     assert s["kl_q_p"] > 4 * s["identity_tolerance"], s
