@@ -5,6 +5,8 @@ Same data (full MNIST or Fashion-MNIST from --data-dir), dynamic binarization (a
 batch), batch 128, Adam 1e-3, the same thread count. Each system trains in its own process (vaelab with this
 interpreter, the peers with `.venv-bench`'s, see `make bench-env`); samples/s per epoch, median over the
 epochs after a warm-up, with min and max, and each process's peak RSS. The ratios are printed last.
+vaelab.train flushes denormal floats to zero (`vaelab.device.flush_denormals`); the peers run as their users
+run them, and once more with the same flush (`pythae:flush`, `pyro:flush`), so both comparisons are shown.
 
     python benchmarks/throughput.py --data-dir ../shared/data            # full run
     python benchmarks/throughput.py --data-dir ../shared/data --quick    # under a minute
@@ -30,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from common import ROOT, default_data_dir, load_average, peak_rss_mb, summary, write_results  # noqa: E402
 
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-PEERS = ("pythae", "pyro")
+PEERS = ("pythae", "pyro", "pythae:flush", "pyro:flush")
 QUICK_IMAGES = 12_800  # 100 batches of 128
 
 
@@ -219,7 +221,12 @@ WORKERS = {"vaelab": worker_vaelab, "pythae": worker_pythae, "pyro": worker_pyro
 
 
 def run_worker(a: argparse.Namespace) -> None:
-    out = WORKERS[a.worker.split(":")[0]](a)
+    name, _, variant = a.worker.partition(":")
+    if variant == "flush":  # a peer given the denormal flush vaelab.train sets for itself
+        import torch
+
+        torch.set_flush_denormal(True)
+    out = WORKERS[name](a)
     out["peak_rss_mb"] = peak_rss_mb()
     Path(a.result).write_text(json.dumps(out), encoding="utf-8")
 
@@ -275,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default="fp32,bf16", help="vaelab variants: fp32, bf16, compile")
-    p.add_argument("--peers", default=",".join(PEERS), help="pythae,pyro (empty: none)")
+    p.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="pythae, pyro as their users run them; NAME:flush with denormals flushed to zero (empty: none)",
+    )
     p.add_argument("--peer-python", default=str(PEER_PYTHON))
     p.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images, 3 epochs, fp32 only")
     p.add_argument("--limit", type=int, default=0, help="train on the first N images (0: all)")
@@ -306,6 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     n = len(data.train.images)
     systems = [f"vaelab:{v}" for v in a.variants.split(",") if v]
     peers = [x for x in a.peers.split(",") if x]
+    unknown = [
+        x
+        for x in peers
+        if x.partition(":")[0] not in ("pythae", "pyro") or x.partition(":")[2] not in ("", "flush")
+    ]
+    if unknown:
+        print(
+            f"throughput: error: unknown peer {unknown[0]!r}; use pythae, pyro, pythae:flush, pyro:flush",
+            file=sys.stderr,
+        )
+        return 2
     if peers and not Path(a.peer_python).is_file():
         print(f"note: {a.peer_python} missing (make bench-env); the peers are skipped", file=sys.stderr)
         peers = []
@@ -370,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         "threads": a.threads,
         "seed": a.seed,
         "quick": a.quick,
-        "peers": {"pythae": "0.1.2 TrainingPipeline", "pyro": "pyro-ppl SVI Trace_ELBO, validation off"},
+        "peers": {
+            "pythae": "0.1.2 TrainingPipeline",
+            "pyro": "pyro-ppl SVI Trace_ELBO, validation off",
+            ":flush": "the same peer with torch.set_flush_denormal(True), as vaelab.train runs",
+        },
         "load_average_before": load_before,
         "load_average_after": load_after,
     }

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from vaelab.device import flush_denormals, keep_freed_memory
 from vaelab.errors import VaelabError
 
 # Order is the order `vaelab --help` lists them in.
@@ -32,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
-        code = args.func(args)
+        with flush_denormals():  # set before any parallel region: torch's worker threads inherit it
+            code = args.func(args)
     except VaelabError as e:
         msg = " ".join(str(e).split("\n"))
         print(f"vaelab {args.command}: error: {msg}", file=sys.stderr)

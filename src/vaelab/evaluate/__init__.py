@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from vaelab._callable import make_callable
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
+from vaelab.device import keep_freed_memory
 from vaelab.errors import ConfigError, DataError, VaelabError
 from vaelab.evaluate.blocks import block_generator, min_block_size, my_blocks, run_blocks
 from vaelab.evaluate.blocks import blocks as data_blocks
@@ -227,6 +228,7 @@ def evaluate(
         raise ConfigError(f"--quality N must be >= 0, got {quality}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
+    keep_freed_memory()
     w = distributed.world()
     dev = distributed.device_for(device, w)
     started = distributed.start(dev, dist_timeout)

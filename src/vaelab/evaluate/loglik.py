@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.data import Prepared
+from vaelab.device import keep_freed_memory
 from vaelab.errors import ConfigError, DataError, VaelabError
 from vaelab.evaluate.blocks import block_generator, blocks, min_block_size, my_blocks, run_blocks
 from vaelab.train import distributed
@@ -183,6 +184,7 @@ def importance_sampling(
     in turn, in this process.
     """
     require_protocol(model, "log_importance_weights", what="importance sampling")
+    keep_freed_memory()
     if num_samples < 1:
         raise ConfigError(f"the number of importance samples K must be >= 1, got {num_samples}")
     if seed is not None and generator is not None:

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from vaelab.config import Config, ObjectiveConfig, TrainConfig
 from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
+from vaelab.device import flush_denormals, keep_freed_memory
 from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
 from vaelab.io import atomic_write_json, ensure_dir, remove_stale_temporaries
 from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
@@ -344,8 +345,10 @@ def train(
 
     A folder that already holds a trained run is refused unless `resume` (continue it) or `overwrite`
     (start again) says what to do with it. Under torchrun every rank calls this with the same arguments;
-    rank 0 alone writes the run folder.
+    rank 0 alone writes the run folder. Denormal floats are flushed to zero while it runs, and freed memory
+    stays in the process (`vaelab.device`: both measured to pay on the CPU).
     """
+    keep_freed_memory()
     run = RunDir.at(out) if out is not None else None
     ckpt = None
     if run is not None and not resume and not overwrite and run.last.is_file():
@@ -369,7 +372,8 @@ def train(
     )
     started = distributed.start(device, config.train.dist_timeout)
     try:
-        return _train_with_restarts(config, run, ckpt, data, device, w)
+        with flush_denormals():
+            return _train_with_restarts(config, run, ckpt, data, device, w)
     except VaelabError as e:
         raise type(e)(f"{w}: {e}") if w.distributed else e from None
     except Exception as e:
