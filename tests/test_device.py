@@ -18,11 +18,11 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 # prints the minor page faults of the loop.
 FAULTS = """
 import ctypes, resource, sys, torch
-from vaelab.device import keep_freed_memory
+from vaelab.device import _M_MMAP_THRESHOLD, keep_freed_memory
 if sys.argv[1] == "tuned":
     keep_freed_memory()
 else:  # glibc's policy at its most returning: every buffer over 1 MB mapped at malloc and unmapped at free
-    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; a fixed value also stops its adapting
+    ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)  # a fixed value also stops its adapting
 torch.set_num_threads(1)
 h, w, x = torch.ones(4000, 400), torch.ones(400, 784) / 400, torch.ones(784)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
