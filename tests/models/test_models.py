@@ -82,3 +82,35 @@ def test_encoder_is_a_diagonal_gaussian():
     q = m.encode(torch.rand(2, 1, 4, 4))
     assert isinstance(q, Independent) and isinstance(q.base_dist, Normal)
     assert torch.all(q.stddev > 0)
+
+
+def test_gated_layer_is_linear_times_sigmoid_gate():
+    from vaelab.nets.mlp import GatedDense, mlp
+
+    torch.manual_seed(0)
+    layer = GatedDense(6, 4)
+    x = torch.randn(5, 6)
+    w, b = layer.linear.weight, layer.linear.bias
+    expected = (x @ w[:4].T + b[:4]) * torch.sigmoid(x @ w[4:].T + b[4:])
+    torch.testing.assert_close(layer(x), expected)
+    net = mlp(6, (4, 3), 2, "gated")
+    assert [type(m).__name__ for m in net] == ["GatedDense", "GatedDense", "Linear"]
+    assert net(x).shape == (5, 2)
+
+
+def test_gated_vae_trains_and_conv_refuses_gated():
+    cfg = ModelConfig(hidden=(16, 16), latent_dim=3, activation="gated")
+    m = build_model(cfg, (1, 8, 8))
+    assert sum(type(x).__name__ == "GatedDense" for x in m.modules()) == 4
+    x = torch.rand(8, 1, 8, 8).round()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = -m.log_importance_weights(x, 1, torch.Generator().manual_seed(0)).mean()
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first - 5.0
+    with pytest.raises(ConfigError, match="applies to MLP layers only"):
+        build_model(ModelConfig(body="conv", hidden=(16,), latent_dim=3, activation="gated"), (1, 28, 28))

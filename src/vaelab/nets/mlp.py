@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaelab.errors import ConfigError
@@ -19,21 +20,44 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+# Gated linear units (Dauphin et al. 2017): a layer, not an elementwise function, so MLP bodies only.
+GATED = "gated"
+MLP_ACTIVATIONS = (*ACTIVATIONS, GATED)
+
+
 def activation(name: str) -> nn.Module:
     """The activation module called `name`; an error listing the choices if unknown."""
+    if name == GATED:
+        raise ConfigError(
+            f"activation '{GATED}' (gated linear units) applies to MLP layers only; "
+            f"choose one of: {', '.join(ACTIVATIONS)}"
+        )
     if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation '{name}'; choose one of: {', '.join(MLP_ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): the gated layer of the VampPrior and Exemplar VAE MLPs (Tomczak &
+    Welling 2018), whose published 2x300 results use it; W and V are one Linear of twice the width."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.linear(x), dim=-1)
 
 
 def mlp(
     in_features: int, hidden: Sequence[int], out_features: int | None, act: str = "relu"
 ) -> nn.Sequential:
-    """Linear layers of widths `hidden`, each followed by `act`; a final linear layer if out_features is set."""
+    """Linear layers of widths `hidden`, each followed by `act` (or gated layers for `gated`); a final linear
+    layer if out_features is set."""
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
-        layers += [nn.Linear(width, h), activation(act)]
+        layers += [GatedDense(width, h)] if act == GATED else [nn.Linear(width, h), activation(act)]
         width = h
     if out_features is not None:
         layers.append(nn.Linear(width, out_features))

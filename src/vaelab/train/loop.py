@@ -118,7 +118,7 @@ def validate_config(cfg: Config) -> None:
     from vaelab.data.sources import FOLDER_PREFIX, source_names
     from vaelab.distributions.likelihoods import GAUSSIAN_VARIANCES, LIKELIHOODS
     from vaelab.models.vae import BODIES
-    from vaelab.nets.mlp import ACTIVATIONS
+    from vaelab.nets.mlp import MLP_ACTIVATIONS
     from vaelab.objectives.elbo import KL_ESTIMATORS
     from vaelab.objectives.noise import NOISES, check_noise
 
@@ -127,7 +127,7 @@ def validate_config(cfg: Config) -> None:
         ("binarization", cfg.data.binarize, MODES, False),
         ("model", cfg.model.name, list(MODELS), False),
         ("body", cfg.model.body, BODIES, False),
-        ("activation", cfg.model.activation, list(ACTIVATIONS), False),
+        ("activation", cfg.model.activation, list(MLP_ACTIVATIONS), False),
         ("likelihood", cfg.model.likelihood, list(LIKELIHOODS), False),
         ("gaussian_variance", cfg.model.gaussian_variance, GAUSSIAN_VARIANCES, False),
         ("KL estimator", cfg.objective.kl, KL_ESTIMATORS, False),
