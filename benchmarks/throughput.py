@@ -4,7 +4,9 @@ against pythae (TrainingPipeline) and Pyro (SVI, Trace_ELBO) in one run, one aft
 Same data (full MNIST or Fashion-MNIST from --data-dir), dynamic binarization (a fresh Bernoulli draw of every
 batch), batch 128, Adam 1e-3, the same thread count. Each system trains in its own process (vaelab with this
 interpreter, the peers with `.venv-bench`'s, see `make bench-env`); samples/s per epoch, median over the
-epochs after a warm-up, with min and max, and each process's peak RSS. The ratios are printed last.
+epochs after a warm-up, with min and max, and each process's peak RSS. The machine's speed drifts by 20-30%
+over minutes, so the systems run in `--rounds` interleaved rounds (each round runs every system once, in an
+order rotated per round): a ratio is the median over rounds of the paired per-round ratios, printed last.
 vaelab.train flushes denormal floats to zero (`vaelab.device.flush_denormals`); the peers run as their users
 run them, and once more with the same flush (`pythae:flush`, `pyro:flush`), so both comparisons are shown.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,11 +275,39 @@ def spawn(name: str, python: str, a: argparse.Namespace, images: str, tmp: str, 
     return out
 
 
+def rotated(items: list[str], r: int) -> list[str]:
+    """The running order of round r: the list rotated by r, so no system always runs first or last."""
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def pooled(rounds: list[dict], warmup: int) -> dict:
+    """One system's rounds as one result: samples/s of every post-warm-up epoch, the largest peak RSS, the
+    last round's losses; an error if every round failed."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return {"error": rounds[-1]["error"] if rounds else "not run"}
+    out = dict(good[-1])
+    out["samples_per_s"] = [x for r in good for x in r["samples_per_s"][warmup:]]
+    out["summary"] = summary(out["samples_per_s"], "samples/s")
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
+    out["round_medians"] = [r["median"] for r in good]
+    return out
+
+
+def paired_ratios(ours: list[dict], peer: list[dict]) -> list[float]:
+    """Per round, our median samples/s over the peer's from the same round (rounds where both ran)."""
+    return [o["median"] / p["median"] for o, p in zip(ours, peer) if "median" in o and "median" in p]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist"))
     p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--epochs", type=int, default=6, help="epochs per system; the first is the warm-up")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="epochs per system and round; the first is the warm-up"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds: every system once per round")
     p.add_argument("--warmup", type=int, default=1, help="epochs left out of the statistics")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--batch-size", type=int, default=128)
@@ -298,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(a)
         return 0
     if a.quick:
-        a.epochs, a.limit, a.variants = 3, a.limit or QUICK_IMAGES, "fp32"
+        a.epochs, a.rounds, a.limit, a.variants = 3, 1, a.limit or QUICK_IMAGES, "fp32"
+    if a.rounds < 1 or a.epochs <= a.warmup:
+        print("throughput: error: need --rounds >= 1 and --epochs > --warmup", file=sys.stderr)
+        return 2
     a.data_dir = str(Path(a.data_dir).resolve())  # the workers run in a temporary folder
 
     import numpy as np
@@ -334,37 +368,45 @@ def main(argv: list[str] | None = None) -> int:
     systems += peers
     load_before = load_average()
     print(
-        f"{a.data}: {n} training images, batch {a.batch_size}, {a.threads} threads, {a.epochs} epochs "
-        f"({a.warmup} warm-up); load average {load_before}"
+        f"{a.data}: {n} training images, batch {a.batch_size}, {a.threads} threads, {a.rounds} round(s) of "
+        f"{a.epochs} epochs per system ({a.warmup} warm-up); load average {load_before}"
     )
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory(prefix="vaelab-throughput-") as tmp:
         log = Path(tmp, "workers.log")
         images = str(Path(tmp, "train-images.npy"))
         np.save(images, data.train.images.numpy())
-        for name in systems:
-            python = sys.executable if name.startswith("vaelab") else a.peer_python
-            res = spawn(name, python, a, images, tmp, log)
-            results[name] = res
-            if "error" in res:
-                print(f"{name:16s} failed: {res['error']}")
-                continue
-            s = summary(res["samples_per_s"][a.warmup :], "samples/s")
-            res["summary"] = s
-            extra = f", test ELBO {res['test_elbo_nats'][-1]:.2f}" if "test_elbo_nats" in res else ""
-            print(
-                f"{name:16s} {s['median']:9.0f} samples/s (min {s['min']:.0f}, max {s['max']:.0f}), "
-                f"peak RSS {res['peak_rss_mb']:.0f} MB, train loss {res['train_loss_nats'][-1]:.2f} nats{extra}"
-            )
-    ratios = {}
+        for r in range(a.rounds):
+            for name in rotated(systems, r):
+                python = sys.executable if name.startswith("vaelab") else a.peer_python
+                res = spawn(name, python, a, images, tmp, log)
+                runs[name].append(res)
+                if "error" in res:
+                    print(f"round {r + 1} {name:16s} failed: {res['error']}")
+                    continue
+                res["median"] = statistics.median(res["samples_per_s"][a.warmup :])
+                print(f"round {r + 1} {name:16s} {res['median']:9.0f} samples/s")
+    results = {name: pooled(rs, a.warmup) for name, rs in runs.items()}
+    for name, res in results.items():
+        if "error" in res:
+            continue
+        s = res["summary"]
+        extra = f", test ELBO {res['test_elbo_nats'][-1]:.2f}" if "test_elbo_nats" in res else ""
+        print(
+            f"{name:16s} {s['median']:9.0f} samples/s (min {s['min']:.0f}, max {s['max']:.0f}), "
+            f"peak RSS {res['peak_rss_mb']:.0f} MB, train loss {res['train_loss_nats'][-1]:.2f} nats{extra}"
+        )
+    ratios, ratio_spread = {}, {}
     for ours in (s for s in results if s.startswith("vaelab") and "summary" in results[s]):
         for peer in (s for s in peers if "summary" in results.get(s, {})):
-            r = results[ours]["summary"]["median"] / results[peer]["summary"]["median"]
-            ratios[f"{ours} / {peer}"] = r
+            paired = paired_ratios(runs[ours], runs[peer])
+            ratios[f"{ours} / {peer}"] = statistics.median(paired)
+            ratio_spread[f"{ours} / {peer}"] = paired
     load_after = load_average()
     figures = {
         name: {
             "samples_per_s": res.get("summary"),
+            "round_medians": {"values": res.get("round_medians"), "unit": "samples/s"},
             "peak_rss": {"value": res.get("peak_rss_mb"), "unit": "MB"},
             "train_loss_per_epoch": {"values": res.get("train_loss_nats"), "unit": "nats per image"},
             **(
@@ -376,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, res in results.items()
     }
-    figures["ratios"] = {"values": ratios, "unit": "median samples/s over median samples/s"}
+    figures["ratios"] = {
+        "values": ratios,
+        "per_round": ratio_spread,
+        "unit": "median over rounds of (round's median samples/s over the peer's in the same round)",
+    }
     setting = {
         "model": "VAE 784-400-20, ReLU MLP, Bernoulli decoder (logits), N(0, I) prior",
         "data": a.data,
@@ -387,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "Adam",
         "lr": 1e-3,
         "epochs": a.epochs,
+        "rounds": a.rounds,
         "warmup_epochs": a.warmup,
-        "repetitions": a.epochs - a.warmup,
+        "repetitions": a.rounds * (a.epochs - a.warmup),
         "threads": a.threads,
         "seed": a.seed,
         "quick": a.quick,
@@ -403,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("throughput", setting, figures, threads=a.threads)
     print(f"load average after: {load_after}; results: {path.relative_to(ROOT)}")
     for k, r in ratios.items():
-        print(f"ratio {k}: {r:.2f}x")
+        spread = ratio_spread[k]
+        print(f"ratio {k}: {r:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in spread)})")
     return 0
 
 
