@@ -56,6 +56,22 @@ def test_resume_is_bit_exact(tmp_path, config_factory):
     assert [r["epoch"] for r in RunDir(tmp_path / "parts").read_metrics()] == [1, 2, 3]
 
 
+def test_on_epoch_sees_each_new_epoch_after_its_checkpoint(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 3})
+    train(cfg.replace(**{"train.epochs": 1}), out=tmp_path / "run")
+    seen = []
+
+    def on_epoch(record):
+        seen.append(record)
+        assert read_checkpoint(tmp_path / "run/checkpoints/last.pt")["epoch"] == record["epoch"]
+        record["epoch"] = -1  # the callback gets a copy: the run's history is not changed through it
+
+    res = train(cfg, out=tmp_path / "run", resume=True, explicit={"train.epochs"}, on_epoch=on_epoch)
+    assert [r["epoch"] for r in seen] == [-1, -1]
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert [r["test_elbo"] for r in seen] == [r["test_elbo"] for r in res.history[1:]]
+
+
 def test_resume_refuses_a_changed_config(tmp_path, config_factory):
     cfg = config_factory(**{"train.epochs": 1})
     train(cfg, out=tmp_path / "r")

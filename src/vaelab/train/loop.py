@@ -340,13 +340,16 @@ def train(
     data: DataSplits | None = None,
     explicit: set[str] | None = None,
     overwrite: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it.
 
     A folder that already holds a trained run is refused unless `resume` (continue it) or `overwrite`
     (start again) says what to do with it. Under torchrun every rank calls this with the same arguments;
-    rank 0 alone writes the run folder. Denormal floats are flushed to zero while it runs, and freed memory
-    stays in the process (`vaelab.device`: both measured to pay on the CPU).
+    rank 0 alone writes the run folder. `on_epoch(record)` is called with each epoch's metrics record (the
+    line `metrics.jsonl` gets) once its checkpoint is written, outside the epoch's timing. Denormal floats
+    are flushed to zero while it runs, and freed memory stays in the process (`vaelab.device`: both
+    measured to pay on the CPU).
     """
     keep_freed_memory()
     run = RunDir.at(out) if out is not None else None
@@ -373,7 +376,7 @@ def train(
     started = distributed.start(device, config.train.dist_timeout)
     try:
         with flush_denormals():
-            return _train_with_restarts(config, run, ckpt, data, device, w)
+            return _train_with_restarts(config, run, ckpt, data, device, w, on_epoch)
     except VaelabError as e:
         raise type(e)(f"{w}: {e}") if w.distributed else e from None
     except Exception as e:
@@ -393,6 +396,7 @@ def _train_with_restarts(
     data: DataSplits | None,
     device: torch.device,
     w: World,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """`_train`, and with train.on_diverge=restart, after a non-finite loss: back to the last good checkpoint
     (or the start) with the learning rate times train.restart_lr_factor, at most train.max_restarts times."""
@@ -400,7 +404,7 @@ def _train_with_restarts(
     restarts, lr_factor = 0, 1.0
     while True:
         try:
-            return _train(cfg, run, ckpt, data, device, w, lr_factor=lr_factor)
+            return _train(cfg, run, ckpt, data, device, w, lr_factor=lr_factor, on_epoch=on_epoch)
         except TrainingDiverged as e:
             if t.on_diverge != "restart" or restarts >= t.max_restarts:
                 raise
@@ -430,6 +434,7 @@ def _train(
     device: torch.device,
     w: World,
     lr_factor: float = 1.0,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     if run is not None and w.main:
         ensure_dir(run.checkpoints)
@@ -565,5 +570,7 @@ def _train(
             if improved:
                 save_checkpoint(run.best, body)
             run.write_metrics(history)
+        if on_epoch is not None:
+            on_epoch(dict(record))
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
     return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)
