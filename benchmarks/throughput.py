@@ -5,8 +5,9 @@ Same data (full MNIST or Fashion-MNIST from --data-dir), dynamic binarization (a
 batch), batch 128, Adam 1e-3, the same thread count. Each system trains in its own process (vaelab with this
 interpreter, the peers with `.venv-bench`'s, see `make bench-env`); samples/s per epoch, median over the
 epochs after a warm-up, with min and max, and each process's peak RSS. The machine's speed drifts by 20-30%
-over minutes, so the systems run in `--rounds` interleaved rounds (each round runs every system once, in an
-order rotated per round): a ratio is the median over rounds of the paired per-round ratios, printed last.
+within minutes, so the systems take turns epoch by epoch: every worker process stays resident and waits
+at each epoch's end until the harness lets it run the next one, in an order rotated every epoch. A ratio is
+the median over epochs of the paired ratios (our epoch e over the peer's epoch e), printed last.
 vaelab.train flushes denormal floats to zero (`vaelab.device.flush_denormals`); the peers run as their users
 run them, and once more with the same flush (`pythae:flush`, `pyro:flush`), so both comparisons are shown.
 
@@ -37,6 +38,26 @@ from common import ROOT, default_data_dir, load_average, peak_rss_mb, summary, w
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 PEERS = ("pythae", "pyro", "pythae:flush", "pyro:flush")
 QUICK_IMAGES = 12_800  # 100 batches of 128
+
+
+class Gate:
+    """The worker's side of the turn-taking: report an event to the harness and wait for its `go`.
+
+    Without a report channel (a worker run by hand) it never waits."""
+
+    def __init__(self, fd: int) -> None:
+        self.out = os.fdopen(fd, "w", buffering=1) if fd >= 0 else None
+
+    def __call__(self, event: str) -> None:
+        if self.out is None:
+            return
+        self.out.write(event + "\n")
+        self.out.flush()
+        if sys.stdin.readline().strip() != "go":
+            raise SystemExit("throughput worker: the harness went away")
+
+
+GATE = Gate(-1)
 
 
 def _epochs_of(seconds: list[float], n: int) -> list[float]:
@@ -72,7 +93,8 @@ def worker_vaelab(a: argparse.Namespace) -> dict:
             "train.compile": variant == "compile",
         }
     )
-    res = train(cfg)
+    GATE("ready")
+    res = train(cfg, on_epoch=lambda _: GATE("epoch"))
     h = res.history
     return {
         "samples_per_s": [r["samples_per_s"] for r in h],
@@ -137,6 +159,10 @@ def worker_pythae(a: argparse.Namespace) -> dict:
         def on_log(self, training_config, logs, **kwargs):
             self.losses.append(float(logs["train_epoch_loss"]))
 
+    class Turn(TrainingCallback):  # after the Timer's on_epoch_end, so waiting is not timed
+        def on_epoch_end(self, training_config, **kwargs):
+            GATE("epoch")
+
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     x = _peer_images(a)
@@ -157,7 +183,9 @@ def worker_pythae(a: argparse.Namespace) -> dict:
             no_cuda=True,
             seed=a.seed,
         )
-        TrainingPipeline(model=model, training_config=config)(train_data=x, callbacks=[timer])
+        pipeline = TrainingPipeline(model=model, training_config=config)
+        GATE("ready")
+        pipeline(train_data=x, callbacks=[timer, Turn()])
     return {
         "samples_per_s": _epochs_of(timer.seconds, len(x)),
         "train_loss_nats": timer.losses,
@@ -206,6 +234,7 @@ def worker_pyro(a: argparse.Namespace) -> dict:
     x = _peer_images(a).reshape(-1, 784)
     g = torch.Generator().manual_seed(a.seed)
     seconds, losses = [], []
+    GATE("ready")
     for _ in range(a.epochs):
         began, total = time.perf_counter(), 0.0
         order = torch.randperm(len(x), generator=g)
@@ -213,6 +242,7 @@ def worker_pyro(a: argparse.Namespace) -> dict:
             total += svi.step(torch.bernoulli(x[order[start : start + a.batch_size]]))
         seconds.append(time.perf_counter() - began)
         losses.append(total / len(x))
+        GATE("epoch")
     return {
         "samples_per_s": _epochs_of(seconds, len(x)),
         "train_loss_nats": losses,
@@ -224,6 +254,8 @@ WORKERS = {"vaelab": worker_vaelab, "pythae": worker_pythae, "pyro": worker_pyro
 
 
 def run_worker(a: argparse.Namespace) -> None:
+    global GATE
+    GATE = Gate(a.report_fd)
     name, _, variant = a.worker.partition(":")
     if variant == "flush":  # a peer given the denormal flush vaelab.train sets for itself
         import torch
@@ -237,67 +269,88 @@ def run_worker(a: argparse.Namespace) -> None:
 # --- the harness ---------------------------------------------------------------------------------------
 
 
-def spawn(name: str, python: str, a: argparse.Namespace, images: str, tmp: str, log: Path) -> dict:
-    """Run one worker in a fresh process with `threads` threads; its result, or {'error': ...}."""
-    result = Path(tmp, f"{name.replace(':', '-')}.json")
-    cmd = [
-        python,
-        str(Path(__file__).resolve()),
-        "--worker",
-        name,
-        "--result",
-        str(result),
-        "--images",
-        images,
-    ]
-    cmd += [
-        "--data",
-        a.data,
-        "--data-dir",
-        a.data_dir,
-        "--epochs",
-        str(a.epochs),
-        "--threads",
-        str(a.threads),
-    ]
-    cmd += ["--batch-size", str(a.batch_size), "--seed", str(a.seed), "--limit", str(a.limit)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
-    began = time.perf_counter()
-    with log.open("a", encoding="utf-8") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    if proc.returncode != 0 or not result.is_file():
-        tail = " | ".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:])
-        return {"error": f"exit code {proc.returncode}: {tail[-400:]}"}
-    out = json.loads(result.read_text(encoding="utf-8"))
-    out["wall_seconds"] = time.perf_counter() - began
-    return out
+class Worker:
+    """One system's resident process: it trains an epoch each time it is told `go`, then waits again."""
+
+    def __init__(self, name: str, python: str, a: argparse.Namespace, images: str, tmp: str, log) -> None:
+        self.name, self.error = name, ""
+        self.result = Path(tmp, f"{name.replace(':', '-')}.json")
+        read, write = os.pipe()
+        cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--result", str(self.result)]
+        cmd += ["--images", images, "--report-fd", str(write), "--data", a.data, "--data-dir", a.data_dir]
+        cmd += ["--epochs", str(a.epochs), "--threads", str(a.threads), "--batch-size", str(a.batch_size)]
+        cmd += ["--seed", str(a.seed), "--limit", str(a.limit)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        self.log_path = Path(log.name)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+            pass_fds=(write,),
+            text=True,
+        )
+        os.close(write)  # the worker holds the only write end: its exit reads as end-of-file here
+        self.events = os.fdopen(read, "r")
+
+    def expect(self, event: str) -> bool:
+        """Wait for the worker to report `event`; False (and the error kept) if it died instead."""
+        line = self.events.readline().strip()
+        if line == event:
+            return True
+        self.proc.wait()
+        tail = " | ".join(
+            self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        )
+        self.error = f"exit code {self.proc.returncode}: {tail[-400:]}"
+        return False
+
+    def go(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> dict:
+        """Let the worker leave its last wait and exit; its result (or the error)."""
+        if not self.error:
+            self.go()
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.events.close()
+        if self.error:
+            return {"error": self.error}
+        if self.proc.returncode != 0 or not self.result.is_file():
+            return {"error": f"exit code {self.proc.returncode}"}
+        return json.loads(self.result.read_text(encoding="utf-8"))
+
+
+def run_interleaved(
+    systems: list[tuple[str, str]], a: argparse.Namespace, images: str, tmp: str
+) -> dict[str, dict]:
+    """Start every system, then run epoch e of each in turn (order rotated every epoch); their results."""
+    with Path(tmp, "workers.log").open("a", encoding="utf-8") as log:
+        workers = {name: Worker(name, python, a, images, tmp, log) for name, python in systems}
+        live = [n for n, w in workers.items() if w.expect("ready")]
+        for e in range(a.epochs):
+            for name in rotated(list(live), e):
+                workers[name].go()
+                if not workers[name].expect("epoch"):
+                    live.remove(name)
+        return {name: w.finish() for name, w in workers.items()}
 
 
 def rotated(items: list[str], r: int) -> list[str]:
-    """The running order of round r: the list rotated by r, so no system always runs first or last."""
+    """The running order of turn r: the list rotated by r, so no system always runs first or last."""
     k = r % len(items) if items else 0
     return items[k:] + items[:k]
 
 
-def pooled(rounds: list[dict], warmup: int) -> dict:
-    """One system's rounds as one result: samples/s of every post-warm-up epoch, the largest peak RSS, the
-    last round's losses; an error if every round failed."""
-    good = [r for r in rounds if "error" not in r]
-    if not good:
-        return {"error": rounds[-1]["error"] if rounds else "not run"}
-    out = dict(good[-1])
-    out["samples_per_s"] = [x for r in good for x in r["samples_per_s"][warmup:]]
-    out["summary"] = summary(out["samples_per_s"], "samples/s")
-    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
-    out["round_medians"] = [r["median"] for r in good]
-    return out
-
-
-def paired_ratios(ours: list[dict], peer: list[dict]) -> list[float]:
-    """Per round, our median samples/s over the peer's from the same round (rounds where both ran)."""
-    return [o["median"] / p["median"] for o, p in zip(ours, peer) if "median" in o and "median" in p]
+def paired_ratios(ours: list[float], peer: list[float], warmup: int) -> list[float]:
+    """Epoch by epoch after the warm-up, our samples/s over the peer's in the same turn of epochs."""
+    return [o / p for o, p in zip(ours[warmup:], peer[warmup:])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,14 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--images", help=argparse.SUPPRESS)
+    p.add_argument("--report-fd", type=int, default=-1, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         run_worker(a)
         return 0
     if a.quick:
-        a.epochs, a.rounds, a.limit, a.variants = 3, 1, a.limit or QUICK_IMAGES, "fp32"
-    if a.rounds < 1 or a.epochs <= a.warmup:
-        print("throughput: error: need --rounds >= 1 and --epochs > --warmup", file=sys.stderr)
+        a.epochs, a.limit, a.variants = 3, a.limit or QUICK_IMAGES, "fp32"
+    if a.epochs <= a.warmup:
+        print("throughput: error: need --epochs > --warmup", file=sys.stderr)
         return 2
     a.data_dir = str(Path(a.data_dir).resolve())  # the workers run in a temporary folder
 
@@ -368,29 +422,19 @@ def main(argv: list[str] | None = None) -> int:
     systems += peers
     load_before = load_average()
     print(
-        f"{a.data}: {n} training images, batch {a.batch_size}, {a.threads} threads, {a.rounds} round(s) of "
-        f"{a.epochs} epochs per system ({a.warmup} warm-up); load average {load_before}"
+        f"{a.data}: {n} training images, batch {a.batch_size}, {a.threads} threads, {a.epochs} epochs per "
+        f"system ({a.warmup} warm-up), taking turns epoch by epoch; load average {load_before}"
     )
-    runs: dict[str, list[dict]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory(prefix="vaelab-throughput-") as tmp:
-        log = Path(tmp, "workers.log")
         images = str(Path(tmp, "train-images.npy"))
         np.save(images, data.train.images.numpy())
-        for r in range(a.rounds):
-            for name in rotated(systems, r):
-                python = sys.executable if name.startswith("vaelab") else a.peer_python
-                res = spawn(name, python, a, images, tmp, log)
-                runs[name].append(res)
-                if "error" in res:
-                    print(f"round {r + 1} {name:16s} failed: {res['error']}")
-                    continue
-                res["median"] = statistics.median(res["samples_per_s"][a.warmup :])
-                print(f"round {r + 1} {name:16s} {res['median']:9.0f} samples/s")
-    results = {name: pooled(rs, a.warmup) for name, rs in runs.items()}
+        pythons = [(name, sys.executable if name.startswith("vaelab") else a.peer_python) for name in systems]
+        results = run_interleaved(pythons, a, images, tmp)
     for name, res in results.items():
         if "error" in res:
+            print(f"{name:16s} failed: {res['error']}")
             continue
-        s = res["summary"]
+        s = res["summary"] = summary(res["samples_per_s"][a.warmup :], "samples/s")
         extra = f", test ELBO {res['test_elbo_nats'][-1]:.2f}" if "test_elbo_nats" in res else ""
         print(
             f"{name:16s} {s['median']:9.0f} samples/s (min {s['min']:.0f}, max {s['max']:.0f}), "
@@ -399,14 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     ratios, ratio_spread = {}, {}
     for ours in (s for s in results if s.startswith("vaelab") and "summary" in results[s]):
         for peer in (s for s in peers if "summary" in results.get(s, {})):
-            paired = paired_ratios(runs[ours], runs[peer])
+            paired = paired_ratios(results[ours]["samples_per_s"], results[peer]["samples_per_s"], a.warmup)
             ratios[f"{ours} / {peer}"] = statistics.median(paired)
             ratio_spread[f"{ours} / {peer}"] = paired
     load_after = load_average()
     figures = {
         name: {
             "samples_per_s": res.get("summary"),
-            "round_medians": {"values": res.get("round_medians"), "unit": "samples/s"},
+            "per_epoch": {"values": res.get("samples_per_s"), "unit": "samples/s"},
             "peak_rss": {"value": res.get("peak_rss_mb"), "unit": "MB"},
             "train_loss_per_epoch": {"values": res.get("train_loss_nats"), "unit": "nats per image"},
             **(
@@ -420,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures["ratios"] = {
         "values": ratios,
-        "per_round": ratio_spread,
-        "unit": "median over rounds of (round's median samples/s over the peer's in the same round)",
+        "per_epoch": ratio_spread,
+        "unit": "median over post-warm-up epochs of (our epoch's samples/s over the peer's in the same turn)",
     }
     setting = {
         "model": "VAE 784-400-20, ReLU MLP, Bernoulli decoder (logits), N(0, I) prior",
@@ -433,9 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "Adam",
         "lr": 1e-3,
         "epochs": a.epochs,
-        "rounds": a.rounds,
+        "schedule": "systems take turns epoch by epoch, order rotated every epoch",
         "warmup_epochs": a.warmup,
-        "repetitions": a.rounds * (a.epochs - a.warmup),
+        "repetitions": a.epochs - a.warmup,
         "threads": a.threads,
         "seed": a.seed,
         "quick": a.quick,
@@ -451,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {load_after}; results: {path.relative_to(ROOT)}")
     for k, r in ratios.items():
         spread = ratio_spread[k]
-        print(f"ratio {k}: {r:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in spread)})")
+        print(f"ratio {k}: {r:.2f}x (epochs: {', '.join(f'{x:.2f}' for x in spread)})")
     return 0
 
 

@@ -78,24 +78,19 @@ def test_variant_names_and_published_values():
     assert reproduce_iwae.PUBLISHED[("elbo", 1)] == 86.76 and reproduce_iwae.PUBLISHED[("iwae", 50)] == 84.78
 
 
-def test_throughput_rounds_rotate_so_no_system_always_runs_first():
+def test_throughput_turns_rotate_so_no_system_always_runs_first():
     names = ["a", "b", "c"]
     orders = [throughput.rotated(names, r) for r in range(3)]
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
     assert {o[0] for o in orders} == set(names) and all(sorted(o) == names for o in orders)
 
 
-def test_throughput_pools_rounds_and_pairs_ratios_within_a_round():
-    ours = [
-        {"samples_per_s": [1.0, 10.0, 12.0], "median": 11.0, "peak_rss_mb": 5.0, "train_loss_nats": [3.0]},
-        {"error": "exit code 1"},
-        {"samples_per_s": [1.0, 30.0, 30.0], "median": 30.0, "peak_rss_mb": 7.0, "train_loss_nats": [2.0]},
-    ]
-    peer = [{"median": 5.5}, {"median": 6.0}, {"median": 10.0}]
-    pooled = throughput.pooled(ours, warmup=1)
-    assert pooled["samples_per_s"] == [10.0, 12.0, 30.0, 30.0]  # warm-up epochs and failed rounds left out
-    assert pooled["peak_rss_mb"] == 7.0 and pooled["round_medians"] == [11.0, 30.0]
-    assert pooled["summary"]["median"] == 21.0
-    # the failed round has no partner; the others pair with their own round: 11/5.5 and 30/10
-    assert throughput.paired_ratios(ours, peer) == [2.0, 3.0]
-    assert throughput.pooled([{"error": "boom"}], warmup=1) == {"error": "boom"}
+def test_throughput_pairs_epochs_of_the_same_turn_after_the_warm_up():
+    ours, peer = [1.0, 10.0, 30.0, 8.0], [9.0, 5.0, 10.0, 4.0]
+    assert throughput.paired_ratios(ours, peer, warmup=1) == [2.0, 3.0, 2.0]
+    assert throughput.paired_ratios(ours, peer[:2], warmup=1) == [2.0]  # a peer that stopped early
+
+
+def test_throughput_gate_without_a_harness_never_waits():
+    gate = throughput.Gate(-1)
+    assert gate.out is None and gate("epoch") is None
