@@ -141,6 +141,24 @@ def test_bad_inputs_give_one_line_and_exit_1(run2d, tmp_path, capsys, one_line_e
         ),
         (["train", "--likelihood", "x", "--out", str(tmp_path / "a")], ["unknown likelihood 'x'"]),
         (
+            ["train", "--activation", "swish", "--out", str(tmp_path / "a")],
+            ["unknown activation 'swish'", "gated"],
+        ),
+        (
+            [
+                "train",
+                "--data",
+                "digits",
+                "--body",
+                "conv",
+                "--activation",
+                "gated",
+                "--out",
+                str(tmp_path / "a"),
+            ],
+            ["activation 'gated' (gated linear units) applies to MLP layers only"],
+        ),
+        (
             ["train", "--data", "mnist", "--out", str(tmp_path / "a")],
             ["data set 'mnist' not found", "--data-dir"],
         ),
@@ -156,6 +174,15 @@ def test_bad_inputs_give_one_line_and_exit_1(run2d, tmp_path, capsys, one_line_e
     ]
     for args, needles in cases:
         one_line_error(capsys, main(args), *needles)
+
+
+def test_gated_activation_from_the_command_line(tmp_path):
+    out = tmp_path / "gated"
+    args = ["train", "--data", "digits", "--hidden", "16", "--activation", "gated", "--epochs", "1"]
+    assert main([*args, "--quiet", "--threads", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["activation"] == "gated"
+    weights = read_checkpoint(out / "checkpoints/last.pt")["model"]
+    assert weights["encoder.net.0.linear.weight"].shape == (32, 64)  # value and gate halves of 16 units
 
 
 def test_unwritable_output_folder(tmp_path, capsys, one_line_error):

@@ -9,6 +9,7 @@ from vaelab.data.binarize import MODES
 from vaelab.distributions.likelihoods import LIKELIHOODS
 from vaelab.errors import ConfigError
 from vaelab.models.registry import MODELS, get_spec, model_config
+from vaelab.nets.mlp import MLP_ACTIVATIONS
 from vaelab.objectives.noise import parse_noise
 from vaelab.train import distributed
 from vaelab.train.loop import OPTIMIZERS, check_world, train
@@ -23,6 +24,7 @@ FLAGS = {
     "model": "model.name",
     "body": "model.body",
     "hidden": "model.hidden",
+    "activation": "model.activation",
     "latent_dim": "model.latent_dim",
     "likelihood": "model.likelihood",
     "beta": "objective.beta",
@@ -77,6 +79,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=f"{' | '.join(MODELS)} (default vae)")
     p.add_argument("--body", help="mlp | conv encoder and decoder bodies (default mlp)")
     p.add_argument("--hidden", help="hidden widths, e.g. 500 or 200,200 (default 400)")
+    p.add_argument(
+        "--activation",
+        help=f"{' | '.join(MLP_ACTIVATIONS)} after each hidden layer; gated: gated linear units, MLP only "
+        "(default relu)",
+    )
     p.add_argument("--latent-dim", type=int, help="latent dimension D (default 20)")
     p.add_argument("--likelihood", help=f"decoder p(x|z): {' | '.join(LIKELIHOODS)} (default bernoulli)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
