@@ -357,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist"))
     p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument(
-        "--epochs", type=int, default=3, help="epochs per system and round; the first is the warm-up"
-    )
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds: every system once per round")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per system; the first is the warm-up")
     p.add_argument("--warmup", type=int, default=1, help="epochs left out of the statistics")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--batch-size", type=int, default=128)
