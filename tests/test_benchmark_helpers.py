@@ -1,4 +1,4 @@
-"""The pure helpers of benchmarks/eval_speed.py, reproduce_iwae.py and throughput.py."""
+"""The pure helpers of benchmarks/eval_speed.py, reproduce_iwae.py, throughput.py and precision.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import eval_speed
+import precision
 import reproduce_iwae
 import throughput
 from vaelab.config import build_config
@@ -94,3 +95,20 @@ def test_throughput_pairs_epochs_of_the_same_turn_after_the_warm_up():
 def test_throughput_gate_without_a_harness_never_waits():
     gate = throughput.Gate(-1)
     assert gate.out is None and gate("epoch") is None
+
+
+def test_precision_pairs_bf16_with_fp32_of_its_seed_and_fp32_across_seeds():
+    def run(prec, seed, log_px):
+        return {"precision": prec, "seed": seed, "per_datum": log_px}
+
+    runs = [
+        run("fp32", 0, [-90.0, -100.0, -80.0]),
+        run("bf16", 0, [-91.0, -100.5, -80.5]),
+        run("fp32", 1, [-89.0, -101.0, -80.0]),
+    ]
+    d = precision.comparisons(runs)
+    assert [(x["a"], x["b"]) for x in d] == [("bf16 seed 0", "fp32 seed 0"), ("fp32 seed 1", "fp32 seed 0")]
+    # NLL differences per image: bf16 is worse by 1.0, 0.5, 0.5 nats; fp32 seed 1 by -1, +1, 0
+    assert d[0]["nll_diff"] == pytest.approx(2.0 / 3.0)
+    assert d[0]["stderr"] == pytest.approx(math.sqrt((1 / 9 + 1 / 36 + 1 / 36) / 2 / 3))
+    assert d[1]["nll_diff"] == pytest.approx(0.0) and d[1]["stderr"] == pytest.approx(math.sqrt(1 / 3))
