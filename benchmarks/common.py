@@ -28,6 +28,46 @@ def default_data_dir() -> str:
     return os.environ.get("VAELAB_DATA") or str(ROOT.parent / "shared" / "data")
 
 
+def mlp_vae_config(
+    data: str,
+    data_dir: str,
+    *,
+    limit: int = 0,
+    epochs: int = 1,
+    threads: int = 0,
+    seed: int = 0,
+    batch_size: int = 128,
+    hidden: int = 400,
+    latent: int = 20,
+    precision: str = "fp32",
+    compile: bool = False,
+):
+    """The speed benchmarks' model as a vaelab Config: the 784-400-20 ReLU MLP VAE (Kingma & Welling 2014, the
+    PyTorch examples'), dynamic binarization, Adam 1e-3, no validation split, no progress bar."""
+    from vaelab.config import Config  # here, so that the peers' interpreter can import this module
+
+    return Config().replace(
+        **{
+            "data.name": data,
+            "data.data_dir": data_dir,
+            "data.valid_fraction": 0.0,
+            "data.binarize": "dynamic",
+            "data.train_limit": limit,
+            "model.hidden": (hidden,),
+            "model.latent_dim": latent,
+            "train.batch_size": batch_size,
+            "train.lr": 1e-3,
+            "train.optimizer": "adam",
+            "train.epochs": epochs,
+            "train.threads": threads,
+            "train.progress": False,
+            "train.seed": seed,
+            "train.precision": precision,
+            "train.compile": compile,
+        }
+    )
+
+
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo (or the platform) states it."""
     try:

@@ -48,7 +48,11 @@ class Family:
 MLP_2X300 = {"model.hidden": (300, 300), "model.latent_dim": 40}
 FAMILIES: dict[str, Family] = {
     "ae": Family("autoencoder", MLP_2X300, "deterministic autoencoder, 2x300 MLP, 40-d code"),
-    "vae": Family("vae", MLP_2X300, "VAE, 2x300 MLP, 40-d latent (Norouzi et al. 2020's setting)"),
+    "vae": Family(
+        "vae",
+        MLP_2X300,
+        "VAE, 2x300 ReLU MLP, 40-d latent (Norouzi et al. 2020's sizes; their layers are gated: vae-gated)",
+    ),
     "vae-gated": Family(
         "vae",
         {

@@ -24,35 +24,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import ROOT, default_data_dir, load_average, write_results  # noqa: E402
+from common import ROOT, default_data_dir, load_average, mlp_vae_config, write_results  # noqa: E402
 from reproduce_iwae import paired_difference  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def config_for(a: argparse.Namespace, precision: str, seed: int):
-    """The throughput benchmark's 784-400-20 VAE with this precision and seed."""
-    from vaelab.config import Config
-
-    return Config().replace(
-        **{
-            "data.name": a.data,
-            "data.data_dir": a.data_dir,
-            "data.valid_fraction": 0.0,
-            "data.binarize": "dynamic",
-            "data.train_limit": a.limit,
-            "model.hidden": (400,),
-            "model.latent_dim": 20,
-            "train.batch_size": 128,
-            "train.lr": 1e-3,
-            "train.optimizer": "adam",
-            "train.epochs": a.epochs,
-            "train.threads": a.threads,
-            "train.progress": False,
-            "train.seed": seed,
-            "train.precision": precision,
-        }
-    )
 
 
 def train_and_score(a: argparse.Namespace, precision: str, seed: int, root: Path) -> dict[str, Any]:
@@ -61,7 +36,10 @@ def train_and_score(a: argparse.Namespace, precision: str, seed: int, root: Path
     from vaelab.train import train
 
     out = root / f"{precision}-seed{seed}"
-    res = train(config_for(a, precision, seed), out=out)
+    cfg = mlp_vae_config(
+        a.data, a.data_dir, limit=a.limit, epochs=a.epochs, threads=a.threads, seed=seed, precision=precision
+    )
+    res = train(cfg, out=out)
     rates = [r["samples_per_s"] for r in res.history]
     r = evaluate(out, importance=a.importance, limit=a.eval_images, seed=a.eval_seed, which="last")
     i = r["importance"]

@@ -28,7 +28,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import ROOT, default_data_dir, load_average, write_results  # noqa: E402
+from common import ROOT, default_data_dir, load_average, mlp_vae_config, write_results  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -151,22 +151,13 @@ def gemm_sequence(
 def vaelab_step(a: argparse.Namespace, precision: str = "fp32") -> tuple[Callable[[], None], int]:
     """One process's training step as vaelab.train runs it (the body of its batch loop), on real batches;
     `bf16` runs the forward pass under CPU autocast as `--precision bf16` does."""
-    from vaelab.config import Config
     from vaelab.data import epoch_batches, load_data, prepare
     from vaelab.models.registry import build_model, get_spec
     from vaelab.objectives.elbo import OBJECTIVES
     from vaelab.train.loop import FiniteWatch, ObjectiveModule, _autocast, make_optimizer
 
-    cfg = Config().replace(
-        **{
-            "data.name": a.data,
-            "data.data_dir": a.data_dir,
-            "data.valid_fraction": 0.0,
-            "data.train_limit": a.limit,
-            "model.hidden": (a.hidden,),
-            "model.latent_dim": a.latent,
-            "train.batch_size": a.batch_size,
-        }
+    cfg = mlp_vae_config(
+        a.data, a.data_dir, limit=a.limit, batch_size=a.batch_size, hidden=a.hidden, latent=a.latent
     )
     data = load_data(cfg.data)
     torch.manual_seed(0)
@@ -211,22 +202,17 @@ def interleaved(runs: dict[str, Callable[[], None]], blocks: int, per_block: int
 
 def achieved(a: argparse.Namespace) -> dict:
     """vaelab.train on the real data: samples/s per epoch (the first epoch is the warm-up)."""
-    from vaelab.config import Config
     from vaelab.train import train
 
-    cfg = Config().replace(
-        **{
-            "data.name": a.data,
-            "data.data_dir": a.data_dir,
-            "data.valid_fraction": 0.0,
-            "data.train_limit": a.limit,
-            "model.hidden": (a.hidden,),
-            "model.latent_dim": a.latent,
-            "train.batch_size": a.batch_size,
-            "train.epochs": a.epochs,
-            "train.threads": a.threads,
-            "train.progress": False,
-        }
+    cfg = mlp_vae_config(
+        a.data,
+        a.data_dir,
+        limit=a.limit,
+        epochs=a.epochs,
+        threads=a.threads,
+        batch_size=a.batch_size,
+        hidden=a.hidden,
+        latent=a.latent,
     )
     rates = [r["samples_per_s"] for r in train(cfg).history]
     return {"per_epoch": rates, "median": statistics.median(rates[1:] or rates)}

@@ -33,7 +33,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import ROOT, default_data_dir, load_average, peak_rss_mb, summary, write_results  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    default_data_dir,
+    load_average,
+    mlp_vae_config,
+    peak_rss_mb,
+    summary,
+    write_results,
+)
 
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 PEERS = ("pythae", "pyro", "pythae:flush", "pyro:flush")
@@ -69,29 +77,19 @@ def _epochs_of(seconds: list[float], n: int) -> list[float]:
 
 def worker_vaelab(a: argparse.Namespace) -> dict:
     """vaelab.train on the named data set, its own loader and loop, one variant (fp32, bf16, compile)."""
-    from vaelab.config import Config
     from vaelab.train import train
 
     variant = a.worker.split(":", 1)[1] if ":" in a.worker else "fp32"
-    cfg = Config().replace(
-        **{
-            "data.name": a.data,
-            "data.data_dir": a.data_dir,
-            "data.valid_fraction": 0.0,
-            "data.binarize": "dynamic",
-            "data.train_limit": a.limit,
-            "model.hidden": (400,),
-            "model.latent_dim": 20,
-            "train.batch_size": a.batch_size,
-            "train.lr": 1e-3,
-            "train.optimizer": "adam",
-            "train.epochs": a.epochs,
-            "train.threads": a.threads,
-            "train.progress": False,
-            "train.seed": a.seed,
-            "train.precision": "bf16" if variant == "bf16" else "fp32",
-            "train.compile": variant == "compile",
-        }
+    cfg = mlp_vae_config(
+        a.data,
+        a.data_dir,
+        limit=a.limit,
+        epochs=a.epochs,
+        threads=a.threads,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        precision="bf16" if variant == "bf16" else "fp32",
+        compile=variant == "compile",
     )
     GATE("ready")
     res = train(cfg, on_epoch=lambda _: GATE("epoch"))
