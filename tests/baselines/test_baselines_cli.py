@@ -40,6 +40,28 @@ def test_pixelcnn_trains_and_round_trips_through_its_checkpoint(runs):
     assert torch.equal(a, b)
 
 
+def test_pixelcnn_keeps_the_epoch_of_best_exact_log_px_as_best_pt(runs):
+    root, pixel, _ = runs
+    key = "valid_log_px" if "valid_log_px" in pixel.history[0] else "train_log_px"
+    scores = [r[key] for r in pixel.history]
+    best = read_checkpoint(root / "pixelcnn" / "checkpoints" / "best.pt")
+    assert best["epoch"] == pixel.history[scores.index(max(scores))]["epoch"]
+
+
+def test_train_prints_pixelcnn_exact_nll_and_the_gan_discriminator(tmp_path, capsys):
+    tiny = ["--data", "digits", "--epochs", "1", "--quiet", "--no-figures", "--threads", "1"]
+    pixel = ["--set", "model.extra={channels: 4, blocks: 1, first_kernel: 3}"]
+    assert main(["train", *tiny, "--model", "pixelcnn", *pixel, "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"test exact log p(x): {rec['test_log_px']:.2f} nats per image (epoch 1)" in out
+    gan = ["--set", "model.conv_channels=[4, 8]", "--latent-dim", "4"]
+    assert main(["train", *tiny, "--model", "gan", *gan, "--out", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "g" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"test discriminator: D(x) {rec['test_d_real']:.3f} on images, {rec['test_d_fake']:.3f}" in out
+
+
 def test_gan_trains_and_round_trips_through_its_checkpoint(runs):
     root, _, gan = runs
     h = gan.history
@@ -52,9 +74,8 @@ def test_gan_trains_and_round_trips_through_its_checkpoint(runs):
         loaded.generate(6, torch.Generator().manual_seed(1)),
         gan.model.generate(6, torch.Generator().manual_seed(1)),
     )
-    assert (
-        root / "gan" / "figures"
-    ).exists() is False or True  # figures are drawn by the CLI, not by train()
+    assert not (root / "gan" / "checkpoints" / "best.pt").exists()  # no likelihood to pick a best by
+    assert not (root / "gan" / "figures").exists()  # figures are drawn by the CLI, not by train()
 
 
 def test_eval_of_pixelcnn_is_exact_and_draws_nothing(runs, capsys):

@@ -129,6 +129,12 @@ def test_labelled_models_without_labels_are_one_line(
         (["--noise", "blur:1"], ("unknown noise 'blur'",)),
         (["--model", "gann"], ("unknown model 'gann'; choose one of: vae, autoencoder",)),
         (["--model", "m2", "--objective", "iwae"], ("model 'm2' trains with objective m2",)),
+        (
+            ["--model", "pixelcnn", "--beta", "4", "--noise", "masking:0.3"],
+            ("model 'pixelcnn' has no encoder", "objective.beta, objective.noise do not apply"),
+        ),
+        (["--model", "gan", "--warmup", "10"], ("model 'gan' has no encoder", "objective.warmup_epochs")),
+        (["--model", "gan", "--free-bits", "0.5"], ("objective.free_bits do not apply",)),
     ],
 )
 def test_bad_settings_are_one_line(args, needles, tmp_path, capsys, one_line_error):

@@ -135,6 +135,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# What `vaelab train` prints at the end, per split: the first of these the model reports.
+STATS = (
+    ("log_px", "exact log p(x)"),
+    ("iwae", "IWAE bound"),
+    ("elbo", "ELBO"),
+    ("rec", "reconstruction log p(x|z)"),
+)
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_assignments(args.set))
@@ -164,10 +173,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     last = result.history[-1] if result.history else {}
     for split in ("test", "valid"):
-        for stat, name in (("iwae", "IWAE bound"), ("elbo", "ELBO"), ("rec", "reconstruction log p(x|z)")):
+        for stat, name in STATS:
             if f"{split}_{stat}" in last:
                 print(f"{split} {name}: {last[f'{split}_{stat}']:.2f} nats per image (epoch {last['epoch']})")
                 break
+        if f"{split}_d_real" in last:
+            print(
+                f"{split} discriminator: D(x) {last[f'{split}_d_real']:.3f} on images, "
+                f"{last[f'{split}_d_fake']:.3f} on samples (a GAN has no likelihood; epoch {last['epoch']})"
+            )
         if f"{split}_error" in last:
             print(
                 f"{split} classification error: {100 * last[f'{split}_error']:.2f}% (epoch {last['epoch']})"

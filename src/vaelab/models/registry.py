@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from vaelab.baselines import GAN, PixelCNN
-from vaelab.config import Config, ModelConfig
+from vaelab.config import Config, ModelConfig, ObjectiveConfig
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
@@ -64,7 +64,19 @@ def _m2_settings(cfg: Config) -> None:
         )
 
 
+def _no_latent_settings(cfg: Config) -> None:
+    """PixelCNN and the GAN have no q(z|x) and no KL term: the VAE objective's knobs would be ignored."""
+    o, d = cfg.objective, ObjectiveConfig()
+    names = ("beta", "warmup_epochs", "kl_cycle_epochs", "free_bits", "noise", "dreg", "num_samples")
+    changed = [f"objective.{n}" for n in names if getattr(o, n) != getattr(d, n)]
+    if changed:
+        raise ConfigError(
+            f"model '{cfg.model.name}' has no encoder and no KL term: {', '.join(changed)} do not apply to it"
+        )
+
+
 def _binary_bernoulli(cfg: Config) -> None:
+    _no_latent_settings(cfg)
     if cfg.model.likelihood != "bernoulli" or cfg.data.binarize == "none":
         raise ConfigError(
             "pixelcnn models binary pixels with Bernoulli conditionals: it needs model.likelihood=bernoulli and "
@@ -155,6 +167,7 @@ MODELS: dict[str, ModelSpec] = {
             "train.lr": 2e-4,
             "train.batch_size": 64,
         },
+        check=_no_latent_settings,
     ),
 }
 

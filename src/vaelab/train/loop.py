@@ -329,8 +329,9 @@ def _resume_config(requested: Config, saved: Config, explicit: set[str]) -> Conf
 
 
 def primary_stat(stats: dict[str, float]) -> str:
-    """The statistic that picks best.pt: the IWAE bound or the ELBO when the model has one, else reconstruction."""
-    return next((k for k in ("iwae", "elbo") if k in stats), "rec")
+    """The statistic that picks best.pt: exact log p(x) (PixelCNN), the IWAE bound or the ELBO, else
+    reconstruction (a GAN has none of them: its runs keep last.pt only)."""
+    return next((k for k in ("log_px", "iwae", "elbo") if k in stats), "rec")
 
 
 def train(
