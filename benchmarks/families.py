@@ -319,7 +319,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         nll = _fmt(n.get("value")) + (f" ± {n['stderr']:.2f}" if n.get("value") is not None else "")
         est = n["estimator"] + (f", {n['num_images']} images" if n.get("num_images") else "")
         if "observation_model" in n:
-            est += " under N(G(z), 0.1² I): a log-density on binary images, not comparable"
+            sigma = r["config"]["model"].get("gaussian_sigma")
+            est += f" under N(G(z), {sigma}² I): a log-density on binary images, not comparable"
             b = r.get("nll_bernoulli_observation")
             if b:
                 est += f"; under Bernoulli(G(z)): NLL {b['value']:.2f} ± {b['stderr']:.2f}"
