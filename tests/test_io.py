@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from vaelab.errors import VaelabError
-from vaelab.io import FILE_MODE, atomic_open, atomic_write_text
+from vaelab.io import FILE_MODE, atomic_open, atomic_write_text, check_can_create
 
 
 def test_atomic_files_follow_the_umask(tmp_path):
@@ -31,3 +31,12 @@ def test_unwritable_place_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(VaelabError, match="cannot create folder"):
         atomic_write_text(blocker / "sub" / "a.txt", "x")
+
+
+def test_check_can_create_creates_nothing_and_names_the_blocker(tmp_path):
+    target = tmp_path / "a" / "b" / "checkpoints"
+    assert check_can_create(target) == target
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VaelabError, match=r"cannot create folder .*file/run: .*file is not a folder"):
+        check_can_create(tmp_path / "file" / "run")

@@ -39,6 +39,22 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def check_can_create(path: str | os.PathLike) -> Path:
+    """The error `ensure_dir(path)` would raise, found without creating anything, so that a command failing
+    later (bad data, a bad config) leaves no empty folder behind."""
+    p = Path(path)
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        raise VaelabError(f"cannot create folder {p}: {q} is not a folder")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise VaelabError(
+            f"folder {p} is not writable" if q == p else f"cannot create folder {p}: {q} is not writable"
+        )
+    return p
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success it replaces `path`, on failure it vanishes."""

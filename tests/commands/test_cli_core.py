@@ -189,15 +189,17 @@ def test_unwritable_output_folder(tmp_path, capsys, one_line_error):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code = main(["train", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(blocker / "run")])
-    one_line_error(capsys, code, "cannot create folder", str(blocker / "run"))
+    one_line_error(capsys, code, "cannot create folder", str(blocker / "run"), "is not a folder")
 
 
 def test_wrong_files_for_a_named_source(tmp_path, capsys, one_line_error, tiny_mnist):
     code = main(["train", "--data", "mnist", "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "r")])
     one_line_error(capsys, code, "is not mnist's train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "r").exists()  # nothing is created before the data are good
     (tiny_mnist / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     code = main(["train", "--data", "mnist", "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "r")])
     one_line_error(capsys, code, "train-images-idx3-ubyte.gz: unreadable")
+    assert not (tmp_path / "r").exists()
 
 
 def test_model_of_another_size_and_other_checkpoints(run2d, tmp_path, capsys, one_line_error):

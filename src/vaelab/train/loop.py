@@ -36,7 +36,7 @@ from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
 from vaelab.device import flush_denormals, keep_freed_memory
 from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
-from vaelab.io import atomic_write_json, ensure_dir, remove_stale_temporaries
+from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
 from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
 from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, check_schedule, kl_weight
 from vaelab.runs import RunDir
@@ -438,7 +438,7 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     if run is not None and w.main:
-        ensure_dir(run.checkpoints)
+        check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
     data = data if data is not None else load_data(cfg.data)
     if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
@@ -478,6 +478,7 @@ def _train(
             group["lr"] *= lr_factor
         scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
     if run is not None and w.main:
+        ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
 
