@@ -1,5 +1,5 @@
 """Training throughput of the 784-400-20 VAE (Kingma & Welling 2014; the PyTorch examples' MLP): vaelab
-against pythae (TrainingPipeline) and Pyro (SVI, Trace_ELBO) in one run, one after the other.
+against pythae (TrainingPipeline) and Pyro (SVI, Trace_ELBO) in one run, taking turns epoch by epoch.
 
 Same data (full MNIST or Fashion-MNIST from --data-dir), dynamic binarization (a fresh Bernoulli draw of every
 batch), batch 128, Adam 1e-3, the same thread count. Each system trains in its own process (vaelab with this
