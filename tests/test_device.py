@@ -1,4 +1,5 @@
-"""The CPU runtime settings: denormals flushed to zero inside a block, freed tensor memory kept in the process."""
+"""The CPU runtime settings: denormals flushed to zero inside a block, freed tensor memory kept in the process,
+the warning for bf16 where it is emulated."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 import pytest
 import torch
 
-from vaelab.device import flush_denormals, flushing_denormals, keep_freed_memory, resolve_device
+from vaelab.device import flush_denormals, flushing_denormals, keep_freed_memory, native_bf16, resolve_device
 from vaelab.errors import ConfigError
+from vaelab.train import train
+
+from vaelab_testing import small_config
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -79,3 +83,13 @@ def test_training_leaves_the_callers_floating_point_state_as_it_found_it(config_
     assert not flushing_denormals()
     result = train(config_factory(**{"train.epochs": 1}))
     assert result.history and not flushing_denormals()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_training_warns_only_where_bf16_is_emulated(native, monkeypatch, capsys):
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    assert native_bf16(torch.device("cpu")) is native
+    train(small_config(**{"train.precision": "bf16", "train.epochs": 1}))
+    err = capsys.readouterr().err
+    assert ("train.precision=bf16 on cpu without native bf16 arithmetic" in err) is not native

@@ -78,3 +78,14 @@ def flush_denormals() -> Iterator[bool]:
     finally:
         if on and not was:
             torch.set_flush_denormal(False)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is native on `device`: AVX512-BF16 or AMX on a CPU (else oneDNN emulates it,
+    slower than fp32), `torch.cuda.is_bf16_supported()` on a GPU; other devices are assumed native."""
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return True

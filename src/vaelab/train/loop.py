@@ -34,7 +34,7 @@ from tqdm import tqdm
 from vaelab.config import Config, ObjectiveConfig, TrainConfig
 from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
-from vaelab.device import flush_denormals, keep_freed_memory
+from vaelab.device import flush_denormals, keep_freed_memory, native_bf16
 from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
 from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
 from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
@@ -437,6 +437,12 @@ def _train(
     lr_factor: float = 1.0,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
+    if cfg.train.precision == "bf16" and w.main and not native_bf16(device):
+        print(
+            f"vaelab: warning: train.precision=bf16 on {device.type} without native bf16 arithmetic "
+            "(AVX512-BF16 or AMX on a CPU): it runs emulated, likely slower than fp32",
+            file=sys.stderr,
+        )
     if run is not None and w.main:
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
