@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -185,3 +186,35 @@ def test_restarts_are_bounded(config_factory, monkeypatch):
     cfg = config_factory(**{"train.on_diverge": "restart", "train.max_restarts": 2})
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
         train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "rate"),
+    [
+        ("constant", lambda e: 1.0),
+        ("step", lambda e: 0.8 ** (e // 2)),  # every lr_step_epochs = 2 epochs, times lr_gamma
+        ("exponential", lambda e: 0.8**e),
+        ("cosine", lambda e: (1 + math.cos(math.pi * e / 5)) / 2),  # over train.epochs = 5
+    ],
+)
+def test_each_epoch_records_the_rate_it_trained_with(schedule, rate, config_factory):
+    cfg = config_factory(
+        **{
+            "train.epochs": 5,
+            "train.lr_schedule": schedule,
+            "train.lr_step_epochs": 2,
+            "train.lr_gamma": 0.8,
+        }
+    )
+    res = train(cfg)
+    assert [r["lr"] for r in res.history] == pytest.approx([1e-3 * rate(e) for e in range(5)])
+
+
+def test_adagrad_trains_with_its_accumulators(config_factory, tmp_path):
+    res = train(
+        config_factory(**{"train.epochs": 3, "train.optimizer": "adagrad", "train.lr": 0.05}), out=tmp_path
+    )
+    elbos = [r["train_elbo"] for r in res.history]
+    assert elbos[-1] > elbos[0] + 1.0
+    state = read_checkpoint(tmp_path / "checkpoints" / "last.pt")["optimizer"]["state"]
+    assert state and all("sum" in s and "exp_avg" not in s for s in state.values())  # Adagrad's, not Adam's

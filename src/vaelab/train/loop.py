@@ -547,6 +547,7 @@ def _train(
                     }
                 )
         watch.flush()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with, before the schedule moves it
         scheduler.step()
         seconds = time.perf_counter() - start
         epoch += 1
@@ -555,7 +556,7 @@ def _train(
             "step": step,
             "seconds": seconds,
             "samples_per_s": len(train_data) / seconds if seconds > 0 else None,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "beta": kl_weight(cfg.objective, step - 1, max(len(batches), 1)),
         }
         if sums:
