@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ import torch
 from vaelab.config import DataConfig
 from vaelab.data import load_data
 from vaelab.data.idx import write_idx
-from vaelab.data.sources import FREY_FACE, SOURCES, cache_dir, get_source, load_digits, parse_frey
+from vaelab.data.sources import (
+    FREY_FACE,
+    SOURCES,
+    FileSource,
+    cache_dir,
+    get_source,
+    load_digits,
+    parse_frey,
+)
 from vaelab.errors import DataError
 
 from vaelab_testing import tiny_source, write_tiny_mnist
@@ -174,3 +183,43 @@ def test_float_idx_images_are_refused(tiny_mnist):
     src = tiny_source(tiny_mnist)
     with pytest.raises(DataError, match="expected uint8 images, got float32"):
         src.load(tiny_mnist)
+
+
+@pytest.mark.parametrize("name", [n for n, s in SOURCES.items() if isinstance(s, FileSource)])
+def test_every_registered_source_searches_in_the_documented_order(name, tmp_path, monkeypatch):
+    """DESIGN.md's order for mnist, fashion-mnist and frey-face: --data-dir (its <name>/ folder first),
+    $VAELAB_DATA likewise, the cache, the system folders; the first folder holding the files is the one used."""
+    src = SOURCES[name]
+    explicit, env = tmp_path / "explicit", tmp_path / "env"
+    monkeypatch.setenv("VAELAB_DATA", str(env))
+    dirs = [folder for _, folder in src.candidate_dirs(explicit)]
+    assert dirs == [
+        explicit / name,
+        explicit,
+        env / name,
+        env,
+        cache_dir() / name,
+        *map(Path, src.system_dirs),
+    ]
+
+    def plant(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for spec in src.files:
+            (folder / spec.name).write_bytes(b"not the real file")
+
+    def used():
+        try:
+            return next(iter(src.locate(explicit, allow_download=False).values())).parent
+        except DataError as e:  # checksummed files: the error names the folder it looked in first
+            return next(d for d in dirs if f"{d}/" in str(e))
+
+    plant(cache_dir() / name)
+    assert used() == cache_dir() / name
+    plant(env)
+    assert used() == env
+    plant(env / name)
+    assert used() == env / name
+    plant(explicit)
+    assert used() == explicit
+    plant(explicit / name)
+    assert used() == explicit / name
