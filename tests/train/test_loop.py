@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from vaelab.errors import ConfigError, TrainingDiverged
+from vaelab.data import load_data
+from vaelab.errors import ConfigError, DataError, TrainingDiverged
 from vaelab.objectives import elbo as elbo_module
 from vaelab.runs import RunDir
 from vaelab.train import read_checkpoint, train
@@ -218,3 +219,14 @@ def test_adagrad_trains_with_its_accumulators(config_factory, tmp_path):
     assert elbos[-1] > elbos[0] + 1.0
     state = read_checkpoint(tmp_path / "checkpoints" / "last.pt")["optimizer"]["state"]
     assert state and all("sum" in s and "exp_avg" not in s for s in state.values())  # Adagrad's, not Adam's
+
+
+def test_resume_on_images_of_another_size_is_refused(tmp_path, config_factory):
+    train(config_factory(**{"train.epochs": 1}), out=tmp_path / "r")
+    before = (tmp_path / "r/checkpoints/last.pt").read_bytes()
+    bigger = load_data(config_factory(**{"data.name": "mnist-5k"}).data)  # e.g. a folder: source refilled
+    with pytest.raises(
+        DataError, match=r"--resume: the data's images are \(1, 28, 28\), .* built for \(1, 8, 8\)"
+    ):
+        train(config_factory(**{"train.epochs": 2}), out=tmp_path / "r", resume=True, data=bigger)
+    assert (tmp_path / "r/checkpoints/last.pt").read_bytes() == before
