@@ -14,7 +14,7 @@ from vaelab.cli import main
 from vaelab.data.batches import Prepared, Share, batch_share, shared_draw
 from vaelab.objectives import elbo as elbo_module
 from vaelab.runs import RunDir
-from vaelab.train import distributed, train
+from vaelab.train import distributed, read_checkpoint, train
 from vaelab.train.distributed import DistributedError, World
 from vaelab.train.loop import check_world
 
@@ -184,3 +184,33 @@ def test_more_processes_than_images_is_one_line(tmp_path, capsys, one_line_error
     args = ["--batch-size", "4", "--set", "data.train_limit=1", "--set", "data.valid_fraction=0"]
     code = main(["train", *CLI, *args, "--nproc", "2", "--out", str(tmp_path / "r")])
     one_line_error(capsys, code, "rank 0/2", "2 processes but digits has only 1 training image(s)")
+
+
+@pytest.mark.slow
+def test_vaelab_train_nproc_2_equals_one_process_and_resumes_across_process_counts(tmp_path):
+    """The command as users run it: `--nproc 2` ends where one process ends, rank 0 alone writes the folder
+    and its figures, and a run may continue with another process count (the global batch is what counts)."""
+    args = [a for a in CLI if a != "--no-figures"] + ["--batch-size", "64", "--set", "data.train_limit=512"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *args, "--epochs", "2", "--out", str(one)]) == 0
+    assert main(["train", *args, "--epochs", "2", "--nproc", "2", "--out", str(two)]) == 0
+
+    def params(run):
+        return read_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+    for k, v in params(one).items():
+        torch.testing.assert_close(params(two)[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert {p.name for p in (two / "figures").glob("*.png")} == {
+        p.name for p in (one / "figures").glob("*.png")
+    }
+    assert [r["epoch"] for r in RunDir(two).read_metrics()] == [1, 2]
+    assert not list(tmp_path.rglob("*.tmp"))
+    # continue each with the other process count: both end at the same epoch-3 parameters
+    assert (
+        main(["train", *args, "--epochs", "3", "--no-figures", "--nproc", "2", "--out", str(one), "--resume"])
+        == 0
+    )
+    assert main(["train", *args, "--epochs", "3", "--no-figures", "--out", str(two), "--resume"]) == 0
+    for k, v in params(one).items():
+        torch.testing.assert_close(params(two)[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert [r["epoch"] for r in RunDir(one).read_metrics()] == [1, 2, 3]
