@@ -144,3 +144,19 @@ def test_model_defaults_come_from_the_spec():
     assert cfg.data.labelled == 100 and cfg.model.hidden == (500,) and cfg.model.latent_dim == 50
     assert model_config("iwae").objective.num_samples == 5 and model_config("vampprior").objective.kl == "mc"
     assert model_config("cvae").model.latent_dim == 2 and model_config("vae") == model_config("vae", None)
+
+
+def test_m2_learns_to_classify_from_100_labels(config_factory):
+    """Semi-supervised M2 on the 8x8 digits with 100 of 1,497 training labels: the test error falls far below
+    chance (0.9); measured 0.22 after 10 epochs."""
+    cfg = model_config("m2", config_factory()).replace(
+        **{
+            "data.labelled": 100,
+            "train.epochs": 10,
+            "model.hidden": (64,),
+            "model.latent_dim": 8,
+            "train.lr": 3e-3,
+        }
+    )
+    errors = [r["test_error"] for r in vaelab.train(cfg).history]
+    assert errors[-1] < 0.45 and errors[-1] < errors[0] - 0.2
