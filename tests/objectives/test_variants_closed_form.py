@@ -1,7 +1,8 @@
 """The variants' bounds against closed forms on linear-Gaussian cases. With the activations taken out and a
 Gaussian decoder of fixed variance, p(x|z) is affine-Gaussian in z, so for any Gaussian q the ELBO, and with a
 Gaussian prior the evidence log p(x), are closed forms: the VampPrior (one pseudo-input for the ELBO, three for
-log p(x)), the CVAE given its label, and M2's L(x, y), U(x) and log p(x) with the label marginalised."""
+log p(x)), the CVAE given its label, M2's L(x, y), U(x) and log p(x) with the label marginalised, and the
+two-layer hierarchical VAE."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch.distributions import MultivariateNormal
 
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.models.cvae import CVAE
+from vaelab.models.hierarchical import HierarchicalVAE, gaussian
 from vaelab.models.m2 import M2
 from vaelab.models.vampprior import VampPriorVAE
 from vaelab.nets.mlp import ACTIVATIONS
@@ -164,4 +166,67 @@ def test_m2_bounds_are_their_closed_forms(kl):
         assert abs(loss - expected) < 4 * se_loss + 1e-9, (loss, expected, se_loss)
         log_w = m.log_importance_weights(x, 100_000, torch.Generator().manual_seed(4))
     assert torch.all(u < log_px)
+    assert_importance_sampling_is_exact(log_w, log_px)
+
+
+def hierarchical_closed_forms(m: HierarchicalVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELBO, log p(x)) per datum of a linearised hierarchical VAE whose q(h2|h1) and p(h1|h2) have constant
+    scales: q(h1, h2 | x) and p(h1, h2, x) are then joint Gaussians, read off the networks."""
+    f64, h1_dim = {"dtype": torch.float64}, m.h1_dim
+    flat = x.flatten(1)
+
+    def loc_scale(net, inputs):
+        d = gaussian(net(inputs)).base_dist
+        return d.loc, d.scale
+
+    mu1, s1 = loc_scale(m.q1, x)  # q(h1|x) = N(mu1, diag(s1^2)) per datum
+    c, s2 = (v[0] for v in loc_scale(m.q2, torch.zeros(1, h1_dim, **f64)))
+    bmat = (loc_scale(m.q2, torch.eye(h1_dim, **f64))[0] - c).T  # q(h2|h1) = N(B h1 + c, diag(s2^2))
+    a, t = (v[0] for v in loc_scale(m.p1, torch.zeros(1, D, **f64)))
+    amat = (loc_scale(m.p1, torch.eye(D, **f64))[0] - a).T  # p(h1|h2) = N(A h2 + a, diag(t^2))
+    b = m.decoder(torch.zeros(1, h1_dim, **f64)).flatten(1)[0]
+    w = (m.decoder(torch.eye(h1_dim, **f64)).flatten(1) - b).T  # p(x|h1) = N(W h1 + b, SIGMA^2 I)
+    lin = torch.eye(h1_dim, **f64) - amat @ bmat  # h1 - A h2 - a = lin h1 - A c - a - A s2 eps2
+    elbo = []
+    for i in range(len(x)):
+        s1c = torch.diag(s1[i] ** 2)
+        resid = flat[i] - w @ mu1[i] - b
+        rec = -0.5 * len(b) * math.log(2 * math.pi * SIGMA**2) - (
+            resid @ resid + torch.trace(w @ s1c @ w.T)
+        ) / (2 * SIGMA**2)
+        m2, c2 = (
+            bmat @ mu1[i] + c,
+            bmat @ s1c @ bmat.T + torch.diag(s2**2),
+        )  # h2's mean and covariance under q
+        log_p2 = -0.5 * D * math.log(2 * math.pi) - 0.5 * (m2 @ m2 + torch.trace(c2))
+        r_mean = lin @ mu1[i] - amat @ c - a
+        r_cov = lin @ s1c @ lin.T + amat @ torch.diag(s2**2) @ amat.T
+        log_p1 = -0.5 * torch.log(2 * math.pi * t**2).sum() - 0.5 * (
+            r_mean @ (r_mean / t**2) + torch.trace(r_cov / t**2)
+        )
+        entropy = 0.5 * torch.log(2 * math.pi * math.e * torch.cat([s1[i], s2]) ** 2).sum()
+        elbo.append(rec + log_p2 + log_p1 + entropy)
+    cov = w @ (amat @ amat.T + torch.diag(t**2)) @ w.T + SIGMA**2 * torch.eye(len(b), **f64)
+    return torch.stack(elbo), MultivariateNormal(w @ a + b, cov).log_prob(flat)
+
+
+def test_hierarchical_elbo_and_evidence_are_their_closed_forms():
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**CFG.__dict__, "extra": {"h1_dim": 3, "h2_hidden": [4]}})
+    m = linearised(HierarchicalVAE(cfg, SHAPE))
+    x = data(5)
+    with torch.no_grad():
+        m.q2[-1].weight[D:] = 0.0  # q(h2|h1): constant scale
+        m.p1[-1].weight[3:] = 0.0  # p(h1|h2): constant scale
+        exact, log_px = hierarchical_closed_forms(m, x)
+        objective = ObjectiveConfig(kl="mc", num_samples=4000)
+        mean, se = mc_mean(lambda g: OBJECTIVES["elbo"](m, x, objective, 1.0, g).stats["elbo"])
+        assert torch.all((mean - exact).abs() < 4 * se + 1e-9), (mean, exact, se)
+        assert torch.all(exact < log_px)
+        # proposals wider than the posterior (scales softplus(2) = 2.1) bound the weights, so that IS's
+        # standard error is trustworthy
+        m.q1[-1].bias[3:] = m.q2[-1].bias[D:] = 2.0
+        _, log_px_again = hierarchical_closed_forms(m, x)
+        log_w = m.log_importance_weights(x, 200_000, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(log_px_again, log_px)  # the evidence does not depend on q
     assert_importance_sampling_is_exact(log_w, log_px)
