@@ -253,14 +253,24 @@ def test_server_rejects_non_finite_and_undecodable_bodies(client, raw):
 @pytest.mark.slow
 def test_atheris_finds_no_crash_in_a_short_run(tmp_path):
     """The coverage-guided harness in fuzz/ runs clean for a few hundred inputs (where atheris installs)."""
+    import resource
     import subprocess
     import sys
     from pathlib import Path
 
     pytest.importorskip("atheris", reason="atheris has no wheel for this Python or platform")
     harness = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_readers.py"
+    # Linux keeps ru_maxrss across fork and exec, and libFuzzer's memory limit reads it: the child starts at
+    # this test process's own peak. The limit is libFuzzer's default 2 GB above that.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     r = subprocess.run(
-        [sys.executable, str(harness), "-atheris_runs=300", f"-artifact_prefix={tmp_path}/"],
+        [
+            sys.executable,
+            str(harness),
+            "-atheris_runs=300",
+            f"-rss_limit_mb={inherited_mb + 2048}",
+            f"-artifact_prefix={tmp_path}/",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
