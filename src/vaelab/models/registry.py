@@ -56,27 +56,34 @@ def _fully_labelled(cfg: Config) -> None:
         )
 
 
-def _m2_settings(cfg: Config) -> None:
-    o = cfg.objective
-    if o.noise != "none" or o.free_bits > 0:
-        raise ConfigError(
-            "m2 trains with its own objective: objective.noise and objective.free_bits do not apply"
-        )
+def _unused_objective_settings(names: tuple[str, ...], why: str) -> Callable[[Config], None]:
+    """A check refusing objective settings, changed from their defaults, that the model would ignore."""
+
+    def check(cfg: Config) -> None:
+        o, d = cfg.objective, ObjectiveConfig()
+        changed = [f"objective.{n}" for n in names if getattr(o, n) != getattr(d, n)]
+        if changed:
+            raise ConfigError(f"model '{cfg.model.name}' {why}: {', '.join(changed)} do not apply to it")
+
+    return check
 
 
-def _no_latent_settings(cfg: Config) -> None:
-    """PixelCNN and the GAN have no q(z|x) and no KL term: the VAE objective's knobs would be ignored."""
-    o, d = cfg.objective, ObjectiveConfig()
-    names = ("beta", "warmup_epochs", "kl_cycle_epochs", "free_bits", "noise", "dreg", "num_samples")
-    changed = [f"objective.{n}" for n in names if getattr(o, n) != getattr(d, n)]
-    if changed:
-        raise ConfigError(
-            f"model '{cfg.model.name}' has no encoder and no KL term: {', '.join(changed)} do not apply to it"
-        )
+def _all(*checks: Callable[[Config], None]) -> Callable[[Config], None]:
+    def check(cfg: Config) -> None:
+        for c in checks:
+            c(cfg)
+
+    return check
+
+
+# PixelCNN and the GAN have no q(z|x) and no KL term: the VAE objective's knobs would be ignored.
+_NO_LATENT = _unused_objective_settings(
+    ("beta", "warmup_epochs", "kl_cycle_epochs", "free_bits", "noise", "dreg", "num_samples"),
+    "has no encoder and no KL term",
+)
 
 
 def _binary_bernoulli(cfg: Config) -> None:
-    _no_latent_settings(cfg)
     if cfg.model.likelihood != "bernoulli" or cfg.data.binarize == "none":
         raise ConfigError(
             "pixelcnn models binary pixels with Bernoulli conditionals: it needs model.likelihood=bernoulli and "
@@ -148,13 +155,13 @@ MODELS: dict[str, ModelSpec] = {
             "model.latent_dim": 50,
             "data.labelled": 100,
         },
-        check=_m2_settings,
+        check=_unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
     ),
     "pixelcnn": ModelSpec(
         PixelCNN,
         "exact-nll",
         "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
-        check=_binary_bernoulli,
+        check=_all(_NO_LATENT, _binary_bernoulli),
     ),
     "gan": ModelSpec(
         GAN,
@@ -167,7 +174,7 @@ MODELS: dict[str, ModelSpec] = {
             "train.lr": 2e-4,
             "train.batch_size": 64,
         },
-        check=_no_latent_settings,
+        check=_NO_LATENT,
     ),
 }
 

@@ -371,6 +371,12 @@ def train(
     w = distributed.world()
     check_world(config, w)
     device = distributed.device_for(config.train.device, w)
+    if config.train.precision == "bf16" and w.main and not native_bf16(device):
+        print(
+            f"vaelab: warning: train.precision=bf16 on {device.type} without native bf16 arithmetic "
+            "(AVX512-BF16 or AMX on a CPU): it runs emulated, likely slower than fp32",
+            file=sys.stderr,
+        )
     torch.set_num_threads(
         config.train.threads if config.train.threads > 0 else distributed.default_threads(w)
     )
@@ -437,12 +443,6 @@ def _train(
     lr_factor: float = 1.0,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    if cfg.train.precision == "bf16" and w.main and not native_bf16(device):
-        print(
-            f"vaelab: warning: train.precision=bf16 on {device.type} without native bf16 arithmetic "
-            "(AVX512-BF16 or AMX on a CPU): it runs emulated, likely slower than fp32",
-            file=sys.stderr,
-        )
     if run is not None and w.main:
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
