@@ -50,15 +50,19 @@ def affine(mean_of) -> tuple[torch.Tensor, torch.Tensor]:
     return w.T, b
 
 
-def gaussian_elbo(x, w, b, mu, s, prior_mu, prior_s) -> torch.Tensor:
-    """E_q[log N(x; Wz + b, SIGMA^2 I)] - KL(N(mu, s^2) || N(prior_mu, prior_s^2)), per datum [B]."""
-    n = x.shape[-1]
+def expected_log_lik(x, w, b, mu, s) -> torch.Tensor:
+    """E_q[log N(x; Wz + b, SIGMA^2 I)] for q = N(mu, diag(s^2)), per datum [B]."""
     resid = x - mu @ w.T - b
-    rec = -0.5 * n * math.log(2 * math.pi * SIGMA**2) - ((resid**2).sum(-1) + (s**2) @ (w**2).sum(0)) / (
+    spread = (s**2) @ (w**2).sum(0)  # tr(W diag(s^2) W^T)
+    return -0.5 * x.shape[-1] * math.log(2 * math.pi * SIGMA**2) - ((resid**2).sum(-1) + spread) / (
         2 * SIGMA**2
     )
+
+
+def gaussian_elbo(x, w, b, mu, s, prior_mu, prior_s) -> torch.Tensor:
+    """E_q[log N(x; Wz + b, SIGMA^2 I)] - KL(N(mu, s^2) || N(prior_mu, prior_s^2)), per datum [B]."""
     kl = (torch.log(prior_s / s) + (s**2 + (mu - prior_mu) ** 2) / (2 * prior_s**2) - 0.5).sum(-1)
-    return rec - kl
+    return expected_log_lik(x, w, b, mu, s) - kl
 
 
 def evidence(x, w, b, prior_mu, prior_s) -> torch.Tensor:
@@ -190,10 +194,7 @@ def hierarchical_closed_forms(m: HierarchicalVAE, x: torch.Tensor) -> tuple[torc
     elbo = []
     for i in range(len(x)):
         s1c = torch.diag(s1[i] ** 2)
-        resid = flat[i] - w @ mu1[i] - b
-        rec = -0.5 * len(b) * math.log(2 * math.pi * SIGMA**2) - (
-            resid @ resid + torch.trace(w @ s1c @ w.T)
-        ) / (2 * SIGMA**2)
+        rec = expected_log_lik(flat[i], w, b, mu1[i], s1[i])
         m2, c2 = (
             bmat @ mu1[i] + c,
             bmat @ s1c @ bmat.T + torch.diag(s2**2),
