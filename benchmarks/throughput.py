@@ -102,6 +102,31 @@ def worker_vaelab(a: argparse.Namespace) -> dict:
     }
 
 
+def worker_floor(a: argparse.Namespace) -> dict:
+    """The floor (`roofline.floor_step`): only the step's unavoidable work, epoch by epoch on the real data."""
+    import torch
+
+    from roofline import floor_step
+
+    torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as vaelab.train runs
+    a.hidden, a.latent = 400, 20
+    run, steps = floor_step(a)
+    seconds = []
+    GATE("ready")
+    for _ in range(a.epochs):
+        began = time.perf_counter()
+        for _ in range(steps):
+            run()
+        seconds.append(time.perf_counter() - began)
+        GATE("epoch")
+    return {
+        "samples_per_s": _epochs_of(seconds, steps * a.batch_size),
+        "train_loss_nats": [float("nan")] * a.epochs,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def _peer_images(a: argparse.Namespace):
     import numpy as np
     import torch
@@ -248,7 +273,7 @@ def worker_pyro(a: argparse.Namespace) -> dict:
     }
 
 
-WORKERS = {"vaelab": worker_vaelab, "pythae": worker_pythae, "pyro": worker_pyro}
+WORKERS = {"vaelab": worker_vaelab, "floor": worker_floor, "pythae": worker_pythae, "pyro": worker_pyro}
 
 
 def run_worker(a: argparse.Namespace) -> None:
@@ -367,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         help="pythae, pyro as their users run them; NAME:flush with denormals flushed to zero (empty: none)",
     )
     p.add_argument("--peer-python", default=str(PEER_PYTHON))
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="leave out the floor: a step of only the unavoidable GEMMs, draw and Adam update",
+    )
     p.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images, 3 epochs, fp32 only")
     p.add_argument("--limit", type=int, default=0, help="train on the first N images (0: all)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -398,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput: error: {e}", file=sys.stderr)
         return 1
     n = len(data.train.images)
-    systems = [f"vaelab:{v}" for v in a.variants.split(",") if v]
+    systems = [f"vaelab:{v}" for v in a.variants.split(",") if v] + ([] if a.no_floor else ["floor"])
     peers = [x for x in a.peers.split(",") if x]
     unknown = [
         x
@@ -423,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vaelab-throughput-") as tmp:
         images = str(Path(tmp, "train-images.npy"))
         np.save(images, data.train.images.numpy())
-        pythons = [(name, sys.executable if name.startswith("vaelab") else a.peer_python) for name in systems]
+        pythons = [
+            (name, sys.executable if name.startswith(("vaelab", "floor")) else a.peer_python)
+            for name in systems
+        ]
         results = run_interleaved(pythons, a, images, tmp)
     for name, res in results.items():
         if "error" in res:
@@ -436,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS {res['peak_rss_mb']:.0f} MB, train loss {res['train_loss_nats'][-1]:.2f} nats{extra}"
         )
     ratios, ratio_spread = {}, {}
-    for ours in (s for s in results if s.startswith("vaelab") and "summary" in results[s]):
+    for ours in (s for s in results if s.startswith(("vaelab", "floor")) and "summary" in results[s]):
         for peer in (s for s in peers if "summary" in results.get(s, {})):
             paired = paired_ratios(results[ours]["samples_per_s"], results[peer]["samples_per_s"], a.warmup)
             ratios[f"{ours} / {peer}"] = statistics.median(paired)
@@ -483,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "pyro": "pyro-ppl SVI Trace_ELBO, validation off",
             ":flush": "the same peer with torch.set_flush_denormal(True), as vaelab.train runs",
         },
+        "floor": "not a system: only the step's 11 GEMMs, bias sums, data draw and fused Adam (worker_floor)",
         "load_average_before": load_before,
         "load_average_after": load_after,
     }

@@ -112,3 +112,21 @@ def test_precision_pairs_bf16_with_fp32_of_its_seed_and_fp32_across_seeds():
     assert d[0]["nll_diff"] == pytest.approx(2.0 / 3.0)
     assert d[0]["stderr"] == pytest.approx(math.sqrt((1 / 9 + 1 / 36 + 1 / 36) / 2 / 3))
     assert d[1]["nll_diff"] == pytest.approx(0.0) and d[1]["stderr"] == pytest.approx(math.sqrt(1 / 3))
+
+
+def test_the_floor_step_does_exactly_the_training_steps_matrix_multiplies():
+    """The floor bounds any implementation from above only if it does all the step's GEMMs: its FLOPs equal the
+    roofline's GEMM list, which equals torch's flop counter on a real vaelab step."""
+    import argparse
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import roofline
+
+    a = argparse.Namespace(data="mnist-5k", data_dir="", limit=64, batch_size=16, hidden=400, latent=20)
+    run, steps = roofline.floor_step(a)
+    assert steps >= 1
+    with FlopCounterMode(display=False) as counter:
+        run()
+    listed = sum(g.flops for g in roofline.step_gemms(16, roofline.vae_layers()))
+    assert counter.get_total_flops() == listed == 16 * roofline.counted_flops_per_sample(16)
