@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "pyro": "pyro-ppl SVI Trace_ELBO, validation off",
             ":flush": "the same peer with torch.set_flush_denormal(True), as vaelab.train runs",
         },
-        "floor": "not a system: only the step's 11 GEMMs, bias sums, data draw and fused Adam (worker_floor)",
+        "floor": "not a system: only the step's 11 GEMMs, bias sums, the fastest data draw and fused Adam (worker_floor)",
         "load_average_before": load_before,
         "load_average_after": load_after,
     }
