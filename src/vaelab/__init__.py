@@ -6,6 +6,7 @@ Train (`vaelab.train`), load (`vaelab.load`), and the model classes; see the REA
 from vaelab import train  # a callable module: vaelab.train(config) runs training
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.models import VAE, Autoencoder
+from vaelab.models.registry import model_config
 from vaelab.train import TrainResult, load
 
 __version__ = "0.1.0"
@@ -21,5 +22,6 @@ __all__ = [
     "TrainResult",
     "__version__",
     "load",
+    "model_config",
     "train",
 ]

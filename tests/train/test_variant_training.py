@@ -144,6 +144,7 @@ def test_model_defaults_come_from_the_spec():
     assert cfg.data.labelled == 100 and cfg.model.hidden == (500,) and cfg.model.latent_dim == 50
     assert model_config("iwae").objective.num_samples == 5 and model_config("vampprior").objective.kl == "mc"
     assert model_config("cvae").model.latent_dim == 2 and model_config("vae") == model_config("vae", None)
+    assert vaelab.model_config is model_config  # the Python API's way to the CLI's starting point
 
 
 def test_m2_learns_to_classify_from_100_labels(config_factory):
