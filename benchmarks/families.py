@@ -151,27 +151,23 @@ def config_for(name: str, data: str, a: argparse.Namespace):
 
 
 def train_for_budget(cfg, out: Path, budget_s: float, max_epochs: int) -> dict[str, Any]:
-    """Whole epochs (resuming the run folder) until the next one would overrun the budget."""
+    """Whole epochs in one `vaelab.train` call, stopped (through `on_epoch`) when the next epoch, as long as
+    the last one, would overrun the budget."""
     import torch
 
     from vaelab.train import train
 
     start, cpu0 = time.perf_counter(), time.process_time()
-    epochs, history, last = 0, [], 0.0
-    while epochs < max_epochs:
-        elapsed = time.perf_counter() - start
-        if epochs and elapsed + last > budget_s:
-            break
-        t = time.perf_counter()
-        res = train(
-            cfg.replace(**{"train.epochs": epochs + 1}),
-            out=out,
-            resume=epochs > 0,
-            explicit={"train.epochs"},
-            overwrite=epochs == 0,
-        )
-        last = time.perf_counter() - t
-        epochs, history = epochs + 1, res.history
+    marks = [start]
+
+    def over_budget(_: dict) -> bool:
+        marks.append(time.perf_counter())
+        return marks[-1] - start + (marks[-1] - marks[-2]) > budget_s
+
+    history = train(
+        cfg.replace(**{"train.epochs": max_epochs}), out=out, overwrite=True, on_epoch=over_budget
+    ).history
+    epochs = len(history)
     wall = time.perf_counter() - start
     stat = next((s for s in ("iwae", "elbo", "log_px", "rec") if f"test_{s}" in history[-1]), None)
     clock, curve = 0.0, []

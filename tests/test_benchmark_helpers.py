@@ -130,3 +130,20 @@ def test_the_floor_step_does_exactly_the_training_steps_matrix_multiplies():
         run()
     listed = sum(g.flops for g in roofline.step_gemms(16, roofline.vae_layers()))
     assert counter.get_total_flops() == listed == 16 * roofline.counted_flops_per_sample(16)
+
+
+def test_families_budget_runs_whole_epochs_in_one_training_call(tmp_path, config_factory):
+    """A zero budget still trains one whole epoch; an ample one stops at max_epochs; the folder matches."""
+    import families
+    from vaelab.runs import RunDir
+
+    cfg = config_factory(**{"data.train_limit": 128})
+    one = families.train_for_budget(cfg, tmp_path / "zero", budget_s=0.0, max_epochs=5)
+    assert one["epochs"] == 1 and len(one["curve"]) == 1
+    three = families.train_for_budget(cfg, tmp_path / "ample", budget_s=3600.0, max_epochs=3)
+    assert three["epochs"] == 3 and [r["epoch"] for r in RunDir(tmp_path / "ample").read_metrics()] == [
+        1,
+        2,
+        3,
+    ]
+    assert three["train_seconds"] <= three["wall_seconds"]

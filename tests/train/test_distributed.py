@@ -153,6 +153,25 @@ def test_two_ranks_equal_one_process_and_resume_exactly(tmp_path, config_factory
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def _rank0_stops_after_epoch_1(cfg, folder: str) -> list[int]:
+    """Only rank 0's on_epoch asks to stop: every rank must leave the loop with it (else the job hangs)."""
+    distributed.start(torch.device("cpu"), 60)
+    try:
+        rank = distributed.world().rank
+        res = train(cfg, out=folder, on_epoch=lambda r: rank == 0 and r["epoch"] == 1)
+    finally:
+        distributed.stop()
+    return [r["epoch"] for r in res.history]
+
+
+@pytest.mark.slow
+def test_a_stop_asked_by_one_rank_stops_every_rank(tmp_path, config_factory):
+    cfg = config_factory(**{"train.epochs": 3, "data.train_limit": 256, "model.hidden": (32,)})
+    results = distributed.launch(2, _rank0_stops_after_epoch_1, (cfg, str(tmp_path / "run")), threads=1)
+    assert results == {0: [1], 1: [1]}
+    assert [r["epoch"] for r in RunDir(tmp_path / "run").read_metrics()] == [1]
+
+
 def _killed_midway(cfg, folder: str) -> None:
     """Rank 1 is killed (SIGKILL) at its 30th objective call, in epoch 2."""
     calls = {"n": 0}

@@ -58,6 +58,22 @@ def test_resume_is_bit_exact(tmp_path, config_factory):
     assert [r["epoch"] for r in RunDir(tmp_path / "parts").read_metrics()] == [1, 2, 3]
 
 
+def test_on_epoch_returning_true_stops_after_that_epoch_and_the_run_resumes_exactly(tmp_path, config_factory):
+    """A budget stop: on_epoch says True after epoch 2 of 4; the folder holds 2 epochs, and resuming it ends
+    bit-for-bit where the uninterrupted run ends. Any other return value (None, 1, "yes") does not stop."""
+    cfg = config_factory(**{"train.epochs": 4, "data.binarize": "dynamic"})
+    whole = train(cfg, out=tmp_path / "whole", on_epoch=lambda r: 1 if r["epoch"] == 1 else "yes")
+    assert len(whole.history) == 4
+    stopped = train(cfg, out=tmp_path / "parts", on_epoch=lambda r: r["epoch"] == 2)
+    assert [r["epoch"] for r in stopped.history] == [1, 2]
+    assert read_checkpoint(tmp_path / "parts/checkpoints/last.pt")["epoch"] == 2
+    assert [r["epoch"] for r in RunDir(tmp_path / "parts").read_metrics()] == [1, 2]
+    resumed = train(cfg, out=tmp_path / "parts", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for (k, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
 def test_on_epoch_sees_each_new_epoch_after_its_checkpoint(tmp_path, config_factory):
     cfg = config_factory(**{"train.epochs": 3})
     train(cfg.replace(**{"train.epochs": 1}), out=tmp_path / "run")

@@ -341,14 +341,15 @@ def train(
     data: DataSplits | None = None,
     explicit: set[str] | None = None,
     overwrite: bool = False,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> TrainResult:
     """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it.
 
     A folder that already holds a trained run is refused unless `resume` (continue it) or `overwrite`
     (start again) says what to do with it. Under torchrun every rank calls this with the same arguments;
     rank 0 alone writes the run folder. `on_epoch(record)` is called with each epoch's metrics record (the
-    line `metrics.jsonl` gets) once its checkpoint is written, outside the epoch's timing. Denormal floats
+    line `metrics.jsonl` gets) once its checkpoint is written, outside the epoch's timing; if it returns True,
+    training ends there (on any rank: all ranks stop together), e.g. for a time budget. Denormal floats
     are flushed to zero while it runs, and freed memory stays in the process (`vaelab.device`: both
     measured to pay on the CPU).
     """
@@ -403,7 +404,7 @@ def _train_with_restarts(
     data: DataSplits | None,
     device: torch.device,
     w: World,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> TrainResult:
     """`_train`, and with train.on_diverge=restart, after a non-finite loss: back to the last good checkpoint
     (or the start) with the learning rate times train.restart_lr_factor, at most train.max_restarts times."""
@@ -441,7 +442,7 @@ def _train(
     device: torch.device,
     w: World,
     lr_factor: float = 1.0,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> TrainResult:
     if run is not None and w.main:
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
@@ -580,6 +581,8 @@ def _train(
                 save_checkpoint(run.best, body)
             run.write_metrics(history)
         if on_epoch is not None:
-            on_epoch(dict(record))
+            stop = torch.tensor([float(on_epoch(dict(record)) is True)], device=device)
+            if distributed.all_reduce_sum(stop).item() > 0:
+                break
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
     return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)
