@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vaelab.inference.ais as ais_module
 from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.inference.ais import ais_log_px, anneal, bdmc, log_mean_exp, schedule
@@ -77,10 +78,35 @@ def test_reverse_ais_from_the_exact_posterior_is_an_upper_bound():
     assert torch.all(upper.mean(0) - exact > -4 * se)
 
 
+def test_reverse_run_reuses_the_forward_step_sizes_reversed_and_has_no_pilots(monkeypatch):
+    """The reverse kernels must not depend on the counted chains' start z*: they are the forward run's (which
+    started from prior draws), transition t of T at the step the forward run used for beta_{T-t}."""
+    m = make_ppca()
+    calls = []
+    original = anneal
+
+    def spy(*args, **kw):
+        run = original(*args, **kw)
+        calls.append((args[3].shape[0], kw.get("pilots"), kw.get("step_sizes"), run))
+        return run
+
+    monkeypatch.setattr(ais_module, "anneal", spy)
+    bdmc(m, 5, 12, 3, torch.Generator().manual_seed(2), leapfrog=3)
+    (n_fwd, pilots_fwd, given_fwd, fwd), (n_rev, pilots_rev, given_rev, rev) = calls
+    assert (n_fwd, pilots_fwd, given_fwd) == (3 + 2, 2, None) and (n_rev, pilots_rev) == (3, 0)
+    assert fwd.step_sizes.shape == (12, 5) and not torch.equal(fwd.step_sizes[0], fwd.step_sizes[-1])
+    order = [10 - i for i in range(11)] + [0]  # forward transitions 11, 10, ..., 1, then 1 again for beta_0
+    assert torch.equal(given_rev, fwd.step_sizes[order]) and torch.equal(rev.step_sizes, given_rev)
+
+
 def test_pilot_settings_are_checked():
     m = make_ppca()
     x = simulate(m, 2)
     with pytest.raises(ConfigError, match="need at least one pilot and one counted chain"):
         anneal(m, x, schedule(3), torch.zeros(2, 2, 2, dtype=torch.float64), None, pilots=2)
+    with pytest.raises(ConfigError, match="given step sizes need pilots=0"):
+        anneal(
+            m, x, schedule(3), torch.zeros(3, 2, 2, dtype=torch.float64), None, step_sizes=torch.ones(3, 2)
+        )
     with pytest.raises(ConfigError, match="at least 1 chain per datum, got C = 0"):
         ais_log_px(m, x, 10, 0)

@@ -64,6 +64,19 @@ def test_rhat_is_near_one_on_mixed_chains_and_the_error_falls_like_one_over_sqrt
     assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
 
 
+def test_the_mean_standard_error_is_arviz_mean_mcse():
+    """sd / sqrt(ESS_mean), as ArviZ's mcse(method="mean"); not the rank-normalised bulk ESS, which on the
+    banana's correlated MH chains is larger and would shrink the error bar."""
+    import arviz
+
+    ch = run("banana", "mh", 1500, warmup=300, seed=2)
+    s = diagnostics.summarize(ch.samples)
+    data = arviz.convert_to_dataset({"z": ch.samples.numpy()})
+    expected = arviz.mcse(data, method="mean")["z"].values
+    np.testing.assert_allclose(s["mean_mcse"], expected, rtol=1e-6)
+    assert max(s["ess_bulk"][i] / s["ess_mean"][i] for i in range(2)) > 1.05
+
+
 def test_rhat_flags_chains_stuck_in_different_modes():
     """Two chains in each label-switched mode, with a step far too small to cross: R-hat >> 1.1."""
     m = toy.get_model("bimodal-2d")

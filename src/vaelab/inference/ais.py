@@ -12,7 +12,9 @@ AIS: on probabilistic PCA, reverse AIS then undershot the exact log p(x) by 0.3-
 breaking the upper bound. Pilot-driven steps are independent of the counted chains, so no bias.
 
 Run backwards from an exact posterior sample (available for data simulated from the model), the same
-procedure gives a stochastic upper bound: bidirectional Monte Carlo (Grosse et al. 2015).
+procedure gives a stochastic upper bound: bidirectional Monte Carlo (Grosse et al. 2015). The reverse run
+takes the forward run's step sizes, reversed, and has no pilots: pilots started at the exact sample would
+make its kernels depend on the counted chains' own start, and the bound would no longer be exact.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class AISRun:
     acceptance: torch.Tensor  # [B] mean acceptance probability over steps and counted chains
     step_size: torch.Tensor  # [B] final step size of each datum
     final: torch.Tensor  # [C, B, D] final positions of the counted chains
+    step_sizes: torch.Tensor  # [T, B] the step size each transition used
 
 
 def anneal(
@@ -80,13 +83,21 @@ def anneal(
     adapt_rate: float = 0.05,
     pilots: int = 2,
     progress: tqdm | None = None,
+    step_sizes: torch.Tensor | None = None,
 ) -> AISRun:
     """Run chains from z0 [C + pilots, B, D] through p(z) p(x|z)^beta; log_w sums the increments of the first C.
 
     With betas rising from 0 to 1 and z0 ~ p(z), E[exp(log_w)] = p(x); with betas falling from 1 to 0 and z0
-    an exact posterior sample, E[exp(log_w)] = 1 / p(x). The last `pilots` chains only set the step size.
+    an exact posterior sample, E[exp(log_w)] = 1 / p(x). The last `pilots` chains only set the step size;
+    with `step_sizes` [T, B] given, transition t uses step_sizes[t - 1] and there are no pilots (pilots=0).
     """
-    if pilots < 1 or z0.shape[0] <= pilots:
+    if step_sizes is not None:
+        if pilots != 0 or step_sizes.shape != (len(betas) - 1, z0.shape[1]):
+            raise ConfigError(
+                f"given step sizes need pilots=0 and shape [{len(betas) - 1}, {z0.shape[1]}], "
+                f"got pilots={pilots} and {list(step_sizes.shape)}"
+            )
+    elif pilots < 1 or z0.shape[0] <= pilots:
         raise ConfigError(
             f"need at least one pilot and one counted chain, got {z0.shape[0]} chains, {pilots} pilots"
         )
@@ -101,7 +112,11 @@ def anneal(
     log_w = torch.zeros(z.shape[:-1], dtype=torch.float64, device=x.device)
     eps = torch.full(z.shape[1:-1], step_size, dtype=z.dtype, device=z.device)
     accept_sum = torch.zeros(z.shape[:-1], dtype=torch.float64, device=x.device)
+    used = []
     for t in range(1, len(betas)):
+        if step_sizes is not None:
+            eps = step_sizes[t - 1].to(device=z.device, dtype=z.dtype)
+        used.append(eps)
         with torch.no_grad():
             log_w += (betas[t] - betas[t - 1]) * log_lik(z).double()
         beta = float(betas[t])
@@ -113,12 +128,13 @@ def anneal(
         state, info = hmc.step(generator, state, target, eps.expand(z.shape[:-1]), leapfrog)
         z = state.position
         accept_sum += info.accept_prob.double()
-        pilot_accept = info.accept_prob[counted:].mean(0)
-        eps = hmc.adapt_step_size(eps, pilot_accept, target_accept, iteration=0, rate=adapt_rate)
+        if step_sizes is None:
+            pilot_accept = info.accept_prob[counted:].mean(0)
+            eps = hmc.adapt_step_size(eps, pilot_accept, target_accept, iteration=0, rate=adapt_rate)
         if progress is not None:
             progress.update(1)
     acceptance = (accept_sum[:counted] / (len(betas) - 1)).mean(0)
-    return AISRun(log_w[:counted], acceptance, eps, z[:counted])
+    return AISRun(log_w[:counted], acceptance, eps, z[:counted], torch.stack(used))
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -171,9 +187,12 @@ def bdmc(
     z_star = sample(prior, (num_data,), generator)
     x = sample(model.decode(z_star), (), generator)
     lower, fwd = ais_log_px(model, x, steps, chains, generator, kind, leapfrog, step_size, pilots, progress)
-    z0 = z_star.unsqueeze(0).expand(chains + pilots, -1, -1).contiguous()
+    z0 = z_star.unsqueeze(0).expand(chains, -1, -1).contiguous()
     betas = schedule(steps, kind).flip(0)
-    rev = anneal(model, x, betas, z0, generator, leapfrog, step_size, pilots=pilots, progress=progress)
+    # transition t of the reverse run targets beta_{T-t}: the step the forward run used there (beta_0, the
+    # prior, which the forward run never moved on, takes beta_1's)
+    fixed = fwd.step_sizes[[max(steps - t - 1, 0) for t in range(1, steps + 1)]]
+    rev = anneal(model, x, betas, z0, generator, leapfrog, pilots=0, progress=progress, step_sizes=fixed)
     upper = -log_mean_exp(rev.log_w)
     return {
         "x": x,

@@ -37,8 +37,9 @@ def rhat(samples: Tensor | np.ndarray) -> np.ndarray:
 def summarize(samples: Tensor | np.ndarray, accept_prob: Tensor | np.ndarray | None = None) -> dict[str, Any]:
     """Posterior moments of draws [C, N, D] with their Monte Carlo standard errors and the diagnostics.
 
-    The standard error of the mean is sd / sqrt(ESS_bulk); that of the variance is the sd of the squared
-    deviations over the square root of their own ESS.
+    The standard error of the mean is sd / sqrt(ESS_mean) (ArviZ's `mcse(method="mean")`; the bulk ESS is
+    rank-normalised and can overstate the mean's); that of the variance is the sd of the squared deviations
+    over the square root of their own mean ESS.
     """
     z = _numpy(samples)
     flat = z.reshape(-1, z.shape[-1])
@@ -46,14 +47,16 @@ def summarize(samples: Tensor | np.ndarray, accept_prob: Tensor | np.ndarray | N
     var = flat.var(0, ddof=1)
     sq = (z - mean) ** 2
     ess_bulk = ess(z, "bulk")
+    ess_mean = ess(z, "mean")
     ess_sq = ess(sq, "mean")
     out: dict[str, Any] = {
         "mean": mean.tolist(),
-        "mean_mcse": (np.sqrt(var / ess_bulk)).tolist(),
+        "mean_mcse": (np.sqrt(var / ess_mean)).tolist(),
         "var": var.tolist(),
         "var_mcse": (sq.reshape(-1, z.shape[-1]).std(0, ddof=1) / np.sqrt(ess_sq)).tolist(),
         "cov": np.cov(flat, rowvar=False).reshape(z.shape[-1], z.shape[-1]).tolist(),
         "ess_bulk": ess_bulk.tolist(),
+        "ess_mean": ess_mean.tolist(),
         "ess_tail": ess(z, "tail").tolist(),
         "rhat": rhat(z).tolist(),
         "chains": int(z.shape[0]),
