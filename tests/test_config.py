@@ -72,3 +72,21 @@ def test_shipped_configs_load():
     assert len(files) >= 4
     for f in files:
         build_config(f)
+
+
+def test_the_top_level_api_works_after_a_bare_import_vaelab():
+    """README's `vaelab.train(cfg)`, `vaelab.evaluate(run)`, `vaelab.load`, `vaelab.model_config` need only
+    `import vaelab` (in a fresh interpreter: this test process has imported the subpackages already); the
+    callable subpackages stay importable as packages."""
+    import subprocess
+    import sys
+
+    code = (
+        "import vaelab; "
+        "assert all(callable(f) for f in (vaelab.train, vaelab.evaluate, vaelab.load, vaelab.model_config)); "
+        "import vaelab.train.loop, vaelab.evaluate.loglik; "
+        "print(vaelab.evaluate.__doc__.split(chr(10))[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()

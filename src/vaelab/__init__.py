@@ -1,9 +1,10 @@
 """vaelab: variational autoencoders and the variational inference behind them.
 
-Train (`vaelab.train`), load (`vaelab.load`), and the model classes; see the README for a tour.
+Train (`vaelab.train`), evaluate (`vaelab.evaluate`), load (`vaelab.load`), and the model classes;
+see the README for a tour.
 """
 
-from vaelab import train  # a callable module: vaelab.train(config) runs training
+from vaelab import evaluate, train  # callable modules: vaelab.train(config), vaelab.evaluate(run)
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.models import VAE, Autoencoder
 from vaelab.models.registry import model_config
@@ -21,6 +22,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "evaluate",
     "load",
     "model_config",
     "train",

@@ -149,3 +149,25 @@ def test_figures_that_do_not_apply_are_refused(runs, capsys, one_line_error):
     )
     code = main(["eval", str(runs / "cvae"), "--importance", "2", "--ais", "5", "--limit", "4", "--quiet"])
     one_line_error(capsys, code, "does not apply to CVAE", "takes a label")
+
+
+@pytest.mark.parametrize(
+    ("run", "flag", "needle"),
+    [
+        ("hierarchical", "--ais", "annealed importance sampling does not apply to HierarchicalVAE"),
+        ("cvae", "--bdmc", "bidirectional Monte Carlo does not apply to CVAE"),
+        ("hierarchical", "--decomposition", "the ELBO decomposition does not apply to HierarchicalVAE"),
+    ],
+)
+def test_estimators_that_do_not_apply_are_refused_before_importance_sampling(
+    run, flag, needle, runs, capsys, one_line_error, monkeypatch
+):
+    import vaelab.evaluate as ev
+
+    def never(*_a, **_k):
+        raise AssertionError("importance sampling ran before the refusal")
+
+    monkeypatch.setattr(ev, "_importance_parts", never)
+    args = [flag] if flag == "--decomposition" else [flag, "5"]
+    code = main(["eval", str(runs / run), "--importance", "2", *args, "--limit", "4", "--quiet"])
+    one_line_error(capsys, code, needle)

@@ -326,6 +326,12 @@ def _evaluate(
         raise ConfigError(
             "quality needs a run folder or checkpoint: its feature classifier is trained on the run's data"
         )
+    if not getattr(model, "exact_likelihood", False):  # refuse before minutes of importance sampling
+        for wanted, what in ((ais, "annealed importance sampling"), (bdmc_n, "bidirectional Monte Carlo")):
+            if wanted:
+                require_protocol(model, "prior", "decode", what=what)
+        if decomposition:
+            require_protocol(model, "encode", "decode", "prior", what="the ELBO decomposition")
     res = None
     if getattr(model, "exact_likelihood", False):
         if ais or bdmc_n or decomposition:
