@@ -224,6 +224,11 @@ def evaluate(
     dict is the whole result. `dist_timeout` bounds the rendezvous and each collective, in seconds.
     """
     _check_settings(importance, ais, chains, leapfrog, schedule, bdmc)
+    if data is not None and not isinstance(data, Prepared):
+        raise ConfigError(
+            f"evaluate's data must be a Prepared split (vaelab.data.prepare_split(cfg.data, 'test')), not "
+            f"{type(data).__name__}: it carries the images' shape and binarization, which a bare tensor does not"
+        )
     if quality < 0:
         raise ConfigError(f"--quality N must be >= 0, got {quality}")
     if limit is not None and limit < 1:
