@@ -117,6 +117,21 @@ def test_help_shows_defaults(capsys):
             ["mcmc", "--model", "banana", "--init", "1e200,0"],
             "log density is -inf at z=[1e+200, 0] (chain 0, step 0)",
         ),
+        (["mcmc", "--model", "banana", "--warmup", "-1"], "warmup must be 0 or more, got -1"),
+        (
+            ["mcmc", "--model", "banana", "--target-accept", "1.5"],
+            "target acceptance must be between 0 and 1, got 1.5",
+        ),
+        (
+            ["mcmc", "--model", "banana", "--sampler", "hmc", "--leapfrog", "0"],
+            "leapfrog steps must be at least 1, got 0",
+        ),
+        (["vi", "--model", "banana", "--samples", "0"], "samples per step must be at least 1, got 0"),
+        (["vi", "--model", "banana", "--lr", "0"], "learning rate must be a positive number, got 0.0"),
+        (
+            ["vi", "--model", "banana", "--family", "mixture", "--components", "0"],
+            "a mixture needs at least 1 component, got 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_1(argv, message, tmp_path, capsys):
@@ -124,3 +139,4 @@ def test_bad_input_is_one_line_and_exit_code_1(argv, message, tmp_path, capsys):
     assert code == 1
     assert err.count("\n") == 1 and err.startswith(f"vaelab {argv[0]}: error: ")
     assert message in err
+    assert not (tmp_path / "x").exists()  # a refused run leaves no folder behind

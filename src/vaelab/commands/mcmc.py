@@ -21,7 +21,7 @@ import torch
 from vaelab.commands.vi import choose, one_thread, update_summary
 from vaelab.errors import VaelabError
 from vaelab.inference import diagnostics, mcmc, toy
-from vaelab.io import atomic_save, ensure_dir
+from vaelab.io import atomic_save, check_can_create, ensure_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise VaelabError(f"chains must be at least 1, got {args.chains}")
     if args.draws < 1:
         raise VaelabError(f"draws must be at least 1, got {args.draws}")
-    out = ensure_dir(args.out)
+    out = check_can_create(args.out)  # created once sampling has run: a refused setting leaves nothing
     generator = torch.Generator().manual_seed(args.seed)
     x0 = initial_points(model, args.init, args.chains, generator)
     with one_thread():
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         }  # fmt: skip
         from vaelab.viz import inference as figures
 
+        ensure_dir(out)
         z, w = chains.samples.numpy(), chains.warmup_samples.numpy()
         title = f"{model.name}: {sampler}, {args.chains} chains × {args.draws} draws"
         written = [

@@ -25,7 +25,7 @@ import torch
 
 from vaelab.errors import VaelabError
 from vaelab.inference import mcmc, toy, vi
-from vaelab.io import atomic_write_json, atomic_write_text, ensure_dir
+from vaelab.io import atomic_write_json, atomic_write_text, check_can_create, ensure_dir
 
 ALL_DIVERGENCES = (*vi.DIVERGENCES, "both")
 
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         raise VaelabError(
             "--estimator score applies to --divergence reverse (forward KL uses quadrature weights)"
         )
-    out = ensure_dir(args.out)
+    out = check_can_create(args.out)  # created once the first fit has run: a refused setting leaves nothing
     divergences = list(vi.DIVERGENCES) if divergence == "both" else [divergence]
     generator = torch.Generator().manual_seed(args.seed)
     results, written = {}, []
@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
             r.summary["seed"] = args.seed
             results[div] = r
             written.append(
-                write_trace(out / f"vi-{family}-{div}-trace.csv", r.trace, model.exact.log_evidence)
+                write_trace(
+                    ensure_dir(out) / f"vi-{family}-{div}-trace.csv", r.trace, model.exact.log_evidence
+                )
             )
         from vaelab.viz import inference as figures
 
