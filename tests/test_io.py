@@ -40,3 +40,28 @@ def test_check_can_create_creates_nothing_and_names_the_blocker(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(VaelabError, match=r"cannot create folder .*file/run: .*file is not a folder"):
         check_can_create(tmp_path / "file" / "run")
+
+
+def test_json_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    """JSON has no NaN or Infinity: a bare NaN token (json.dumps' default) breaks JavaScript's JSON.parse."""
+    import json
+    import math
+
+    import numpy as np
+
+    from vaelab.io import atomic_write_json
+    from vaelab.runs import RunDir
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+    path = atomic_write_json(
+        tmp_path / "x.json", {"a": math.nan, "b": [math.inf, np.float32(1.5)], "c": np.int64(3), "d": "NaN"}
+    )
+    assert strict(path.read_text()) == {"a": None, "b": [None, 1.5], "c": 3, "d": "NaN"}
+    run = RunDir.at(tmp_path / "run")
+    run.root.mkdir()
+    run.write_metrics([{"epoch": 1, "samples_per_s": math.inf, "test_elbo": -90.5}])
+    assert [strict(line) for line in run.metrics.read_text().splitlines()] == [
+        {"epoch": 1, "samples_per_s": None, "test_elbo": -90.5}
+    ]

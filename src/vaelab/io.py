@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -107,9 +108,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """A strict-JSON copy: numpy scalars and arrays to Python, nan and inf to None (JSON has no NaN: a bare
+    `NaN` token breaks JavaScript's JSON.parse and other strict readers)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write an object as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    """Write an object as indented strict JSON atomically (non-finite numbers become null)."""
+    return atomic_write_text(
+        path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    )
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import VaelabError
-from vaelab.io import atomic_write_text
+from vaelab.io import atomic_write_text, json_safe
 
 
 @dataclass(frozen=True)
@@ -70,4 +70,6 @@ class RunDir:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
         """Rewrite metrics.jsonl whole (atomically), one JSON object per line."""
-        return atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        return atomic_write_text(
+            self.metrics, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows)
+        )

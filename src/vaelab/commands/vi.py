@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,19 +91,6 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy to Python, nan and inf to None."""
-    if isinstance(obj, dict):
-        return {k: clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [clean(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[str, Any]) -> Path:
     """Write summary.json: the exact answer plus the `vi` and `mcmc` results gathered in this folder for
     this model (a summary of another model is replaced), and a side-by-side comparison of the moments."""
@@ -143,7 +129,7 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
         means[f"mcmc {key}"] = r["mean"]
         sds[f"mcmc {key}"] = np.sqrt(r["var"]).tolist()
     summary["comparison"] = {"mean": means, "sd": sds}
-    return atomic_write_json(path, clean(summary))
+    return atomic_write_json(path, summary)
 
 
 def write_trace(path: Path, trace: dict[str, np.ndarray], log_evidence: float) -> Path:
