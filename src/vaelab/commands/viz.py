@@ -30,7 +30,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _need(o: OpenRun, what: str) -> None:
-    if not applicable(o.model)[what]:
+    if not fig.applicable(o.model)[what]:
         raise VaelabError(
             f"{what} do not apply to {type(o.model).__name__}: it has no encoder and decoder of one latent layer"
         )
@@ -98,26 +98,13 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
-def applicable(model: object) -> dict[str, bool]:
-    """Which figures a model can draw: latent pictures need encode and decode of one latent layer (not
-    taking a label); samples need a way to sample."""
-    latent = hasattr(model, "encode") and hasattr(model, "decode") and not hasattr(model, "num_classes")
-    return {
-        "samples": hasattr(model, "generate") or hasattr(model, "decode"),
-        "reconstructions": latent,
-        "manifold": latent,
-        "interpolations": latent,
-        "latents": latent,
-    }
-
-
 def write_figures(
     run_path: str | Path, device: str = "cpu", data_dir: str | None = None, seed: int = 0
 ) -> list[Path]:
     """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`)."""
     o = open_run(str(run_path), device)
     figs = o.run.figures
-    can = applicable(o.model)
+    can = fig.applicable(o.model)
     test = o.split("test", data_dir) if any(v for k, v in can.items() if k != "samples") else None
     paths = []
     if can["samples"]:

@@ -237,3 +237,16 @@ def curves_figure(history: list[dict], path: str | os.PathLike) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def applicable(model: object) -> dict[str, bool]:
+    """Which figures a model can draw: latent pictures need encode and decode of one latent layer (not
+    taking a label); samples need a way to sample."""
+    latent = hasattr(model, "encode") and hasattr(model, "decode") and not hasattr(model, "num_classes")
+    return {
+        "samples": hasattr(model, "generate") or hasattr(model, "decode"),
+        "reconstructions": latent,
+        "manifold": latent,
+        "interpolations": latent,
+        "latents": latent,
+    }

@@ -136,20 +136,31 @@ def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[dict[str, str | None], dict]:
+    """The figures `vaelab figures` draws for this model; the others get a note saying why not."""
     notes: dict[str, str] = {}
     uris: dict[str, str | None] = {}
     model = o.model
+    can = fig.applicable(model)
+    latent_figures = ("reconstructions", "manifold", "interpolations", "latents")
     test = train_codes = None
-    try:
-        test = o.split("test", data_dir)
-    except VaelabError as e:
-        notes["data"] = f"not drawn: the run's test data could not be loaded ({' '.join(str(e).split())})"
-    if not hasattr(model, "prior"):
+    if not can["reconstructions"]:  # the four latent pictures apply together (one latent layer)
+        notes.update(
+            dict.fromkeys(
+                latent_figures, f"not drawn: {type(model).__name__} has no single latent layer to show"
+            )
+        )
+    else:
+        try:
+            test = o.split("test", data_dir)
+        except VaelabError as e:
+            notes["data"] = f"not drawn: the run's test data could not be loaded ({' '.join(str(e).split())})"
+    needs_codes = can["samples"] and not hasattr(model, "prior") and not hasattr(model, "generate")
+    if needs_codes:
         try:
             train_codes = fig.codes(model, o.split("train", data_dir), limit=10000)
         except VaelabError as e:
             notes["samples"] = f"not drawn: the training codes could not be computed ({e})"
-    if hasattr(model, "prior") or train_codes is not None:
+    if can["samples"] and (not needs_codes or train_codes is not None):
         uris["samples"] = _draw(
             tmp, "samples", lambda p: fig.samples_figure(model, p, seed=seed, train_codes=train_codes), notes
         )
