@@ -120,10 +120,11 @@ def _run_to_end(tmp: Path, run: Path, epochs: int) -> None:
 
 
 def _same_model(a: Path, b: Path) -> None:
-    ca, cb = read_checkpoint(a / "checkpoints" / "last.pt"), read_checkpoint(b / "checkpoints" / "last.pt")
-    assert ca["epoch"] == cb["epoch"]
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for name in ("best.pt", "last.pt"):  # best.pt too: a kill between the two writes must not leave it stale
+        ca, cb = read_checkpoint(a / "checkpoints" / name), read_checkpoint(b / "checkpoints" / name)
+        assert ca["epoch"] == cb["epoch"], name
+        for k in ca["model"]:
+            assert torch.equal(ca["model"][k], cb["model"][k]), (name, k)
     strip = [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in ca["history"]]
     assert strip == [
         {k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in cb["history"]
@@ -133,6 +134,20 @@ def _same_model(a: Path, b: Path) -> None:
 def _finished(run: Path, epochs: int) -> bool:
     last = run / "checkpoints" / "last.pt"
     return last.exists() and read_checkpoint(last)["epoch"] == epochs
+
+
+def test_a_kill_between_the_best_and_last_checkpoint_writes_leaves_neither_stale(tmp_path):
+    """Each epoch renames best.pt (when it improved), last.pt, metrics.jsonl, after config.json and the first
+    metrics.jsonl: kill -9 before the second rename of epoch 3 (the 10th), resume, and best.pt must be the
+    uninterrupted run's (written in the other order, best.pt stayed at epoch 2 for good)."""
+    ref, run = tmp_path / "reference", tmp_path / "killed"
+    _run_to_end(tmp_path, ref, 3)
+    assert read_checkpoint(ref / "checkpoints" / "best.pt")["epoch"] == 3  # the case that matters
+    p = _child(tmp_path, [*TRAIN, "--epochs", "3", "--out", str(run)], {"VAELAB_TEST_KILL": "rename:10"})
+    p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL
+    _run_to_end(tmp_path, run, 3)
+    _same_model(ref, run)
 
 
 @pytest.mark.slow

@@ -576,9 +576,9 @@ def _train(
             tqdm.write(f"epoch {epoch}: {shown} ({seconds:.1f} s)")
         if run is not None and w.main:
             body = payload()
+            if improved:  # best.pt first: last.pt is what marks the epoch done, so a kill between the two
+                save_checkpoint(run.best, body)  # writes repeats the epoch on resume and rewrites best.pt
             save_checkpoint(run.last, body)
-            if improved:
-                save_checkpoint(run.best, body)
             run.write_metrics(history)
         if on_epoch is not None:
             stop = torch.tensor([float(on_epoch(dict(record)) is True)], device=device)
