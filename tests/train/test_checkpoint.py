@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -80,6 +81,34 @@ def test_weights_of_another_architecture_say_what_differs(trained, tmp_path):
         CheckpointError, match=r"other\.pt: weights do not fit a 'vae' model.*shapes differ: encoder"
     ):
         model_from_checkpoint(read_checkpoint(p), p)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("shape", "abc", "'shape' is 'abc', not a list of positive sizes"),
+        ("shape", [1, -28, 28], "not a list of positive sizes"),
+        ("config", 5, "'config' is a int"),
+        ("model", {"encoder.weight": 3}, "'model' is not a dict of tensors"),
+    ],
+)
+def test_a_sealed_but_malformed_body_is_one_line(
+    trained, tmp_path, key, value, message, capsys, one_line_error
+):
+    """Written by other code and sealed correctly, but not what vaelab writes: refused on reading, so every
+    command (sample, eval, serve) says so in one line instead of a traceback."""
+    from vaelab.cli import main
+
+    ck = read_checkpoint(trained / "checkpoints/last.pt")
+    ck[key] = value
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "best.pt", ck)
+    with pytest.raises(CheckpointError, match=f"best\\.pt: malformed checkpoint \\(.*{re.escape(message)}"):
+        read_checkpoint(run / "checkpoints" / "best.pt")
+    one_line_error(
+        capsys, main(["sample", str(run), "--out", str(tmp_path / "s.png")]), "malformed checkpoint"
+    )
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_not_a_checkpoint(tmp_path):

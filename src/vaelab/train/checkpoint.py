@@ -82,7 +82,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("config", "shape", "model"):
         if key not in ck:
             raise CheckpointError(f"{p}: checkpoint lacks '{key}'")
+    _check_types(ck, p)
     return ck
+
+
+def _check_types(ck: dict[str, Any], p: Path) -> None:
+    """A sealed body can still be malformed (written by other code): one line instead of a traceback later."""
+    shape = ck["shape"]
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise CheckpointError(
+            f"{p}: malformed checkpoint ('shape' is {shape!r}, not a list of positive sizes)"
+        )
+    if not isinstance(ck["config"], dict):
+        raise CheckpointError(f"{p}: malformed checkpoint ('config' is a {type(ck['config']).__name__})")
+    model = ck["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{p}: malformed checkpoint ('model' is not a dict of tensors)")
 
 
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
