@@ -65,3 +65,37 @@ def test_json_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
     assert [strict(line) for line in run.metrics.read_text().splitlines()] == [
         {"epoch": 1, "samples_per_s": None, "test_elbo": -90.5}
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[1, 2]", "42", '{"epoch": "1"}', '{"epoch": 1, "test_elbo": "abc"}', '{"epoch": true}', "{not json"],
+)
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    from vaelab.train import train
+
+    from vaelab_testing import small_config
+
+    out = tmp_path_factory.mktemp("metrics") / "run"
+    train(small_config(**{"train.epochs": 1}), out=out)
+    return out
+
+
+def test_an_edited_metrics_line_is_one_line_error_in_every_reader(
+    line, one_epoch_run, tmp_path, capsys, one_line_error
+):
+    """metrics.jsonl is plain text a user may edit: curves and figures say which line is wrong (it was a
+    traceback), the report says it in place of the curves."""
+    import shutil
+
+    from vaelab.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    with (run / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    for command in (["curves", str(run)], ["figures", str(run)]):
+        one_line_error(capsys, main(command), "metrics.jsonl: line 2 is not")
+    assert main(["report", str(run)]) == 0  # the report shows the rest, with the reason as a note
+    assert "metrics.jsonl: line 2 is not" in (run / "report.html").read_text(encoding="utf-8")

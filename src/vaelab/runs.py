@@ -63,9 +63,15 @@ class RunDir:
         for n, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     raise VaelabError(f"{self.metrics}: line {n} is not valid JSON") from None
+                if not _is_record(row):
+                    raise VaelabError(
+                        f"{self.metrics}: line {n} is not an epoch record (a JSON object with an integer "
+                        "'epoch' and numbers or null for its statistics)"
+                    )
+                rows.append(row)
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
@@ -73,3 +79,10 @@ class RunDir:
         return atomic_write_text(
             self.metrics, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows)
         )
+
+
+def _is_record(row: Any) -> bool:
+    """What `write_metrics` writes: an object, an integer epoch, every other value a number or null."""
+    if not isinstance(row, dict) or type(row.get("epoch")) is not int:
+        return False
+    return all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in row.values())
