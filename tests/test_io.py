@@ -67,10 +67,6 @@ def test_json_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
     ]
 
 
-@pytest.mark.parametrize(
-    "line",
-    ["[1, 2]", "42", '{"epoch": "1"}', '{"epoch": 1, "test_elbo": "abc"}', '{"epoch": true}', "{not json"],
-)
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory):
     from vaelab.train import train
@@ -82,6 +78,10 @@ def one_epoch_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.parametrize(
+    "line",
+    ["[1, 2]", "42", '{"epoch": "1"}', '{"epoch": 1, "test_elbo": "abc"}', '{"epoch": true}', "{not json"],
+)
 def test_an_edited_metrics_line_is_one_line_error_in_every_reader(
     line, one_epoch_run, tmp_path, capsys, one_line_error
 ):
