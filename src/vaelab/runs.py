@@ -55,6 +55,15 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    def clear_outputs(self) -> None:
+        """Remove what a previous run left (checkpoints, metrics, eval.json, report, figures), so that a run
+        started again over it (--overwrite) shows nothing of the old model."""
+        import shutil
+
+        for f in (self.best, self.last, self.metrics, self.eval, self.report):
+            f.unlink(missing_ok=True)
+        shutil.rmtree(self.figures, ignore_errors=True)
+
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every epoch's record from metrics.jsonl (empty if there is none yet)."""
         if not self.metrics.is_file():

@@ -157,8 +157,14 @@ def test_a_trained_run_is_not_overwritten_by_accident(tmp_path, config_factory):
     with pytest.raises(ConfigError, match="already holds a trained run .*--resume.*--overwrite"):
         train(cfg, out=tmp_path / "r")
     assert (tmp_path / "r/checkpoints/last.pt").read_bytes() == before
-    train(cfg.replace(**{"train.seed": 5}), out=tmp_path / "r", overwrite=True)
+    old = [tmp_path / "r/eval.json", tmp_path / "r/report.html", tmp_path / "r/figures/manifold.png"]
+    old[2].parent.mkdir()
+    for f in old:
+        f.write_text("of the old model")
+    train(cfg.replace(**{"train.seed": 5, "model.latent_dim": 3}), out=tmp_path / "r", overwrite=True)
     assert (tmp_path / "r/checkpoints/last.pt").read_bytes() != before
+    assert not any(f.exists() for f in old)  # nothing of the old model beside the new one
+    assert read_checkpoint(tmp_path / "r/checkpoints/best.pt")["config"]["model"]["latent_dim"] == 3
 
 
 def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path, config_factory):

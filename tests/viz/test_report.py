@@ -292,3 +292,25 @@ def test_report_of_every_family_draws_what_applies_and_says_why_not_the_rest(mod
     for uri in page.images:
         with decode_png(uri) as im:
             assert im.size[0] > 50 and im.size[1] > 50
+
+
+def test_an_eval_of_another_epoch_is_flagged_and_kept_out_of_the_headline(runs, tmp_path):
+    """eval.json of epoch 1, then the run trained on: the report says its numbers are of another model."""
+    run = tmp_path / "vae"
+    shutil.copytree(runs / "vae", run)
+    assert (
+        main(["eval", str(run), "--importance", "8", "--limit", "20", "--quiet", "--checkpoint", "last"]) == 0
+    )
+    ev = json.loads((run / "eval.json").read_text())
+    assert main(["train", "--out", str(run), "--resume", "--epochs", str(ev["epoch"] + 1), "--quiet"]) == 0
+    assert main(["report", str(run), "--checkpoint", "last"]) == 0
+    text = (run / "report.html").read_text(encoding="utf-8")
+    assert f"eval.json scored last.pt at epoch {ev['epoch']}, but this report shows last.pt at epoch" in text
+    assert "log p(x)" not in text.split("<h2>")[0]  # the headline, before the first section
+    (run / "eval.json").unlink()
+    assert (
+        main(["eval", str(run), "--importance", "8", "--limit", "20", "--quiet", "--checkpoint", "last"]) == 0
+    )
+    assert main(["report", str(run), "--checkpoint", "last"]) == 0
+    fresh = (run / "report.html").read_text(encoding="utf-8")
+    assert "eval.json scored" not in fresh and "log p(x)" in fresh.split("<h2>")[0]

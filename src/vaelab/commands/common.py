@@ -26,6 +26,7 @@ class OpenRun:
     checkpoint: Path
     run: RunDir
     shape: tuple[int, int, int]
+    epoch: int | None = None  # the checkpoint's epoch
 
     def split(self, name: str = "test", data_dir: str | None = None) -> Prepared:
         """A split of the run's data on the model's device, drawn as the trainer evaluated it."""
@@ -46,7 +47,7 @@ def open_run(path: str, device: str = "cpu", which: str = "best") -> OpenRun:
     model = model_from_checkpoint(ck, ckpt_path).to(resolve_device(device)).eval()
     p = Path(path)
     run = RunDir(p if p.is_dir() else ckpt_path.parent.parent)
-    return OpenRun(model, config_of(ck, ckpt_path), ckpt_path, run, tuple(ck["shape"]))
+    return OpenRun(model, config_of(ck, ckpt_path), ckpt_path, run, tuple(ck["shape"]), ck.get("epoch"))
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

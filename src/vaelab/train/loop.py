@@ -485,6 +485,8 @@ def _train(
             group["lr"] *= lr_factor
         scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
     if run is not None and w.main:
+        if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
+            run.clear_outputs()
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)

@@ -135,6 +135,20 @@ def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
+def _stale_eval(o: OpenRun, ev: dict[str, Any] | None) -> str | None:
+    """Why eval.json does not describe the checkpoint shown (another file or epoch), or None if it does."""
+    if ev is None or ("epoch" not in ev and "checkpoint" not in ev):
+        return None
+    scored = Path(str(ev.get("checkpoint", ""))).name
+    if ev.get("epoch") == o.epoch and scored == o.checkpoint.name:
+        return None
+    return (
+        f"eval.json scored {scored or 'another checkpoint'} at epoch {ev.get('epoch')}, but this report shows "
+        f"{o.checkpoint.name} at epoch {o.epoch}: its numbers are of another model (run vaelab eval again); "
+        "they are left out of the headline"
+    )
+
+
 def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[dict[str, str | None], dict]:
     """The figures `vaelab figures` draws for this model; the others get a note saying why not."""
     notes: dict[str, str] = {}
@@ -245,6 +259,7 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     except VaelabError as e:
         history, notes["curves"] = [], f"not drawn: {e}"
     ev, ev_note = read_eval(o.run.eval)
+    stale = _stale_eval(o, ev)
     cfg = o.config
     generative = hasattr(o.model, "prior")
     pixels = math.prod(o.shape)
@@ -268,7 +283,7 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
         f"{cfg.model.latent_dim}-d latent space, {cfg.model.likelihood} likelihood, images "
         f"{'x'.join(map(str, o.shape))}, binarization {_esc(cfg.data.binarize)}. Checkpoint "
         f"<code>{_esc(o.checkpoint.name)}</code>.</p></header>",
-        _headline(o, history, ev),
+        _headline(o, history, None if stale else ev),
     ]
     if not generative:
         parts.append(
@@ -292,6 +307,8 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     )
     if ev is not None or ev_note:
         parts.append("<h2>Evaluation</h2>")
+        if stale:
+            parts.append(f'<p class="warn">{_esc(stale)}</p>')
         parts.append(eval_section(ev, ev_note, pixels, charts, notes))
     parts.append("<h2>Pictures</h2>")
     pictures = {}
