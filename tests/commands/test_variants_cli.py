@@ -135,6 +135,9 @@ def test_labelled_models_without_labels_are_one_line(
         ),
         (["--model", "gan", "--warmup", "10"], ("model 'gan' has no encoder", "objective.warmup_epochs")),
         (["--model", "gan", "--free-bits", "0.5"], ("objective.free_bits do not apply",)),
+        (["--hidden", "-5"], ("need every model.hidden size >= 1, got [-5]",)),
+        (["--hidden", "0"], ("need every model.hidden size >= 1, got [0]",)),
+        (["--set", "model.conv_channels=[8, 0]"], ("need every model.conv_channels size >= 1",)),
     ],
 )
 def test_bad_settings_are_one_line(args, needles, tmp_path, capsys, one_line_error):

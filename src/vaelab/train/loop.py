@@ -149,6 +149,10 @@ def validate_config(cfg: Config) -> None:
         )
     if cfg.model.latent_dim < 1 or cfg.objective.num_samples < 1:
         raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
+    for key in ("hidden", "conv_channels"):
+        sizes = getattr(cfg.model, key)
+        if any(n < 1 for n in sizes):
+            raise ConfigError(f"need every model.{key} size >= 1, got {list(sizes)}")
     if not t.dist_timeout > 0:
         raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
     if t.max_restarts < 0 or not 0 < t.restart_lr_factor < 1:
