@@ -197,6 +197,14 @@ def test_partial_and_odd_eval_json_is_shown_not_fatal(runs, tmp_path):
     assert "n/a" in text and f"{40 / (64 * math.log(2)):.4f}" in text
 
 
+def test_an_overflowing_decomposition_is_not_drawn_and_not_fatal(runs, tmp_path):
+    run = tmp_path / "vae"
+    shutil.copytree(runs / "vae", run)
+    (run / "eval.json").write_text(json.dumps({"decomposition": {"rec": -1e308, "kl": 1e308}}))
+    page = Page(build_report(run))
+    assert len(page.images) == 6  # the run's own pictures; no decomposition chart (rec - kl is -inf)
+
+
 def test_unreadable_eval_json_becomes_a_note(runs, tmp_path):
     run = tmp_path / "vae"
     shutil.copytree(runs / "vae", run)

@@ -188,6 +188,8 @@ def decomposition_chart(ev: dict[str, Any], path: str | os.PathLike) -> Path | N
     if rec is None or kl is None:
         return None
     elbo = first(dec.get("elbo"), dec.get("estimate"), rec - kl)
+    if elbo is None:  # rec - kl overflowed (an edited or absurd eval.json): nothing sensible to draw
+        return None
     gap = num(dec.get("gap"))
     log_px = first(_part(ev, "importance").get("log_px"), _part(ev, "ais").get("log_px"))
     if gap is None and log_px is not None:
