@@ -116,6 +116,9 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"a": torch.zeros(2)}, p)
     with pytest.raises(CheckpointError, match=r"plain\.pt: not a vaelab checkpoint"):
         read_checkpoint(p)
+    (tmp_path / "config.json").write_text('{"model": {}}')
+    with pytest.raises(CheckpointError, match=r"config\.json: not a vaelab checkpoint \(not a file torch"):
+        read_checkpoint(tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         read_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="no checkpoint in"):

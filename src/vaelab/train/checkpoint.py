@@ -43,6 +43,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def _safe_load(data: bytes, p: Path) -> Any:
+    if not data.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a pickle stream
+        raise CheckpointError(f"{p}: not a vaelab checkpoint (not a file torch.save writes)")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
