@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -19,9 +20,11 @@ from vaelab.commands.common import open_run
 from vaelab.config import Config
 from vaelab.data.binarize import static_draw
 from vaelab.distributions.sampling import sample
+from vaelab.errors import VaelabError
 from vaelab.serve import create_app
 from vaelab.serve.uploads import BodyLimit
 from vaelab.train import train
+from vaelab.train.checkpoint import read_checkpoint, save_checkpoint
 from vaelab.viz.figures import codes
 
 with warnings.catch_warnings():
@@ -94,6 +97,10 @@ def test_runs_lists_real_runs_inside_the_folder_only(client):
     assert [r["name"] for r in body["runs"]] == ["ae2d", "grey3d", "vae2d"]
     vae = body["runs"][2]
     assert (vae["model"], vae["data"], vae["latent_dim"]) == ("vae", "digits", 2)
+    assert body["skipped"] == [
+        {"name": "leaky", "reason": "its checkpoint resolves through a symlink to outside the served folder"},
+        {"name": "linked", "reason": "it resolves through a symlink to outside the served folder"},
+    ]
 
 
 def test_a_single_run_is_served_under_its_folder_name(runs):
@@ -404,3 +411,181 @@ def test_a_run_whose_data_is_gone_still_decodes(tmp_path):
     assert body["pca"]["explained"] == [None, None] and body["mean"] == [0.0, 0.0]
     r = c.post("/api/decode", json={"run": "gone", "z": [0.5, 0.5]})
     assert r.status_code == 200 and png_array(r.content).shape == (8, 8)
+
+
+def picture_of(run_dir, z: list[float]) -> np.ndarray:
+    """What the run's own decoder draws for z, as the 8-bit picture the server sends."""
+    model = open_run(str(run_dir)).model
+    with torch.no_grad():
+        return as_uint8(model.decode(torch.tensor([z])).mean[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("/api/decode", {"z": [1e39, 1]}, "z.0: Input should be less than or equal to 10000"),
+        ("/api/decode", {"z": [3e38, 1]}, "z.0: Input should be less than or equal to 10000"),
+        ("/api/decode", {"z": [0, -10000.5]}, "z.1: Input should be greater than or equal to -10000"),
+        (
+            "/api/interpolate",
+            {"z0": [3e38, 0], "z1": [0, 0]},
+            "z0.0: Input should be less than or equal to 10000",
+        ),
+        (
+            "/api/interpolate",
+            {"z0": [0, 0], "z1": [0, -1e39]},
+            "z1.1: Input should be greater than or equal to -10000",
+        ),
+    ],
+)
+def test_z_beyond_the_limit_is_422_not_a_black_picture(client, path, body, detail):
+    # 1e39 and 3e38 are finite floats but overflow float32: the decoder saw inf and its NaN was drawn as black
+    r = client.post(path, json={"run": "vae2d", **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == detail
+
+
+def test_limits_below_one_are_refused(runs):
+    with pytest.raises(VaelabError, match=r"^limits must be at least 1, got max_upload_bytes=-5, "):
+        create_app(runs, max_upload_bytes=-5)
+
+
+def test_z_at_the_limit_is_decoded(client, runs):
+    r = client.post("/api/decode", json={"run": "vae2d", "z": [10000, -10000]})
+    assert r.status_code == 200
+    assert np.array_equal(png_array(r.content), picture_of(runs / "vae2d", [1e4, -1e4]))
+
+
+def _rewrite(source, target, change) -> None:
+    """A copy of a run's best checkpoint at `target` (a new run folder), changed by `change`, sealed anew."""
+    ck = read_checkpoint(source / "checkpoints" / "best.pt")
+    change(ck)
+    (target / "checkpoints").mkdir(parents=True)
+    save_checkpoint(target / "checkpoints" / "best.pt", ck)
+
+
+def _nan(prefix: str):
+    def change(ck):
+        for k, v in ck["model"].items():
+            if k.startswith(prefix):
+                ck["model"][k] = torch.full_like(v, float("nan"))
+
+    return change
+
+
+def test_a_model_that_gives_nan_is_refused_not_drawn(runs, tmp_path):
+    root = tmp_path / "runs"
+    _rewrite(runs / "vae2d", root / "nandec", _nan("decoder."))
+    _rewrite(runs / "vae2d", root / "nanenc", _nan("encoder."))
+    c = TestClient(create_app(root))
+    picture = "NaN or infinite values in the model's picture of z, so there is nothing to show"
+    r = c.post("/api/decode", json={"run": "nandec", "z": [0.5, 0.5]})
+    assert (r.status_code, r.json()["detail"]) == (422, picture)
+    r = c.post("/api/interpolate", json={"run": "nandec", "z0": [0, 0], "z1": [1, 1]})
+    assert (r.status_code, r.json()["detail"]) == (422, picture)
+    r = c.post("/api/sample", json={"run": "nandec", "n": 2})  # the model's own draws: its failure, not ours
+    assert (r.status_code, r.json()["detail"]) == (500, f"run 'nandec': {picture}")
+    png = {"file": ("a.png", png_of(np.zeros((8, 8), np.uint8)), "image/png")}
+    r = c.post("/api/encode", data={"run": "nandec"}, files=png)
+    assert (r.status_code, r.json()["detail"]) == (500, f"run 'nandec': {picture}")
+    r = c.post("/api/encode", data={"run": "nanenc"}, files=png)
+    assert r.status_code == 500
+    assert r.json()["detail"] == (
+        "run 'nanenc': NaN or infinite values in the posterior mean, so there is nothing to show"
+    )
+    latents = c.get("/api/latents", params={"run": "nanenc"}).json()
+    assert (latents["count"], latents["codes"]) == (0, [])
+    assert latents["note"] == (
+        "no test codes to draw: NaN or infinite values in the test images' posterior means, "
+        "so there is nothing to show"
+    )
+
+
+def test_any_folder_name_is_a_run_name_and_refused_folders_are_listed_with_why(runs, tmp_path):
+    root = tmp_path / "runs"
+    for name in ("my run", "a+b&c#d", "zoë", ".hidden", "bad\nname"):
+        shutil.copytree(runs / "vae2d", root / name)
+    os.symlink(runs / "vae2d", root / "linked")  # a run, but outside the served folder
+    c = TestClient(create_app(root))
+    body = c.get("/api/runs").json()
+    assert [r["name"] for r in body["runs"]] == ["a+b&c#d", "my run", "zoë"]
+    assert all(r["capabilities"]["decode"] for r in body["runs"])
+    assert body["skipped"] == [
+        {"name": ".hidden", "reason": "it starts with '.': hidden folders and '..' are not served"},
+        {"name": "bad\nname", "reason": "it has control or unprintable characters, or is not valid UTF-8"},
+        {"name": "linked", "reason": "it resolves through a symlink to outside the served folder"},
+    ]
+    want = picture_of(runs / "vae2d", [0.3, -0.4])
+    for name in ("a+b&c#d", "my run", "zoë"):
+        r = c.post("/api/decode", json={"run": name, "z": [0.3, -0.4]})
+        assert r.status_code == 200 and np.array_equal(png_array(r.content), want)
+        latents = c.get("/api/latents", params={"run": name}).json()  # the name URL-quoted in the query
+        assert (latents["run"], latents["count"]) == (name, 300)
+    r = c.post("/api/decode", json={"run": ".hidden", "z": [0, 0]})
+    assert r.status_code == 422
+    assert (
+        r.json()["detail"]
+        == "invalid run name '.hidden': it starts with '.': hidden folders and '..' are not served"
+    )
+    r = c.post("/api/decode", json={"run": "bad\nname", "z": [0, 0]})
+    assert r.status_code == 422 and "\n" not in r.json()["detail"]
+    assert c.post("/api/decode", json={"run": "linked", "z": [0, 0]}).status_code == 404
+    assert c.post("/api/decode", json={"run": "x" * 256, "z": [0, 0]}).status_code == 422
+
+
+@pytest.mark.parametrize("name", ["my run", ".hidden"])
+def test_a_single_run_is_served_under_its_own_name_whatever_it_is(runs, tmp_path, name):
+    shutil.copytree(runs / "vae2d", tmp_path / name)
+    c = TestClient(create_app(tmp_path / name))
+    body = c.get("/api/runs").json()
+    assert body["single"] is True and body["skipped"] == []
+    assert [r["name"] for r in body["runs"]] == [name] and "error" not in body["runs"][0]
+    r = c.post("/api/decode", json={"run": name, "z": [0.3, -0.4]})
+    assert r.status_code == 200 and np.array_equal(
+        png_array(r.content), picture_of(runs / "vae2d", [0.3, -0.4])
+    )
+    r = c.post("/api/decode", json={"run": "other", "z": [0, 0]})
+    assert (r.status_code, r.json()["detail"]) == (404, f"no run named 'other' (serving only {name!r})")
+
+
+MALFORMED = {
+    "weights": lambda ck: ck["model"].update({k: 3 for k in ck["model"]}),
+    "shape": lambda ck: ck.update(shape="abc"),
+    "config": lambda ck: ck.update(config=5),
+    "key": lambda ck: ck["model"].update({1: torch.zeros(1)}),  # a TypeError while saying what does not fit
+}
+
+
+def test_a_sealed_checkpoint_with_a_malformed_body_is_listed_with_its_error(runs, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(runs / "vae2d", root / "good")
+    for name, change in MALFORMED.items():
+        _rewrite(runs / "vae2d", root / name, change)
+    c = TestClient(create_app(root))
+    r = c.get("/api/runs")
+    assert r.status_code == 200, r.text
+    listed = {e["name"]: e for e in r.json()["runs"]}
+    assert sorted(listed) == ["config", "good", "key", "shape", "weights"]
+    assert listed["good"]["capabilities"]["decode"] is True and "error" not in listed["good"]
+    for name in MALFORMED:
+        error = listed[name]["error"]
+        assert error.startswith(str(root / name / "checkpoints" / "best.pt") + ": ") and "\n" not in error
+        assert "capabilities" not in listed[name]
+        r = c.post("/api/decode", json={"run": name, "z": [0, 0]})
+        assert (r.status_code, r.json()["detail"]) == (500, error)
+    assert c.post("/api/decode", json={"run": "good", "z": [0, 0]}).status_code == 200
+
+
+def test_runs_say_what_the_checkpoint_was_trained_with_not_an_edited_config_json(runs, tmp_path):
+    shutil.copytree(runs / "grey3d", tmp_path / "runs" / "grey3d")
+    cfg_file = tmp_path / "runs" / "grey3d" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["data"].update(name="mnist", binarize="dynamic")
+    cfg["model"].update(name="iwae", likelihood="bernoulli", latent_dim=7)
+    cfg_file.write_text(json.dumps(cfg))
+    c = TestClient(create_app(tmp_path / "runs"))
+    entry = c.get("/api/runs").json()["runs"][0]
+    latents = c.get("/api/latents", params={"run": "grey3d"}).json()
+    keys = ("model", "data", "likelihood", "binarize", "latent_dim")
+    assert [entry[k] for k in keys] == ["vae", "digits", "continuous-bernoulli", "none", 3]
+    assert [entry[k] for k in keys] == [latents[k] for k in keys]

@@ -4,6 +4,7 @@ code 1, and an oversize upload is answered with 413 while the client is still se
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import threading
 import time
@@ -72,6 +73,64 @@ def test_bad_port_is_usage_error(run):
     with pytest.raises(SystemExit) as e:
         main(["serve", str(run), "--port", "70000"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nan", "must be a finite number of MiB, at least one byte, got 'nan'"),
+        ("inf", "must be a finite number of MiB, at least one byte, got 'inf'"),
+        ("1e308", "must be a finite number of MiB, at least one byte, got '1e308'"),
+        ("-5", "must be a finite number of MiB, at least one byte, got '-5'"),
+        ("0", "must be a finite number of MiB, at least one byte, got '0'"),
+        ("1e-9", "must be a finite number of MiB, at least one byte, got '1e-9'"),
+        ("lots", "expected a number of MiB, got 'lots'"),
+    ],
+)
+def test_a_bad_upload_limit_is_a_usage_error_without_traceback(run, capsys, monkeypatch, value, message):
+    monkeypatch.setattr("vaelab.commands.serve.bind", lambda *a: pytest.fail("bound a port"))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(run), "--max-upload-mb", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"vaelab serve: error: argument --max-upload-mb: {message}"
+
+
+def test_an_unknown_device_is_refused_before_the_port_is_bound(run, capsys, one_line_error, monkeypatch):
+    monkeypatch.setattr("vaelab.commands.serve.bind", lambda *a: pytest.fail("bound a port"))
+    code = main(["serve", str(run), "--device", "nope"])
+    line = one_line_error(capsys, code)
+    assert line == "vaelab serve: error: unknown device 'nope'; use cpu, cuda, cuda:N, mps or auto"
+
+
+class Stopped:
+    """A server stopped by Ctrl-C as soon as it runs."""
+
+    def run(self, sockets):
+        raise KeyboardInterrupt
+
+
+def test_folders_not_served_are_named_with_the_reason(run, tmp_path, capsys, one_line_error, monkeypatch):
+    root = tmp_path / "runs"
+    shutil.copytree(run, root / ".old")
+    code = main(["serve", str(root), "--port", "0"])
+    one_line_error(
+        capsys,
+        code,
+        "no runs here",
+        "; skipped '.old' (it starts with '.': hidden folders and '..' are not served)",
+    )
+    shutil.copytree(run, root / "my run")
+    monkeypatch.setattr("vaelab.commands.serve.make_server", lambda app: Stopped())
+    assert main(["serve", str(root), "--port", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"serving 1 run \(my run\) at http://127\.0\.0\.1:\d+/  \(Ctrl-C to stop\)", out[0])
+    assert (
+        out[1]
+        == "note: not serving 1 folder(s): '.old' (it starts with '.': hidden folders and '..' are not served)"
+    )
+    assert main(["serve", str(root / "my run"), "--port", "0"]) == 0
+    assert capsys.readouterr().out.startswith("serving 1 run (my run) at http://127.0.0.1:")
 
 
 def test_uvicorn_failing_at_start_up_is_one_line(run, capsys, one_line_error, monkeypatch):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from vaelab.errors import VaelabError
 from vaelab.serve import bind, create_app, is_loopback, make_server
+from vaelab.serve.runs import shown, skipped_text
 from vaelab.serve.uploads import MAX_UPLOAD_BYTES
 
 
@@ -20,19 +22,31 @@ def port_number(text: str) -> int:
     return v
 
 
+def upload_mib(text: str) -> float:
+    """argparse type: an upload limit in MiB, a finite number of at least one byte."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got '{text}'") from None
+    if not math.isfinite(v * 2**20) or v * 2**20 < 1:
+        raise argparse.ArgumentTypeError(f"must be a finite number of MiB, at least one byte, got '{text}'")
+    return v
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    app = create_app(
-        args.runs, args.device, args.data_dir, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)
-    )
+    app = create_app(args.runs, args.device, args.data_dir, max_upload_bytes=int(args.max_upload_mb * 2**20))
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    names = app.state.catalog.names()
+    where = f"[{host}]" if ":" in host else host
+    names, skipped = app.state.catalog.scan()
+    listed = ", ".join(n if n.isprintable() else shown(n) for n in names[:5])
     print(
-        f"serving {len(names)} run{'s' if len(names) != 1 else ''} ({', '.join(names[:5])}"
-        f"{', ...' if len(names) > 5 else ''}) at http://{shown}:{port}/  (Ctrl-C to stop)",
+        f"serving {len(names)} run{'s' if len(names) != 1 else ''} ({listed}"
+        f"{', ...' if len(names) > 5 else ''}) at http://{where}:{port}/  (Ctrl-C to stop)",
         flush=True,
     )
+    if skipped:
+        print(f"note: not serving {len(skipped)} folder(s): {skipped_text(skipped)}", flush=True)
     if not is_loopback(args.host):
         print(
             f"note: listening on {args.host}: anyone who can reach this machine can use the explorer",
@@ -65,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--data-dir", default=None, help="where the runs' data sets live, if not where they were")
     p.add_argument(
-        "--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, help="largest accepted upload (MiB)"
+        "--max-upload-mb",
+        type=upload_mib,
+        default=MAX_UPLOAD_BYTES / 2**20,
+        help="largest accepted upload (MiB)",
     )
     p.set_defaults(func=cmd_serve)

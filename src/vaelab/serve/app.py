@@ -5,8 +5,9 @@ mean and standard deviation, `prior()` (when the model has one) gives samples; `
 off which of these a run's model has (labels for cvae/m2, two layers, no encoder, no latent). Models are
 loaded once per run and cached; every request names its run, and names are checked by `Catalog` before any
 file is touched. Errors answer with a one-line `detail`: 404 unknown run, 409 the run's model cannot do that
-(and why), 413 too large, 415 not a PNG or JPEG, 422 malformed request (bad JSON, wrong z length, invalid
-run name, a label that does not fit).
+(and why), 413 too large, 415 not a PNG or JPEG, 422 malformed request (bad JSON, wrong z length, a z value
+beyond ±Z_LIMIT, invalid run name, a label that does not fit, a z whose picture is NaN), 500 a run that
+does not load or a model that gives NaN for its own samples or an upload.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vaelab.errors import VaelabError
-from vaelab.serve.explore import BadLabel, Unsupported, draws, label, pictures, posterior
-from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary
+from vaelab.serve.explore import BadLabel, NotFinite, Unsupported, draws, label, pictures, posterior
+from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary, skipped_json
 from vaelab.serve.uploads import (
     MAX_JSON_BYTES,
     MAX_PIXELS,
@@ -38,7 +39,10 @@ from vaelab.serve.uploads import (
 from vaelab.viz.figures import slerp
 
 STATIC = Path(__file__).parent / "static"
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Every z value is bounded, not just finite: 1e39 is a finite Python float but overflows float32 to inf, and
+# a decoder fed inf gives NaN. Codes of a trained model lie within a few units of 0; 1e4 leaves room to spare.
+Z_LIMIT = 1e4
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-Z_LIMIT, le=Z_LIMIT)]
 Vector = Annotated[list[Finite], Field(min_length=1, max_length=4096)]
 Label = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
 
@@ -89,7 +93,13 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     max_codes: int = 2000,
 ) -> FastAPI:
-    """The explorer app over the runs in `root` (a folder of runs, or one run)."""
+    """The explorer app over the runs in `root` (a folder of runs, or one run); VaelabError (one line) for a
+    folder without runs, an unknown device or a limit below 1."""
+    if max_upload_bytes < 1 or max_pixels < 1 or max_codes < 1:
+        raise VaelabError(
+            f"limits must be at least 1, got max_upload_bytes={max_upload_bytes}, "
+            f"max_pixels={max_pixels}, max_codes={max_codes}"
+        )
     catalog = Catalog(root, device, data_dir, max_codes)
     app = FastAPI(
         title="vaelab explorer", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
@@ -127,6 +137,10 @@ def create_app(
     async def _bad_label(request: Request, exc: BadLabel) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(NotFinite)
+    async def _not_finite(request: Request, exc: NotFinite) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(VaelabError)
     async def _failed(request: Request, exc: VaelabError) -> JSONResponse:
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=500)
@@ -146,8 +160,14 @@ def create_app(
 
     @app.get("/api/runs")
     def runs() -> dict[str, Any]:
-        """The runs being served, with what their config says and what the explorer can do with each."""
-        return {"single": catalog.single, "runs": [catalog.info(n) for n in catalog.names()]}
+        """The runs being served, with what each was trained with and what the explorer can do with it, and
+        the folders holding a checkpoint that are not served, with the reason."""
+        names, skipped = catalog.scan()
+        return {
+            "single": catalog.single,
+            "runs": [catalog.info(n) for n in names],
+            "skipped": skipped_json(skipped),
+        }
 
     @app.get("/api/latents")
     def latents(run: Annotated[str, Query(description="run name")]) -> dict[str, Any]:
@@ -197,9 +217,12 @@ def create_app(
         r.abilities.require("encode")
         images = read_image(file.file.read(), file.content_type, r.shape, invert, max_pixels)
         x = model_input(images.to(r.device), r.binarize, r.upload_seed, r.device)
-        mean, std, how = posterior(r.model, r.abilities, x, y, r.name)
-        used = None if "y" not in how else torch.tensor(how["y"], device=r.device)
-        rec = pictures(r.model, mean[None], used)[0]
+        try:
+            mean, std, how = posterior(r.model, r.abilities, x, y, r.name)
+            used = None if "y" not in how else torch.tensor(how["y"], device=r.device)
+            rec = pictures(r.model, mean[None], used)[0]
+        except NotFinite as e:  # the model's failure on an image, not on a z the client chose: 500
+            raise VaelabError(f"run {r.name!r}: {e}") from None
         return {
             "run": r.name,
             "mean": mean.tolist(),
@@ -215,7 +238,10 @@ def create_app(
         """n samples: decoded draws from the prior, or the model's own sampler (ancestral, pixel by pixel),
         or decoded N(0, I) draws for a model without either; `source` says which."""
         r = catalog.get(req.run)
-        out = draws(r.model, r.abilities, req.n, req.seed, req.y, r.name, r.device)
+        try:
+            out = draws(r.model, r.abilities, req.n, req.seed, req.y, r.name, r.device)
+        except NotFinite as e:  # the model's failure on its own draws, not on numbers the client chose: 500
+            raise VaelabError(f"run {r.name!r}: {e}") from None
         return {
             "z": out["z"],
             "y": out["y"],

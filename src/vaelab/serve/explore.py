@@ -39,6 +39,19 @@ class BadLabel(Exception):
     """A label that does not fit the run (missing where required, out of range, or not taken): 422."""
 
 
+class NotFinite(Exception):
+    """The model gave NaN or infinite values where a picture or a posterior should be: nothing to show.
+
+    422 for a picture of a z the client chose (decode, interpolate); 500 for samples and uploads."""
+
+
+def finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """`values` unchanged when every one is finite; NotFinite naming `what` otherwise (never drawn as 0)."""
+    if not bool(torch.isfinite(values).all()):
+        raise NotFinite(f"NaN or infinite values in {what}, so there is nothing to show")
+    return values
+
+
 def _takes(method: Any, name: str) -> str | None:
     """'required' or 'optional' when `method` has a parameter `name`, else None."""
     try:
@@ -182,9 +195,10 @@ def label(ab: Abilities, y: int | None, run: str, device: torch.device) -> torch
 def pictures(model: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """The decoded picture [N, C, H, W] in [0, 1] of each z [N, D] (at label y for a labelled decoder)."""
     if hasattr(model, "mean_image") and not hasattr(model, "decode"):
-        return model.mean_image(z).clamp(0.0, 1.0)
-    dist = model.decode(z) if y is None else model.decode(z, y)
-    return dist.mean.clamp(0.0, 1.0)
+        mean = model.mean_image(z)
+    else:
+        mean = (model.decode(z) if y is None else model.decode(z, y)).mean
+    return finite(mean, "the model's picture of z").clamp(0.0, 1.0)
 
 
 @torch.inference_mode()
@@ -197,7 +211,7 @@ def posterior(
         if y is not None:
             raise BadLabel(f"run {run!r} takes no label y: its encoder reads the image alone")
         q = model.encode(x)
-        return q.mean[0], q.stddev[0], {}
+        return (*_posterior_of(q), {})
     if y is None:
         if ab.label_for_encode == "required":
             raise BadLabel(f"run {run!r} encodes q(z|x,y): give the image's label y (0..{ab.classes - 1})")
@@ -209,7 +223,12 @@ def posterior(
             raise BadLabel(f"y must be a label 0..{ab.classes - 1} for run {run!r}, got {y}")
         k, how = y, {"y": y, "label_source": "given"}
     q = model.encode(x, torch.tensor([k], device=x.device))
-    return q.mean[0], q.stddev[0], how
+    return (*_posterior_of(q), how)
+
+
+def _posterior_of(q: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the first row of q, both finite (else NotFinite)."""
+    return finite(q.mean[0], "the posterior mean"), finite(q.stddev[0], "the posterior std")
 
 
 @torch.inference_mode()
@@ -230,7 +249,7 @@ def draws(
         z = prior_sample(model.prior(), (n,), g)
         images = pictures(model, z, labels)
     elif hasattr(model, "generate"):
-        z, images = None, model.generate(n, g).clamp(0.0, 1.0)
+        z, images = None, finite(model.generate(n, g), "the model's samples").clamp(0.0, 1.0)
     else:
         z = torch.randn(n, ab.latent_dim, generator=g, device=device)
         images = pictures(model, z)

@@ -1,15 +1,16 @@
 """The runs a server explores: found under one root, named safely, each model loaded once and cached.
 
-A name is a single folder name under the root (or the root's own name when the root is one run). Names
-with slashes, `..`, absolute paths, or folders and checkpoints that resolve (through symlinks) outside
-the root are refused, so a request can only ever reach the runs that were listed.
+A name is a single folder name under the root (or the root's own name when the root is one run), used as
+it is: spaces, '+' and non-ASCII letters are fine (the page URL-quotes what it sends). Names with slashes,
+a leading '.' (hidden folders, `..`), unprintable characters or over 255 bytes are refused, and so are
+folders and checkpoints that resolve (through symlinks) outside the root, so a request can only ever
+reach the runs that were listed. A folder holding a checkpoint that is refused is listed as skipped, with
+the reason, rather than hidden.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import threading
 from dataclasses import dataclass
 from itertools import takewhile
@@ -21,16 +22,38 @@ from torch import nn
 
 from vaelab.commands.common import OpenRun, open_run
 from vaelab.data import SPLIT_SEED_OFFSET, iterate
-from vaelab.errors import VaelabError
+from vaelab.device import resolve_device
+from vaelab.errors import CheckpointError, VaelabError
 from vaelab.runs import RunDir
-from vaelab.serve.explore import Abilities, abilities, batch_codes
+from vaelab.serve.explore import Abilities, NotFinite, abilities, batch_codes, finite
 from vaelab.viz.figures import codes as posterior_means
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+MAX_NAME_BYTES = 255  # the longest file name ext4, XFS and APFS take
 
 
 class RunNameError(VaelabError):
     """A run name that can never be valid (slashes, `..`, absolute paths): the client's mistake."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be one run folder under the root (None when it can)."""
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it has a slash: a run is named by one folder name"
+    if name.startswith("."):
+        return "it starts with '.': hidden folders and '..' are not served"
+    if not name.isprintable():
+        return "it has control or unprintable characters, or is not valid UTF-8"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def shown(name: str, limit: int = 80) -> str:
+    """`name` quoted for a one-line message (control characters and undecodable bytes escaped)."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UnknownRun(VaelabError):
@@ -85,6 +108,15 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _utf8(name: str) -> bool:
+    """Whether a file name read from the disk is UTF-8 (else it holds surrogate escapes JSON cannot carry)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _checkpoint(folder: Path) -> Path | None:
     run = RunDir(folder)
     return next((c for c in (run.best, run.last) if c.is_file()), None)
@@ -101,26 +133,53 @@ class Catalog:
             raise VaelabError(f"no run folder at {given}")
         self.root = given.resolve()
         self.single = _checkpoint(self.root) is not None
-        self.device = device
+        if self.single and not _utf8(self.root.name):
+            raise VaelabError(
+                f"{given}: the run folder's name is not valid UTF-8, so the page cannot name it"
+            )
+        self.device = str(resolve_device(device))
         self.data_dir = data_dir
         self.max_codes = max_codes
         self._loaded: dict[str, LoadedRun] = {}
         self._opened: dict[str, OpenRun] = {}
         self._lock = threading.Lock()
-        if not self.names():
+        names, skipped = self.scan()
+        if not names:
             raise VaelabError(
                 f"{given}: no runs here (a run folder holds checkpoints/best.pt or checkpoints/last.pt)"
+                + (f"; skipped {skipped_text(skipped)}" if skipped else "")
             )
 
-    def names(self) -> list[str]:
-        """The runs being served, rescanned on every call so that newly trained runs appear."""
+    def scan(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """The runs being served, and the folders holding a checkpoint that are not (with the reason).
+
+        Rescanned on every call, so that newly trained runs appear."""
         if self.single:
-            return [self.root.name]
-        found = []
+            return [self.root.name], []
+        found: list[str] = []
+        skipped: list[tuple[str, str]] = []
         for child in sorted(self.root.iterdir()):
-            if NAME_RE.match(child.name) and child.is_dir() and self._valid_run(child):
+            try:
+                ck = _checkpoint(child) if child.is_dir() else None
+            except OSError as e:
+                skipped.append((child.name, f"it cannot be read ({e.strerror or e})"))
+                continue
+            if ck is None:
+                continue
+            problem = name_problem(child.name)
+            if problem is None and not _inside(child, self.root):
+                problem = "it resolves through a symlink to outside the served folder"
+            if problem is None and not _inside(ck, self.root):
+                problem = "its checkpoint resolves through a symlink to outside the served folder"
+            if problem is None:
                 found.append(child.name)
-        return found
+            else:
+                skipped.append((child.name, problem))
+        return found, skipped
+
+    def names(self) -> list[str]:
+        """The runs being served (rescanned on every call)."""
+        return self.scan()[0]
 
     def _valid_run(self, folder: Path) -> bool:
         ck = _checkpoint(folder)
@@ -128,44 +187,36 @@ class Catalog:
 
     def path(self, name: str) -> Path:
         """The folder of run `name`, after checking the name cannot leave the root."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise RunNameError(
-                f"invalid run name {name!r}: a run is named by one folder name "
-                "(letters, digits, '.', '_', '-'; no slashes)"
-            )
-        if self.single:
-            if name != self.root.name:
-                raise UnknownRun(f"no run named {name!r} (serving only {self.root.name!r})")
+        if not isinstance(name, str):
+            raise RunNameError(f"invalid run name {name!r}: a run is named by one folder name")
+        if self.single and name == self.root.name:
             return self.root
+        problem = name_problem(name)
+        if problem is not None:
+            raise RunNameError(f"invalid run name {shown(name)}: {problem}")
+        if self.single:
+            raise UnknownRun(f"no run named {shown(name)} (serving only {shown(self.root.name)})")
         folder = self.root / name
         if not folder.is_dir() or not self._valid_run(folder):
-            raise UnknownRun(f"no run named {name!r} under the served folder")
+            raise UnknownRun(f"no run named {shown(name)} under the served folder")
         return folder
 
     def info(self, name: str) -> dict[str, Any]:
-        """What /api/runs says of a run: its config.json, and what the explorer can do with its model (the
-        model is loaded for that, not its data); a run that fails to load carries a one-line `error`."""
+        """What /api/runs says of a run: what its model was trained with (the checkpoint's own config, not
+        the editable config.json) and what the explorer can do with it (the model is loaded for that, not its
+        data); a run that fails to load, for whatever reason, carries a one-line `error` instead."""
         entry: dict[str, Any] = {"name": name}
-        cfg_file = RunDir(self.path(name)).config
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-            entry.update(
-                model=cfg["model"]["name"],
-                data=cfg["data"]["name"],
-                latent_dim=cfg["model"]["latent_dim"],
-                likelihood=cfg["model"]["likelihood"],
-                binarize=cfg["data"]["binarize"],
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
         try:
             run = self.get(name)
-        except (VaelabError, OSError, RuntimeError, ValueError) as e:
+        except VaelabError as e:
             entry["error"] = " ".join(str(e).split()) or type(e).__name__
             return entry
         entry.update(
             model=run.model_name,
+            data=run.data,
             latent_dim=run.latent_dim,
+            likelihood=run.likelihood,
+            binarize=run.binarize,
             generative=run.generative,
             capabilities=run.abilities.as_json(),
         )
@@ -193,20 +244,33 @@ class Catalog:
         return run
 
     def _load(self, name: str, folder: Path) -> LoadedRun:
-        opened = open_run(str(folder), self.device)
+        """The run's model, with what it was trained with; CheckpointError (one line) if it does not load."""
+        try:
+            opened = open_run(str(folder), self.device)
+            cfg = opened.config.data
+            run = LoadedRun(
+                name=name,
+                model=opened.model,
+                model_name=opened.config.model.name,
+                likelihood=opened.config.model.likelihood,
+                shape=opened.shape,
+                abilities=abilities(opened.model, opened.config.model.name),
+                binarize=cfg.binarize,
+                upload_seed=cfg.binarize_seed + SPLIT_SEED_OFFSET["test"],
+                data=cfg.name,
+            )
+        except VaelabError:
+            raise
+        except (
+            Exception
+        ) as e:  # a sealed checkpoint with a malformed body fails in many ways: each is one run's
+            where = _checkpoint(folder) or folder
+            reason = " ".join(str(e).split())[:200]
+            raise CheckpointError(
+                f"{where}: the checkpoint does not load ({type(e).__name__}{': ' + reason if reason else ''})"
+            ) from None
         self._opened[name] = opened
-        cfg = opened.config.data
-        return LoadedRun(
-            name=name,
-            model=opened.model,
-            model_name=opened.config.model.name,
-            likelihood=opened.config.model.likelihood,
-            shape=opened.shape,
-            abilities=abilities(opened.model, opened.config.model.name),
-            binarize=cfg.binarize,
-            upload_seed=cfg.binarize_seed + SPLIT_SEED_OFFSET["test"],
-            data=cfg.name,
-        )
+        return run
 
     def _codes(self, run: LoadedRun) -> None:
         model, ab = run.model, run.abilities
@@ -220,11 +284,22 @@ class Catalog:
             else:
                 batches = takewhile(lambda b: b[0].start < len(labels), iterate(test, 1000))
                 z = torch.cat([batch_codes(model, ab, x, test.labels_at(sl)) for sl, x in batches])
-            run.codes = z[: self.max_codes].float().cpu()
+            run.codes = finite(z[: self.max_codes].float().cpu(), "the test images' posterior means")
             run.labels = None if labels is None else labels[: len(run.codes)].cpu()
-        except VaelabError as e:
+        except (VaelabError, NotFinite) as e:
             run.note = f"no test codes to draw: {e}"
         run.codes_ready = True
+
+
+def skipped_text(skipped: list[tuple[str, str]], most: int = 5) -> str:
+    """Skipped folders and why, on one line (for the command's output and errors)."""
+    parts = [f"{shown(name)} ({why})" for name, why in skipped[:most]]
+    return ", ".join(parts) + (f" and {len(skipped) - most} more" if len(skipped) > most else "")
+
+
+def skipped_json(skipped: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """Skipped folders and why, for /api/runs (a name that is not UTF-8 is given escaped)."""
+    return [{"name": name if _utf8(name) else shown(name), "reason": why} for name, why in skipped]
 
 
 def _device(model: nn.Module) -> torch.device:
