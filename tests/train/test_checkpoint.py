@@ -86,8 +86,10 @@ def test_weights_of_another_architecture_say_what_differs(trained, tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("shape", "abc", "'shape' is 'abc', not a list of positive sizes"),
-        ("shape", [1, -28, 28], "not a list of positive sizes"),
+        ("shape", "abc", "'shape' is 'abc', not [C, H, W] positive sizes"),
+        ("shape", [1, -28, 28], "not [C, H, W] positive sizes"),
+        ("shape", [1, 8], "not [C, H, W] positive sizes"),
+        ("model", {3: torch.zeros(2)}, "'model' is not a dict of tensors"),
         ("config", 5, "'config' is a int"),
         ("model", {"encoder.weight": 3}, "'model' is not a dict of tensors"),
     ],

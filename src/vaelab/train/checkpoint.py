@@ -91,14 +91,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _check_types(ck: dict[str, Any], p: Path) -> None:
     """A sealed body can still be malformed (written by other code): one line instead of a traceback later."""
     shape = ck["shape"]
-    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d > 0 for d in shape):
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != 3
+        or not all(isinstance(d, int) and d > 0 for d in shape)
+    ):
         raise CheckpointError(
-            f"{p}: malformed checkpoint ('shape' is {shape!r}, not a list of positive sizes)"
+            f"{p}: malformed checkpoint ('shape' is {shape!r}, not [C, H, W] positive sizes)"
         )
     if not isinstance(ck["config"], dict):
         raise CheckpointError(f"{p}: malformed checkpoint ('config' is a {type(ck['config']).__name__})")
     model = ck["model"]
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
         raise CheckpointError(f"{p}: malformed checkpoint ('model' is not a dict of tensors)")
 
 
