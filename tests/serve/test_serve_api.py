@@ -388,6 +388,19 @@ def test_an_unsafe_checkpoint_is_refused_not_loaded(runs, tmp_path):
     assert "refused" in r.json()["detail"] and "\n" not in r.json()["detail"]
 
 
+def test_an_unexpected_error_is_a_one_line_json_500(runs, monkeypatch):
+    """A bug inside a request (here: listing the runs raising) still answers JSON the page can show."""
+
+    def broken(*_a, **_k):
+        raise ZeroDivisionError("a bug")
+
+    app = create_app(runs)
+    monkeypatch.setattr(app.state.catalog, "scan", broken)
+    r = TestClient(app, raise_server_exceptions=False).get("/api/runs")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"detail": "internal error (ZeroDivisionError) serving /api/runs"}
+
+
 def test_json_detail_is_one_line(client):
     r = client.post("/api/decode", json={"run": "vae2d", "z": ["a", "b", "c", "d"]})
     detail = r.json()["detail"]

@@ -145,6 +145,13 @@ def create_app(
     async def _failed(request: Request, exc: VaelabError) -> JSONResponse:
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=500)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, not the client's doing: still one line of JSON (the traceback goes to the server's log)."""
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}) serving {request.url.path}"}, status_code=500
+        )
+
     def vector(run: LoadedRun, values: list[float], name: str) -> torch.Tensor:
         run.abilities.require("decode")
         if len(values) != run.latent_dim:
