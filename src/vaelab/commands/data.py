@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vaelab.config import DataConfig
 from vaelab.data import load_data
-from vaelab.data.sources import SOURCES, FileSource, get_source
+from vaelab.data.sources import SOURCES, FileSource, FileSpec, get_source
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -18,12 +19,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _how_checked(src: FileSource, spec: FileSpec, path: Path) -> str:
+    """What was checked of a found file: its checksum, else its content (DataError if that is wrong)."""
+    if src.verify and spec.sha256 is not None:
+        return "checksum verified"
+    if spec.check is not None:
+        spec.check(path)
+        return f"no published checksum; its content was read and checked as {src.name} data"
+    return "not verified: no published checksum"
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     src = get_source(args.name)
     if isinstance(src, FileSource):
         found = src.locate(args.data_dir, allow_download=not args.no_download)
-        for path in found.values():
-            print(f"found {path} (verified)")
+        for spec in src.files:
+            path = found[spec.name]
+            print(f"found {path} ({_how_checked(src, spec, path)})")
     else:
         src.load()
         print(f"{args.name} is shipped inside an installed package: nothing to fetch")

@@ -73,10 +73,12 @@ def offline() -> bool:
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file of a source: its name and the SHA-256 of its uncompressed content (None: not published)."""
+    """One file of a source: its name and the SHA-256 of its uncompressed content (None: not published);
+    `check` raises DataError when a file without a checksum does not hold what it should."""
 
     name: str
     sha256: str | None
+    check: Callable[[Path], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class FileSource:
             for spec in self.files:
                 dest = target / spec.name
                 if not dest.is_file():
-                    download([m + spec.name for m in self.mirrors], dest, spec.sha256)
+                    download([m + spec.name for m in self.mirrors], dest, spec.sha256, check=spec.check)
         except DataError as e:
             if "checksum mismatch" in str(e):
                 raise
@@ -268,7 +270,7 @@ FASHION_MNIST = FileSource(
 # No checksum for frey_rawface.mat is published; its content is checked by shape and type instead.
 FREY_FACE = FileSource(
     name="frey-face",
-    files=(FileSpec("frey_rawface.mat", None),),
+    files=(FileSpec("frey_rawface.mat", None, check=lambda p: parse_frey({"frey_rawface.mat": p})),),
     mirrors=("https://cs.nyu.edu/~roweis/data/",),
     parse=parse_frey,
     description="Frey faces, 1,965 frames of 28x20 grey (Roweis); last 196 frames are the test split",
