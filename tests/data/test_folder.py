@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vaelab.config import DataConfig
 from vaelab.data import load_data
-from vaelab.data.folder import load_folder, read_image
+from vaelab.data.folder import _to_8bit, list_images, load_folder, read_image
 from vaelab.errors import DataError
 
 
@@ -55,8 +59,110 @@ def test_corrupt_image_is_named(tmp_path):
         load_folder(tmp_path, 8)
 
 
+def test_broken_png_chunk_is_named(tmp_path):
+    # a PNG cut 3 bytes into its image data, then junk where the next chunk should be: Pillow raises
+    # SyntaxError while decoding
+    _save(tmp_path / "ok.png", np.zeros((4, 4), np.uint16))
+    good = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: good.index(b"IDAT") + 7] + b"\xff" * 40)
+    with pytest.raises(DataError, match=r"cut\.png: not a readable image \(broken PNG file"):
+        read_image(tmp_path / "cut.png", 8, 1)
+
+
 def test_empty_or_missing_folder(tmp_path):
     with pytest.raises(DataError, match="found 0 PNG/JPEG images"):
         load_folder(tmp_path, 8)
     with pytest.raises(DataError, match="image folder not found"):
         load_folder(tmp_path / "nope", 8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_is_scaled_not_clipped(tmp_path, channels):
+    # a 16-bit gradient over the whole range; each value v should become round(v * 255 / 65535)
+    v = np.linspace(0, 65535, 256).round().astype(np.uint16).reshape(16, 16)
+    _save(tmp_path / "g.png", v)
+    assert Image.open(tmp_path / "g.png").mode == "I;16"
+    out = read_image(tmp_path / "g.png", 16, channels)
+    expected = np.round(v / 257).astype(np.uint8)  # 65535 / 255 == 257, and v / 257 never ends in .5
+    assert out.shape == (channels, 16, 16)
+    for c in range(channels):
+        np.testing.assert_array_equal(out[c], expected)
+
+
+def test_other_wide_integer_modes_are_scaled():
+    big_endian = Image.frombytes("I;16B", (3, 1), np.array([0, 32896, 65535], ">u2").tobytes())
+    int32 = Image.fromarray(np.array([[-5, 0, 2**30, 2**31 - 1]], np.int32))
+    assert np.asarray(_to_8bit(big_endian)).tolist() == [[0, 128, 255]]
+    assert np.asarray(_to_8bit(int32)).tolist() == [[0, 0, 128, 255]]
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+@pytest.mark.parametrize(
+    "orientation, white",  # where the white half lands in the 16x16 centre square
+    [(1, np.s_[:, 8:]), (3, np.s_[:, :8]), (6, np.s_[8:, :]), (8, np.s_[:8, :])],
+)
+def test_exif_orientation_is_applied(tmp_path, ext, orientation, white):
+    # stored 16 high x 32 wide, left half black, right half white; 6 and 8 display it 32 high x 16 wide
+    arr = np.zeros((16, 32), np.uint8)
+    arr[:, 16:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{ext}"
+    Image.fromarray(arr).save(p, exif=exif, **({"quality": 95} if ext == ".jpg" else {}))
+    out = read_image(p, 16, 1)[0]
+    expected = np.zeros((16, 16), np.uint8)
+    expected[white] = 255
+    if ext == ".png":
+        np.testing.assert_array_equal(out, expected)
+    else:  # JPEG is lossy: the layout must match, values to within its ringing
+        np.testing.assert_array_equal(out > 128, expected > 128)
+
+
+def test_corrupt_exif_reads_upright_without_warnings(tmp_path):
+    arr = np.zeros((16, 32), np.uint8)
+    arr[:, 16:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(tmp_path / "c.png", exif=exif.tobytes()[:20])  # cut inside the orientation tag
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = read_image(tmp_path / "c.png", 16, 1)[0]
+    assert out[:, :8].max() == 0 and out[:, 8:].min() == 255
+
+
+def _images(folder: Path, n: int, value: int = 0) -> None:
+    for i in range(n):
+        _save(folder / f"{i}.png", np.full((8, 8), value, np.uint8))
+
+
+def test_links_inside_the_folder_are_followed_once(tmp_path):
+    root = tmp_path / "data"
+    _images(root / "cats", 3, 10)
+    _images(root / "_store" / "birds", 2, 20)
+    (root / "birds").symlink_to(root / "_store" / "birds", target_is_directory=True)
+    (root / "cats" / "loop").symlink_to(root, target_is_directory=True)  # a loop back to the top
+    (root / "cats" / "again.png").symlink_to(root / "_store" / "birds" / "0.png")
+    files = list_images(root)
+    assert sorted(str(f.relative_to(root)) for f in files) == [
+        "birds/0.png",
+        "birds/1.png",
+        "cats/0.png",
+        "cats/1.png",
+        "cats/2.png",
+        "cats/again.png",
+    ]
+    splits = load_folder(root, image_size=8)
+    labels = torch.cat([splits.train.labels, splits.test.labels])
+    images = torch.cat([splits.train.images, splits.test.images])
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1, 1]  # birds (the link), cats
+    assert sorted(images[:, 0, 0, 0].tolist()) == [10, 10, 10, 20, 20, 20]
+
+
+def test_links_leading_outside_are_refused(tmp_path):
+    root = tmp_path / "data"
+    _images(root / "cats", 3)
+    _images(tmp_path / "elsewhere" / "dogs", 2)
+    (root / "dogs").symlink_to(tmp_path / "elsewhere" / "dogs", target_is_directory=True)
+    (root / "cats" / "stray.png").symlink_to(tmp_path / "elsewhere" / "dogs" / "0.png")
+    with pytest.raises(DataError, match=r"data: 2 link\(s\) lead outside the folder \(first: .*dogs -> "):
+        load_folder(root, image_size=8)

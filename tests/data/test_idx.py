@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import struct
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +78,77 @@ def test_huge_header_is_refused_before_allocation(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="IDX file not found"):
         read_idx(tmp_path / "nope.idx")
+
+
+def _gzip_idx(path: Path, dims: tuple[int, ...], payload_bytes: int) -> None:
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_header(0x08, dims))
+        f.write(bytes(payload_bytes))
+
+
+def _peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_memory_is_about_the_payload(tmp_path, gz):
+    n = 16 << 20
+    p = tmp_path / ("z.idx.gz" if gz else "z.idx")
+    if gz:
+        _gzip_idx(p, (n // 256, 16, 16), n)
+    else:
+        p.write_bytes(_header(0x08, (n // 256, 16, 16)) + bytes(n))
+    out = []
+    peak = _peak_bytes(lambda: out.append(read_idx(p)))
+    assert out[0].shape == (n // 256, 16, 16) and out[0].nbytes == n
+    assert peak < n + (4 << 20)  # one buffer plus a read piece, not a payload-sized copy
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_short_stream_is_refused_before_allocating_the_claim(tmp_path, gz):
+    p = tmp_path / ("s.idx.gz" if gz else "s.idx")
+    if gz:
+        _gzip_idx(p, (1 << 16, 32, 32), 1000)  # claims 64 MiB, holds 1000 bytes
+    else:
+        p.write_bytes(_header(0x08, (1 << 16, 32, 32)) + bytes(1000))
+
+    def read():
+        with pytest.raises(DataError, match=r"truncated: 1000 of 67108864 data bytes"):
+            read_idx(p)
+
+    assert _peak_bytes(read) < 4 << 20
+
+
+def test_longer_stream_is_refused_without_reading_it_all(tmp_path):
+    p = tmp_path / "l.idx.gz"
+    _gzip_idx(p, (16,), 64 << 20)  # claims 16 bytes, holds 64 MiB
+
+    def read():
+        with pytest.raises(DataError, match=r"l\.idx\.gz: 1\+ bytes beyond the dimensions \(16,\)"):
+            read_idx(p)
+
+    assert _peak_bytes(read) < 4 << 20
+
+
+def test_limit_defaults_to_1_gib_and_can_be_raised(tmp_path):
+    p = tmp_path / "b.idx"
+    p.write_bytes(_header(0x08, (1 << 11, 1 << 10, 1 << 10)) + bytes(10))  # claims 2 GiB, holds 10 bytes
+    with pytest.raises(
+        DataError, match=r"claims 2147483648 bytes .* over the limit of 1073741824 \(read_idx's max_bytes\)"
+    ):
+        read_idx(p)
+    with pytest.raises(DataError, match="truncated: 10 of 2147483648"):
+        read_idx(p, max_bytes=4 << 30)
+
+
+def test_big_endian_types_come_back_native_and_writable(tmp_path):
+    p = tmp_path / "i.idx"
+    p.write_bytes(_header(0x0B, (3,)) + np.array([-2, 1, 300], ">i2").tobytes())
+    out = read_idx(p)
+    assert out.dtype == np.dtype(np.int16) and out.tolist() == [-2, 1, 300] and out.flags.writeable

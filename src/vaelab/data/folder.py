@@ -2,6 +2,7 @@
 
 Images in class subfolders get the subfolder's index as label (ImageFolder's convention); a flat folder
 has no labels. No split is published, so a fixed seeded 10% becomes the test split.
+EXIF orientation is applied, 16-bit greys are scaled to 8 bits, and links are followed only within PATH.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaelab.data.sources import Splits, seeded_split
 from vaelab.errors import DataError
@@ -20,15 +21,58 @@ from vaelab.errors import DataError
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Refuse images whose header claims more pixels than this (a decompression bomb guard).
 MAX_PIXELS = 64_000_000
+# Largest value of each integer mode wider than 8 bits (16-bit PNGs open as I;16); it maps to 255.
+_WIDE_MAX = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 2**31 - 1}
 
 
 def list_images(root: Path) -> list[Path]:
-    """Every PNG/JPEG below `root`, sorted, following no links out of it."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        files += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(EXTENSIONS)]
+    """Every PNG/JPEG below `root`, sorted, following links only where they resolve inside it.
+
+    A linked folder seen before (a loop, or a second link to it) is not walked again; links that
+    resolve outside `root` are refused, naming the first.
+    """
+    top = root.resolve()
+    real_of = {str(root): top}  # each folder os.walk will visit -> where it really is
+    seen = {top}
+    files: list[Path] = []
+    outside: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = real_of.pop(dirpath)
+        kept = []
+        for d in sorted(dirnames):
+            link = os.path.join(dirpath, d)
+            real = Path(os.path.realpath(link)) if os.path.islink(link) else here / d
+            if not real.is_relative_to(top):
+                outside.append(Path(link))
+            elif real not in seen:
+                seen.add(real)
+                real_of[link] = real
+                kept.append(d)
+        dirnames[:] = kept
+        for f in sorted(filenames):
+            if f.lower().endswith(EXTENSIONS):
+                path = Path(dirpath) / f
+                if path.is_symlink() and not path.resolve().is_relative_to(top):
+                    outside.append(path)
+                else:
+                    files.append(path)
+    if outside:
+        raise DataError(
+            f"{root}: {len(outside)} link(s) lead outside the folder (first: {outside[0]} -> "
+            f"{outside[0].resolve()}); links are followed only within it"
+        )
     return files
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Scale a 16- or 32-bit integer image to 0..255 (value * 255 / mode maximum, rounded), as mode L.
+
+    Pillow's own conversion to L clips instead, turning most of a 16-bit image white.
+    """
+    top = _WIDE_MAX.get(im.mode)
+    if top is None:
+        return im
+    return im.convert("I").point(lambda v: v * (255 / top) + 0.5).convert("L")
 
 
 def read_image(path: Path, size: int, channels: int) -> np.ndarray:
@@ -37,13 +81,16 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # a corrupt EXIF block only loses the orientation, not the picture: no path-less warnings
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise DataError(
                         f"{path}: {im.width}x{im.height} pixels is over the limit of {MAX_PIXELS}"
                     )
                 im.draft(mode, (size, size))  # JPEG: decode at a reduced scale, much faster for big photos
-                im = im.convert(mode)
+                ImageOps.exif_transpose(im, in_place=True)  # camera orientation, e.g. portrait JPEGs
+                im = _to_8bit(im).convert(mode)
                 side = min(im.size)
                 left, top = (im.width - side) // 2, (im.height - side) // 2
                 im = im.crop((left, top, left + side, top + side)).resize(
@@ -53,6 +100,7 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
     except (
         UnidentifiedImageError,
         OSError,
+        SyntaxError,  # Pillow's "broken PNG file"
         ValueError,
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,

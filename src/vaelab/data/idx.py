@@ -7,6 +7,7 @@ so a corrupt or hostile header (say, one claiming 10^12 items) is refused with a
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 import zlib
@@ -28,18 +29,41 @@ _DTYPES: dict[int, np.dtype] = {
 }
 _CODES = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
 
-# Refuse headers that claim more than this many bytes of payload (4 GiB): no real image set is larger.
-MAX_PAYLOAD_BYTES = 1 << 32
+# Refuse headers that claim more than this many bytes of payload (1 GiB; MNIST's largest file holds 47 MB).
+# Pass `max_bytes` to read_idx to raise it.
+MAX_PAYLOAD_BYTES = 1 << 30
+# The payload is read in pieces of this size (gzip's reader makes a temporary copy of each read).
+_CHUNK = 1 << 20
 
 
-def _open(path: Path):
+def _open(path: Path) -> io.BufferedIOBase:
     with open(path, "rb") as f:
         head = f.read(2)
     return gzip.open(path, "rb") if head == b"\x1f\x8b" else open(path, "rb")
 
 
+def _read_payload(f: io.BufferedIOBase, expected: int) -> tuple[np.ndarray, int]:
+    """Read up to `expected` bytes into one uint8 buffer grown by doubling, so a short stream costs
+    about what it holds rather than what its header claims; returns the buffer and the bytes read."""
+    buf = np.empty(min(expected, _CHUNK), np.uint8)
+    n = 0
+    while n < expected:
+        if n == len(buf):
+            buf.resize(min(expected, 2 * n), refcheck=False)  # realloc: no second copy of the data
+        with memoryview(buf) as view:
+            got = f.readinto(view[n : min(len(buf), n + _CHUNK)])
+        if not got:
+            break
+        n += got
+    return buf, n
+
+
 def read_idx(path: str | os.PathLike, max_bytes: int = MAX_PAYLOAD_BYTES) -> np.ndarray:
-    """Read a raw or gzip-compressed IDX file into a numpy array (native byte order)."""
+    """Read a raw or gzip-compressed IDX file into a numpy array (native byte order).
+
+    Memory is the payload's size (plus 1 MiB); a stream shorter or longer than its header says
+    is refused, the longer one as soon as one byte too many is read.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"IDX file not found: {p}")
@@ -59,16 +83,19 @@ def read_idx(path: str | os.PathLike, max_bytes: int = MAX_PAYLOAD_BYTES) -> np.
             expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
             if expected > max_bytes:
                 raise DataError(
-                    f"{p}: header claims {expected} bytes of data (dimensions {dims}), over the limit"
+                    f"{p}: header claims {expected} bytes of data (dimensions {dims}), "
+                    f"over the limit of {max_bytes} (read_idx's max_bytes)"
                 )
-            payload = f.read(expected + 1)
+            buf, got = _read_payload(f, expected)
+            extra = f.read(1) if got == expected else b""
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{p}: unreadable ({e})") from None
-    if len(payload) < expected:
-        raise DataError(f"{p}: truncated: {len(payload)} of {expected} data bytes for dimensions {dims}")
-    if len(payload) > expected:
-        raise DataError(f"{p}: {len(payload) - expected}+ bytes beyond the dimensions {dims} in its header")
-    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+    if got < expected:
+        raise DataError(f"{p}: truncated: {got} of {expected} data bytes for dimensions {dims}")
+    if extra:
+        raise DataError(f"{p}: {len(extra)}+ bytes beyond the dimensions {dims} in its header")
+    arr = buf.view(dtype).reshape(dims)
+    return arr if dtype.isnative else arr.byteswap(inplace=True).view(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
