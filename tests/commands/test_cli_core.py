@@ -222,3 +222,22 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["sample", "x", "-n", "0"])
     assert e.value.code == 2
+
+
+def test_every_option_with_a_default_says_it_in_help():
+    """README: 'every subcommand has --help with its defaults'. argparse prints a default only beside a help
+    text, so every option that has a default (not a flag) needs one."""
+    import argparse
+
+    from vaelab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [
+        f"{name} {'/'.join(action.option_strings)}"
+        for name, parser in sub.choices.items()
+        for action in parser._actions
+        if action.option_strings
+        and action.default not in (None, argparse.SUPPRESS, False, True)
+        and not action.help
+    ]
+    assert silent == []

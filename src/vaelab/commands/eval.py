@@ -189,9 +189,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="test", help="test | valid | train")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of every estimator's draws (per block of images)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of the run"
+    )
     p.add_argument("--data-dir", default=None, help="where the run's data set lives, if not where it was")
     p.add_argument("--out", default=None, help="JSON file (default RUN/eval.json)")
     p.add_argument(

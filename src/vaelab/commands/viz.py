@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="grid of decoded prior draws", formatter_class=fmt)
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--out", help="PNG file (default RUN/figures/samples.png)")
     p.set_defaults(func=cmd_sample)
 
@@ -166,9 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("interpolate", help="linear and spherical latent interpolations", formatter_class=fmt)
     add_run_options(p)
-    p.add_argument("--pairs", type=positive_int, default=6)
-    p.add_argument("--steps", type=positive_int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=positive_int, default=6, help="pairs of test images")
+    p.add_argument("--steps", type=positive_int, default=10, help="points on each path")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--out", help="PNG file (default RUN/figures/interpolations.png)")
     p.set_defaults(func=cmd_interpolate)
 
@@ -185,5 +185,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("figures", help="every figure of a run into RUN/figures/", formatter_class=fmt)
     add_run_options(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.set_defaults(func=cmd_figures)
