@@ -57,7 +57,7 @@ def test_gaussian_learned_variance_starts_at_sigma():
 
 def test_continuous_bernoulli_integrates_to_one():
     lik = build_likelihood("continuous-bernoulli", (1, 1, 1))
-    for logit in (-3.0, -0.2, 0.0, 0.7, 4.0):
+    for logit in (-60.0, -20.0, -3.0, -0.2, -1e-3, 0.0, 0.7, 4.0, 16.5, 40.0):
         dist = lik(torch.tensor([[[[logit]]]], dtype=torch.float64))
 
         def density(v, dist=dist):
@@ -65,6 +65,20 @@ def test_continuous_bernoulli_integrates_to_one():
 
         total, _ = integrate.quad(density, 0, 1)
         assert abs(total - 1) < 1e-6
+
+
+def test_continuous_bernoulli_in_float32_matches_float64_for_large_logits():
+    """torch's normaliser, from float32-clamped probabilities, stopped growing past |logit| ~16 (log p(x) too
+    low by log(|logit| / 15.9) a pixel); from the logits it stays within float32 rounding of float64."""
+    lik = build_likelihood("continuous-bernoulli", (1, 1, 1))
+    logits = torch.tensor([-50.0, -20.0, -16.0, -1e-3, 0.0, 5e-3, 0.5, 5.0, 16.0, 20.0, 50.0])
+    x = torch.full_like(logits, 0.3)
+    lp32 = lik(logits.view(-1, 1, 1, 1)).log_prob(x.view(-1, 1, 1, 1))
+    lp64 = lik(logits.double().view(-1, 1, 1, 1)).log_prob(x.double().view(-1, 1, 1, 1))
+    torch.testing.assert_close(lp32.double(), lp64, rtol=1e-5, atol=1e-5)
+    eta = 50.0  # the closed form: x eta - softplus(eta) + log(eta / tanh(eta / 2))
+    exact = 0.3 * eta - math.log1p(math.exp(-eta)) - eta + math.log(eta / math.tanh(eta / 2))
+    assert float(lp32[-1]) == pytest.approx(exact, abs=1e-4)
 
 
 def test_discretized_logistic_sums_to_one_over_256_bins(gen):

@@ -55,11 +55,27 @@ class BernoulliLikelihood(Likelihood):
         return Independent(BinaryBernoulli(logits=out, validate_args=False), 3)
 
 
+class LogitContinuousBernoulli(ContinuousBernoulli):
+    """torch's ContinuousBernoulli with its log-normaliser computed from the logits.
+
+    torch computes it from probabilities clamped in float32, so for |logit| beyond ~16 it stops growing and
+    log p(x) comes out too low by log(|logit| / 15.9) a pixel (135 nats an image on a lightly trained MNIST
+    decoder). From the logit eta: C = eta / tanh(eta / 2), log C = log|eta| - log tanh(|eta| / 2), with its
+    Taylor form log 2 + eta^2 / 12 near 0 (accurate to float32 rounding for |eta| < 1e-2)."""
+
+    def _cont_bern_log_norm(self) -> torch.Tensor:
+        a = self.logits.abs()
+        small = a < 1e-2
+        safe = torch.where(small, torch.ones_like(a), a)
+        exact = torch.log(safe) - torch.log(torch.tanh(safe / 2))
+        return torch.where(small, math.log(2.0) + a * a / 12, exact)
+
+
 class ContinuousBernoulliLikelihood(Likelihood):
-    """The continuous Bernoulli on [0, 1], normaliser included (torch.distributions.ContinuousBernoulli)."""
+    """The continuous Bernoulli on [0, 1], normaliser included (`LogitContinuousBernoulli`)."""
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        return Independent(ContinuousBernoulli(logits=out, validate_args=False), 3)
+        return Independent(LogitContinuousBernoulli(logits=out, validate_args=False), 3)
 
 
 GAUSSIAN_VARIANCES = ("fixed", "shared", "per-pixel", "decoder")
