@@ -136,6 +136,10 @@ def test_labelled_models_without_labels_are_one_line(
         ),
         (["--model", "gan", "--warmup", "10"], ("model 'gan' has no encoder", "objective.warmup_epochs")),
         (["--model", "gan", "--free-bits", "0.5"], ("objective.free_bits do not apply",)),
+        (
+            ["--objective", "iwae", "--samples", "3", "--dreg", "--free-bits", "0.5"],
+            ("use objective.dreg or",),
+        ),
         (["--hidden", "-5"], ("need every model.hidden size >= 1, got [-5]",)),
         (["--hidden", "0"], ("need every model.hidden size >= 1, got [0]",)),
         (["--set", "model.conv_channels=[8, 0]"], ("need every model.conv_channels size >= 1",)),

@@ -165,6 +165,11 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(
             "objective.dreg changes the gradient of the IWAE bound: use it with objective.name=iwae"
         )
+    if o.dreg and o.free_bits > 0:
+        raise ConfigError(
+            "objective.dreg reweights every gradient through z by the importance weights, the free-bits "
+            "penalty's too: use objective.dreg or objective.free_bits, not both"
+        )
     if cfg.data.labelled < 0:
         raise ConfigError(f"need data.labelled >= 0, got {cfg.data.labelled}")
     check_model_config(cfg)
