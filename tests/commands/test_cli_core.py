@@ -241,3 +241,33 @@ def test_every_option_with_a_default_says_it_in_help():
         and not action.help
     ]
     assert silent == []
+
+
+def test_resume_with_a_config_file_applies_or_refuses_what_it_sets(tmp_path, capsys, one_line_error):
+    """--resume --config FILE: the file's keys count as asked for, like flags (they were silently ignored)."""
+    run = tmp_path / "r"
+    tiny = [
+        "--data",
+        "digits",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--quiet",
+        "--no-figures",
+        "--threads",
+        "1",
+    ]
+    assert main(["train", *tiny, "--epochs", "1", "--out", str(run)]) == 0
+    longer, other = tmp_path / "longer.yaml", tmp_path / "other.yaml"
+    longer.write_text("train:\n  epochs: 3\n")
+    other.write_text("train:\n  epochs: 3\n  lr: 0.5\n")
+    one_line_error(
+        capsys, main(["train", "--out", str(run), "--resume", "--config", str(other)]), "train.lr differs"
+    )
+    assert main(["train", "--out", str(run), "--resume", "--config", str(longer), "--quiet"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+    ]

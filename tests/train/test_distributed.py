@@ -233,3 +233,23 @@ def test_vaelab_train_nproc_2_equals_one_process_and_resumes_across_process_coun
     for k, v in params(one).items():
         torch.testing.assert_close(params(two)[k], v, rtol=1e-4, atol=1e-5, msg=k)
     assert [r["epoch"] for r in RunDir(one).read_metrics()] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_an_evaluation_batch_smaller_than_the_world_is_scored_like_one_process(
+    tmp_path, capsys, one_line_error
+):
+    """Validation has 51 images in batches of 50: the last batch has one image for two ranks. The rank with
+    no share skips it (it crashed on an empty slice) and the statistics equal one process's."""
+    args = [*CLI, "--batch-size", "64", "--epochs", "1", "--set", "data.train_limit=512"]
+    args += ["--set", "train.eval_batch_size=50"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *args, "--out", str(one)]) == 0
+    assert main(["train", *args, "--nproc", "2", "--out", str(two)]) == 0
+    a, b = RunDir(one).read_metrics()[0], RunDir(two).read_metrics()[0]
+    for key in ("valid_elbo", "test_elbo", "valid_kl"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    code = main(
+        ["train", *CLI, "--set", "train.eval_batch_size=1", "--nproc", "2", "--out", str(tmp_path / "x")]
+    )
+    one_line_error(capsys, code, "2 processes but train.eval_batch_size 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -231,6 +232,37 @@ def test_each_epoch_records_the_rate_it_trained_with(schedule, rate, config_fact
     )
     res = train(cfg)
     assert [r["lr"] for r in res.history] == pytest.approx([1e-3 * rate(e) for e in range(5)])
+
+
+def test_a_cosine_schedule_extended_on_resume_follows_the_new_curve(config_factory, tmp_path):
+    """Trained 2 of 2 epochs, then resumed to 5: epochs 3-5 run at the 5-epoch curve's rates (torch's recursive
+    CosineAnnealingLR kept the 2-epoch period and went 0, 5e-4, 1e-3 instead)."""
+    cfg = config_factory(**{"train.epochs": 2, "train.lr_schedule": "cosine"})
+    train(cfg, out=tmp_path / "r")
+    res = train(
+        cfg.replace(**{"train.epochs": 5}), out=tmp_path / "r", resume=True, explicit={"train.epochs"}
+    )
+    lrs = [r["lr"] for r in res.history]
+    assert lrs[:2] == pytest.approx([1e-3, 5e-4])  # the 2-epoch curve that was trained
+    assert lrs[2:] == pytest.approx([1e-3 * (1 + math.cos(math.pi * e / 5)) / 2 for e in (2, 3, 4)])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.lr_step_epochs", 0, "train.lr_step_epochs >= 1"),
+        ("train.lr_gamma", -1.0, "train.lr_gamma > 0"),
+        ("train.weight_decay", -5.0, "train.weight_decay >= 0"),
+        ("train.grad_clip", -1.0, "train.grad_clip >= 0"),
+        ("train.threads", -3, "train.threads >= 0"),
+        ("objective.warmup_epochs", float("nan"), "objective.warmup_epochs must be a finite number"),
+        ("train.lr_gamma", float("inf"), "train.lr_gamma must be a finite number"),
+    ],
+)
+def test_out_of_range_training_settings_are_refused(key, value, message, config_factory):
+    """They gave a ZeroDivisionError or torch ValueError traceback, a negative rate, or were silently ignored."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(config_factory(**{key: value}))
 
 
 def test_adagrad_trains_with_its_accumulators(config_factory, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.config import build_config, parse_assignments
+from vaelab.config import build_config, load_config_file, parse_assignments
 from vaelab.data.binarize import MODES
 from vaelab.distributions.likelihoods import LIKELIHOODS
 from vaelab.errors import ConfigError
@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
         check_world(config, distributed.World(0, args.nproc, 0, args.nproc))
         distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
         return 0
-    explicit = set(overrides) if args.resume else None
+    # on --resume, a key set in --config counts as asked for, as a flag does: changed if it may, else refused
+    from_file = set(load_config_file(args.config)) if args.config else set()
+    explicit = set(overrides) | from_file if args.resume else None
     result = train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
     if not distributed.world().main:
         return 0

@@ -104,7 +104,11 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.
         "constant": lambda: sched.LambdaLR(opt, lambda _: 1.0),
         "step": lambda: sched.StepLR(opt, cfg.lr_step_epochs, cfg.lr_gamma),
         "exponential": lambda: sched.ExponentialLR(opt, cfg.lr_gamma),
-        "cosine": lambda: sched.CosineAnnealingLR(opt, max(cfg.epochs, 1)),
+        # closed form of the epoch, not torch's recursive CosineAnnealingLR: a resume that extends the epochs
+        # then follows the new curve (the recursive form kept the old period and went back up)
+        "cosine": lambda: sched.LambdaLR(
+            opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs) / max(cfg.epochs, 1)))
+        ),
         "iwae": lambda: sched.LambdaLR(opt, iwae_lr_factor),
     }
     if cfg.lr_schedule not in table:
@@ -143,6 +147,23 @@ def validate_config(cfg: Config) -> None:
             extra = ", folder:PATH" if what == "data set" else ""
             raise ConfigError(f"unknown {what} '{value}'; choose one of: {', '.join(choices)}{extra}")
     t = cfg.train
+    numbers = {
+        "train.lr_gamma": t.lr_gamma,
+        "train.weight_decay": t.weight_decay,
+        "train.grad_clip": t.grad_clip,
+    }
+    numbers.update(
+        {"objective.warmup_epochs": cfg.objective.warmup_epochs, "objective.beta": cfg.objective.beta}
+    )
+    bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} must be a finite number")
+    if t.lr_step_epochs < 1 or not t.lr_gamma > 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0:
+        raise ConfigError(
+            "need train.lr_step_epochs >= 1, train.lr_gamma > 0, train.weight_decay >= 0, train.grad_clip >= 0 "
+            f"and train.threads >= 0 (0: the default), got {t.lr_step_epochs}, {t.lr_gamma}, {t.weight_decay}, "
+            f"{t.grad_clip} and {t.threads}"
+        )
     if t.epochs < 0 or t.batch_size < 1 or not t.lr > 0 or t.eval_batch_size < 1:
         raise ConfigError(
             "need train.epochs >= 0, train.batch_size >= 1, train.eval_batch_size >= 1 and train.lr > 0"
@@ -180,6 +201,11 @@ def check_world(cfg: Config, w: World, n_train: int | None = None) -> None:
     if not w.distributed:
         return
     b = cfg.train.batch_size
+    if cfg.train.eval_batch_size < w.size:
+        raise ConfigError(
+            f"{w.size} processes but train.eval_batch_size {cfg.train.eval_batch_size}: every rank needs a "
+            "share of each evaluation batch"
+        )
     if b % w.size != 0:
         raise ConfigError(
             f"world size {w.size} does not divide train.batch_size {b}; use a batch size that is a multiple "
@@ -228,6 +254,8 @@ def evaluate_split(
     for start in range(0, len(data), size):
         n = min(size, len(data) - start)
         rows = distributed.shard(n, w)
+        if rows.stop == rows.start:  # a last batch smaller than the world: this rank scores nothing of it
+            continue
         with batch_share(Share(rows, n) if w.distributed else None):
             index = slice(start + rows.start, start + rows.stop)
             step = objective(
@@ -487,6 +515,9 @@ def _train(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):  # closed form: the resumed epoch's rate
+            for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * rate(scheduler.last_epoch)  # under this config's epochs
         _set_rng_state(ckpt["rng"], g_perm, g_noise)
         epoch, step, history, best = ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["best"]
     if lr_factor != 1.0:  # a restart after divergence: the same run, a smaller step
