@@ -199,6 +199,30 @@ def test_divergence_can_restart_from_the_last_checkpoint_with_a_lower_rate(
     assert all(torch.isfinite(v).all() for v in res.model.state_dict().values())
 
 
+def test_each_restart_halves_the_rate_once(config_factory, tmp_path, monkeypatch):
+    """Diverged in epoch 2 (back to epoch 1's checkpoint, x0.5) and again in epoch 4 (back to epoch 3's,
+    whose rate is already halved): 1e-3, 5e-4, 5e-4, 2.5e-4 (the second restart compounded to 1.25e-4),
+    and a plain resume afterwards keeps the rate it had."""
+    from vaelab.train.loop import FiniteWatch
+
+    original, fired = FiniteWatch.add, set()
+
+    def diverging(self, loss, epoch, step):
+        if (epoch, step) in {(2, 2), (4, 2)} and (epoch, step) not in fired:
+            fired.add((epoch, step))
+            self._stop(float("nan"), epoch, step)
+        return original(self, loss, epoch, step)
+
+    monkeypatch.setattr(FiniteWatch, "add", diverging)
+    cfg = config_factory(**{"train.epochs": 4, "train.on_diverge": "restart", "train.max_restarts": 3})
+    res = train(cfg, out=tmp_path / "r")
+    assert [r["lr"] for r in res.history] == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
+    more = train(
+        cfg.replace(**{"train.epochs": 5}), out=tmp_path / "r", resume=True, explicit={"train.epochs"}
+    )
+    assert more.history[-1]["lr"] == pytest.approx(2.5e-4)
+
+
 def test_restarts_are_bounded(config_factory, monkeypatch):
     original = elbo_module.OBJECTIVES["elbo"]
 

@@ -446,7 +446,7 @@ def _train_with_restarts(
     """`_train`, and with train.on_diverge=restart, after a non-finite loss: back to the last good checkpoint
     (or the start) with the learning rate times train.restart_lr_factor, at most train.max_restarts times."""
     t = cfg.train
-    restarts, lr_factor = 0, 1.0
+    restarts, lr_factor = 0, (ckpt.get("lr_factor", 1.0) if ckpt is not None else 1.0)
     while True:
         try:
             return _train(cfg, run, ckpt, data, device, w, lr_factor=lr_factor, on_epoch=on_epoch)
@@ -520,10 +520,13 @@ def _train(
                 group["lr"] = base * rate(scheduler.last_epoch)  # under this config's epochs
         _set_rng_state(ckpt["rng"], g_perm, g_noise)
         epoch, step, history, best = ckpt["epoch"], ckpt["step"], list(ckpt["history"]), ckpt["best"]
-    if lr_factor != 1.0:  # a restart after divergence: the same run, a smaller step
+    # after a divergence, the same run with a smaller step: lr_factor is the product of every restart's
+    # factor, of which the checkpoint's rates already hold the part it was written with
+    change = lr_factor / (ckpt.get("lr_factor", 1.0) if ckpt is not None else 1.0)
+    if change != 1.0:
         for group in optimizer.param_groups:
-            group["lr"] *= lr_factor
-        scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
+            group["lr"] *= change
+        scheduler.base_lrs = [lr * change for lr in scheduler.base_lrs]
     if run is not None and w.main:
         if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
             run.clear_outputs()
@@ -543,6 +546,7 @@ def _train(
             "rng": _rng_state(g_perm, g_noise),
             "history": history,
             "best": best,
+            "lr_factor": lr_factor,
         }
 
     net = distributed.wrap(ObjectiveModule(model, objective, cfg.objective), device)
