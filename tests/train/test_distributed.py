@@ -253,3 +253,42 @@ def test_an_evaluation_batch_smaller_than_the_world_is_scored_like_one_process(
         ["train", *CLI, "--set", "train.eval_batch_size=1", "--nproc", "2", "--out", str(tmp_path / "x")]
     )
     one_line_error(capsys, code, "2 processes but train.eval_batch_size 1")
+
+
+def _nan_on_rank_1(cfg, folder: str) -> list[int]:
+    """Rank 1 alone sees a NaN loss at its 5th training step; on_diverge=restart."""
+    from vaelab.train.loop import FiniteWatch
+
+    original, seen = FiniteWatch.add, {"n": 0}
+
+    def add(self, loss, epoch, step):
+        seen["n"] += 1
+        if seen["n"] == 5 and distributed.world().rank == 1:
+            loss = loss * float("nan")
+        return original(self, loss, epoch, step)
+
+    FiniteWatch.add = add
+    distributed.start(torch.device("cpu"), 60)
+    try:
+        res = train(cfg, out=folder)
+    finally:
+        distributed.stop()
+    return [r["lr"] for r in res.history]
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_restarts_every_rank_together(tmp_path, config_factory, capfd):
+    """The ranks agree on a non-finite loss: both go back to the last checkpoint at half the rate, at once,
+    instead of rank 0 waiting in backward for the timeout while rank 1 restarts alone."""
+    cfg = config_factory(
+        **{
+            "train.epochs": 2,
+            "data.train_limit": 256,
+            "train.on_diverge": "restart",
+            "train.dist_timeout": 60,
+        }
+    )
+    began = time.monotonic()
+    results = distributed.launch(2, _nan_on_rank_1, (cfg, str(tmp_path / "run")), threads=1)
+    assert time.monotonic() - began < 50
+    assert results[0] == results[1] and len(results[0]) == 2 and results[0][-1] == pytest.approx(5e-4)

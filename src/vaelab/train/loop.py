@@ -302,16 +302,19 @@ class Compiled:
 
 class FiniteWatch:
     """Stops at a non-finite loss, naming its epoch and step. On the CPU reading a loss costs nothing, so each
-    step is checked before its update; on an accelerator the losses are checked every `every` steps."""
+    step is checked before its update; on an accelerator the losses are checked every `every` steps. In a
+    process group the ranks agree (an all-reduce of one flag per check): a loss gone bad on one rank stops
+    or restarts them all together, instead of leaving the others waiting in backward until the timeout."""
 
     def __init__(self, device: torch.device, where: Callable[[], str], every: int = 50) -> None:
         self.on_host, self.where, self.every = device.type == "cpu", where, every
+        self.device = device
         self.pending: list[tuple[torch.Tensor, int, int]] = []
 
     def add(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if self.on_host:
             value = loss.item()
-            if not math.isfinite(value):
+            if self._anywhere(not math.isfinite(value)):
                 self._stop(value, epoch, step)
             return
         self.pending.append((loss.detach(), epoch, step))
@@ -323,14 +326,26 @@ class FiniteWatch:
             return
         values = torch.stack([p[0].float() for p in self.pending]).cpu()
         bad = (~torch.isfinite(values)).nonzero()
-        if len(bad):
-            _, epoch, step = self.pending[int(bad[0])]
-            self._stop(float(values[int(bad[0])]), epoch, step)
+        if self._anywhere(len(bad) > 0):
+            i = int(bad[0]) if len(bad) else len(self.pending) - 1
+            _, epoch, step = self.pending[i]
+            self._stop(float(values[i]), epoch, step)
         self.pending.clear()
 
+    def _anywhere(self, bad: bool) -> bool:
+        if not distributed.world().distributed:
+            return bad
+        flags = distributed.all_reduce_sum(torch.tensor([float(bad)], device=self.device))
+        return float(flags) > 0
+
     def _stop(self, value: float, epoch: int, step: int) -> None:
+        what = (
+            f"loss became {value}"
+            if not math.isfinite(value)
+            else "the loss became non-finite on another rank"
+        )
         raise TrainingDiverged(
-            f"loss became {value} at epoch {epoch}, step {step}; training stopped; last good checkpoint: {self.where()}"
+            f"{what} at epoch {epoch}, step {step}; training stopped; last good checkpoint: {self.where()}"
         )
 
 
