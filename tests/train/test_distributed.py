@@ -292,3 +292,14 @@ def test_a_nan_on_one_rank_restarts_every_rank_together(tmp_path, config_factory
     results = distributed.launch(2, _nan_on_rank_1, (cfg, str(tmp_path / "run")), threads=1)
     assert time.monotonic() - began < 50
     assert results[0] == results[1] and len(results[0]) == 2 and results[0][-1] == pytest.approx(5e-4)
+
+
+@pytest.mark.slow
+def test_resume_under_nproc_checks_the_saved_batch_size(tmp_path):
+    """Trained with batch 96, resumed with --nproc 3: 96 splits over 3 ranks (it was refused against the
+    command line's default 128)."""
+    run = tmp_path / "r"
+    args = [*CLI, "--batch-size", "96", "--set", "data.train_limit=384"]
+    assert main(["train", *args, "--epochs", "1", "--out", str(run)]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--nproc", "3", "--quiet"]) == 0
+    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2]

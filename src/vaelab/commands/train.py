@@ -11,8 +11,10 @@ from vaelab.errors import ConfigError
 from vaelab.models.registry import MODELS, get_spec, model_config
 from vaelab.nets.mlp import MLP_ACTIVATIONS
 from vaelab.objectives.noise import parse_noise
+from vaelab.runs import RunDir
 from vaelab.train import distributed
-from vaelab.train.loop import OPTIMIZERS, check_world, train
+from vaelab.train.checkpoint import config_of, read_checkpoint
+from vaelab.train.loop import OPTIMIZERS, check_world, resume_config, train
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {
@@ -159,17 +161,22 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, overrides)
     get_spec(config.model.name)
     config = build_config(args.config, overrides, base=model_config(config.model.name))
+    # on --resume, a key set in --config counts as asked for, as a flag does: changed if it may, else refused
+    from_file = set(load_config_file(args.config)) if args.config else set()
+    explicit = set(overrides) | from_file if args.resume else None
     if args.nproc is not None and args.nproc != 1:
         if distributed.world().distributed:
             raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
         if args.nproc < 1:
             raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-        check_world(config, distributed.World(0, args.nproc, 0, args.nproc))
+        last = RunDir.at(args.out).last
+        if args.resume and last.is_file():  # the ranks will train the saved config, not the command line's
+            checked = resume_config(config, config_of(read_checkpoint(last), last), explicit or set())
+        else:
+            checked = config
+        check_world(checked, distributed.World(0, args.nproc, 0, args.nproc))
         distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
         return 0
-    # on --resume, a key set in --config counts as asked for, as a flag does: changed if it may, else refused
-    from_file = set(load_config_file(args.config)) if args.config else set()
-    explicit = set(overrides) | from_file if args.resume else None
     result = train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
     if not distributed.world().main:
         return 0

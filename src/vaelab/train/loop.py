@@ -364,7 +364,7 @@ def _set_rng_state(state: dict[str, Any], g_perm: torch.Generator, g_noise: torc
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _resume_config(requested: Config, saved: Config, explicit: set[str]) -> Config:
+def resume_config(requested: Config, saved: Config, explicit: set[str]) -> Config:
     """The saved config, with only the explicitly requested changes that a resume may make."""
     want, have = requested.to_dict(), saved.to_dict()
     changes = {}
@@ -419,7 +419,7 @@ def train(
         if not run.last.is_file():
             raise ConfigError(f"--resume: no checkpoint at {run.last}")
         ckpt = read_checkpoint(run.last)
-        config = _resume_config(config, config_of(ckpt, run.last), explicit or set())
+        config = resume_config(config, config_of(ckpt, run.last), explicit or set())
     validate_config(config)
     w = distributed.world()
     check_world(config, w)
