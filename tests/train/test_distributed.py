@@ -303,3 +303,16 @@ def test_resume_under_nproc_checks_the_saved_batch_size(tmp_path):
     assert main(["train", *args, "--epochs", "1", "--out", str(run)]) == 0
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--nproc", "3", "--quiet"]) == 0
     assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2]
+
+
+def test_the_failing_ranks_own_error_is_reported_not_the_others_lost_contact(tmp_path):
+    """Rank 1 failed on its own (here a non-finite loss); rank 0 only lost contact with it: the job's one
+    line is rank 1's cause (the lowest rank's 'lost contact' line hid it)."""
+    from types import SimpleNamespace
+
+    (tmp_path / "rank0").write_text("rank 0/2: lost contact with the other ranks (Connection closed by peer)")
+    (tmp_path / "rank1").write_text("rank 1/2: loss became nan at epoch 1, step 3; training stopped")
+    failures = {0: SimpleNamespace(exitcode=1), 1: SimpleNamespace(exitcode=1)}
+    assert distributed._explain(failures, str(tmp_path)).startswith("rank 1/2: loss became nan")
+    (tmp_path / "rank1").unlink()
+    assert "lost contact" in distributed._explain(failures, str(tmp_path))  # nothing better to say

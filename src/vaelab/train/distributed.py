@@ -268,7 +268,14 @@ def _explain(failures: dict[int, Any], message_dir: str) -> str:
     messages = {}
     for p in Path(message_dir).glob("rank*"):
         messages[int(p.name[4:])] = p.read_text(encoding="utf-8")
-    ours = {r: m for r, m in messages.items() if not m.startswith(("DistBackendError", "RuntimeError"))}
+    # a rank's own error comes first; torch's collective errors and our "lost contact" wrapping of them are
+    # what the other ranks saw when that rank failed
+    ours = {
+        r: m
+        for r, m in messages.items()
+        if not m.startswith(("DistBackendError", "RuntimeError"))
+        and "lost contact with the other ranks" not in m
+    }
     chosen = ours or messages
     if chosen:
         rank = min(chosen)
