@@ -140,6 +140,11 @@ def test_labelled_models_without_labels_are_one_line(
             ["--objective", "iwae", "--samples", "3", "--dreg", "--free-bits", "0.5"],
             ("use objective.dreg or",),
         ),
+        (
+            ["--model", "vampprior", "--set", "model.extra={pseudo_input: 50}"],
+            ("model.extra has unknown key(s) pseudo_input for vampprior; it takes: pseudo_inputs",),
+        ),
+        (["--set", "model.extra={k: 5}"], ("model.extra has unknown key(s) k for vae; it takes: none",)),
         (["--hidden", "-5"], ("need every model.hidden size >= 1, got [-5]",)),
         (["--hidden", "0"], ("need every model.hidden size >= 1, got [0]",)),
         (["--set", "model.conv_channels=[8, 0]"], ("need every model.conv_channels size >= 1",)),

@@ -38,6 +38,7 @@ class ModelSpec:
     objectives: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[Config], None] | None = None
+    extra_keys: tuple[str, ...] = ()  # the model.extra settings it reads; any other key is a typo
 
 
 def _no_analytic_kl(why: str) -> Callable[[Config], None]:
@@ -124,6 +125,7 @@ MODELS: dict[str, ModelSpec] = {
             "objective.kl": "mc",
         },
         check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
+        extra_keys=("h1_dim", "h2_hidden"),
     ),
     "vampprior": ModelSpec(
         VampPriorVAE,
@@ -132,6 +134,7 @@ MODELS: dict[str, ModelSpec] = {
         objectives=("iwae",),
         defaults={"objective.kl": "mc"},
         check=_no_analytic_kl("the VampPrior is a mixture"),
+        extra_keys=("pseudo_inputs",),
     ),
     "cvae": ModelSpec(
         CVAE,
@@ -143,6 +146,7 @@ MODELS: dict[str, ModelSpec] = {
         # learned to read the class off z and many draws for one label showed other digits.
         defaults={"model.latent_dim": 2},
         check=_fully_labelled,
+        extra_keys=("classes",),
     ),
     "m2": ModelSpec(
         M2,
@@ -156,12 +160,14 @@ MODELS: dict[str, ModelSpec] = {
             "data.labelled": 100,
         },
         check=_unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
+        extra_keys=("classes", "alpha"),
     ),
     "pixelcnn": ModelSpec(
         PixelCNN,
         "exact-nll",
         "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
         check=_all(_NO_LATENT, _binary_bernoulli),
+        extra_keys=("channels", "blocks", "first_kernel"),
     ),
     "gan": ModelSpec(
         GAN,
@@ -210,6 +216,12 @@ def check_model_config(cfg: Config) -> None:
     if name not in allowed:
         raise ConfigError(
             f"model '{cfg.model.name}' trains with objective {' or '.join(allowed)}, not '{name}'"
+        )
+    unknown = sorted(set(cfg.model.extra) - set(spec.extra_keys))
+    if unknown:
+        takes = ", ".join(spec.extra_keys) or "none"
+        raise ConfigError(
+            f"model.extra has unknown key(s) {', '.join(unknown)} for {cfg.model.name}; it takes: {takes}"
         )
     if spec.check is not None:
         spec.check(cfg)
