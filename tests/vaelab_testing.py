@@ -72,3 +72,19 @@ def assert_one_line_error(capsys, code: int, *needles: str) -> str:
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
+
+
+# `vaelab train` flags for a run of seconds on the 8x8 digits (one epoch, one thread, no progress bar).
+TINY_TRAIN = [
+    "--data",
+    "digits",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "2",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--threads",
+    "1",
+]

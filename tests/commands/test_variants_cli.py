@@ -13,19 +13,7 @@ from PIL import Image
 from vaelab.cli import main
 from vaelab.models import MODELS
 
-TINY = [
-    "--data",
-    "digits",
-    "--hidden",
-    "32",
-    "--latent-dim",
-    "2",
-    "--epochs",
-    "1",
-    "--quiet",
-    "--threads",
-    "1",
-]
+from vaelab_testing import TINY_TRAIN
 
 
 def _size(path):
@@ -44,7 +32,7 @@ def runs(tmp_path_factory):
         "hierarchical": ["--set", "model.extra={h1_dim: 4, h2_hidden: [8]}"],
     }
     for name, flags in extra.items():
-        assert main(["train", *TINY, "--model", name, *flags, "--out", str(root / name)]) == 0
+        assert main(["train", *TINY_TRAIN, "--model", name, *flags, "--out", str(root / name)]) == 0
     return root
 
 
@@ -151,7 +139,7 @@ def test_labelled_models_without_labels_are_one_line(
     ],
 )
 def test_bad_settings_are_one_line(args, needles, tmp_path, capsys, one_line_error):
-    code = main(["train", *TINY, *args, "--out", str(tmp_path / "r")])
+    code = main(["train", *TINY_TRAIN, *args, "--out", str(tmp_path / "r")])
     one_line_error(capsys, code, *needles)
     assert not (tmp_path / "r").exists()
 

@@ -126,13 +126,19 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path):
     assert not dest.exists() and not list(dest.parent.glob("*"))
 
 
-def test_resume_fetches_only_the_rest(server, tiny_mnist, tmp_path):
-    url, handler = server
+def _part_of_1000_bytes(tiny_mnist, tmp_path):
+    """The first file's name, its bytes, and where it goes, with the first 1,000 bytes left as a .part."""
     name = MNIST_NAMES[0]
     full = (tiny_mnist / name).read_bytes()
     dest = tmp_path / "dl" / name
     dest.parent.mkdir()
     dest.with_name(name + ".part").write_bytes(full[:1000])
+    return name, full, dest
+
+
+def test_resume_fetches_only_the_rest(server, tiny_mnist, tmp_path):
+    url, handler = server
+    name, full, dest = _part_of_1000_bytes(tiny_mnist, tmp_path)
     download([url + name], dest, content_sha256(tiny_mnist / name), progress=False)
     assert dest.read_bytes() == full
     assert handler.sent == len(full) - 1000
@@ -196,11 +202,7 @@ def test_a_damaged_part_is_deleted_and_the_next_try_starts_clean(server, tiny_mn
 
 def test_a_206_that_does_not_continue_the_part_starts_over(server, tiny_mnist, tmp_path):
     url, _ = server
-    name = MNIST_NAMES[0]
-    full = (tiny_mnist / name).read_bytes()
-    dest = tmp_path / "dl" / name
-    dest.parent.mkdir()
-    dest.with_name(name + ".part").write_bytes(full[:1000])  # left by a cut transfer
+    name, full, dest = _part_of_1000_bytes(tiny_mnist, tmp_path)  # left by a cut transfer
     download([url + "bad206/" + name], dest, content_sha256(tiny_mnist / name), progress=False)
     assert dest.read_bytes() == full
     assert not dest.with_name(name + ".part").exists()

@@ -19,6 +19,8 @@ from vaelab.config import Config
 from vaelab.train import train
 from vaelab.viz.report import build_report, write_report
 
+from vaelab_testing import TINY_TRAIN
+
 EVAL = {  # the shape `vaelab eval` writes (abridged)
     "split": "test",
     "seed": 0,
@@ -261,19 +263,6 @@ CLASS_NAMES = {
     "cvae": "CVAE",
     "m2": "M2",
 }
-TINY = [
-    "--data",
-    "digits",
-    "--hidden",
-    "32",
-    "--latent-dim",
-    "2",
-    "--epochs",
-    "1",
-    "--quiet",
-    "--threads",
-    "1",
-]
 
 
 @pytest.mark.parametrize(
@@ -290,7 +279,7 @@ def test_report_of_every_family_draws_what_applies_and_says_why_not_the_rest(mod
     """`vaelab report` on each family (it crashed on these five): the latent pictures of a model without one
     latent layer (or whose decoder takes a label) become notes; the curves and the samples are drawn."""
     run = tmp_path / model
-    assert main(["train", *TINY, "--model", model, *flags, "--out", str(run)]) == 0
+    assert main(["train", *TINY_TRAIN, "--model", model, *flags, "--out", str(run)]) == 0
     assert main(["report", str(run)]) == 0
     text = (run / "report.html").read_text(encoding="utf-8")
     page = Page(text)
