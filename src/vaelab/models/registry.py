@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from vaelab.baselines import GAN, PixelCNN
+from vaelab.baselines.pixelcnn import DEFAULTS as PIXELCNN_EXTRA
 from vaelab.config import Config, ModelConfig, ObjectiveConfig
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
@@ -167,7 +168,7 @@ MODELS: dict[str, ModelSpec] = {
         "exact-nll",
         "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
         check=_all(_NO_LATENT, _binary_bernoulli),
-        extra_keys=("channels", "blocks", "first_kernel"),
+        extra_keys=tuple(PIXELCNN_EXTRA),
     ),
     "gan": ModelSpec(
         GAN,

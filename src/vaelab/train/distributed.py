@@ -180,6 +180,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true on any rank (one all-reduced scalar; `flag` itself outside a process group), so
+    that every rank takes the same branch: stop, restart, go on."""
+    if not world().distributed:
+        return flag
+    return float(all_reduce_sum(torch.tensor([float(flag)], device=device))) > 0
+
+
 def gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Every rank's `t` concatenated along dim 0 in rank order; ranks may hold different lengths."""
     w = world()

@@ -314,7 +314,7 @@ class FiniteWatch:
     def add(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if self.on_host:
             value = loss.item()
-            if self._anywhere(not math.isfinite(value)):
+            if distributed.any_rank(not math.isfinite(value), self.device):
                 self._stop(value, epoch, step)
             return
         self.pending.append((loss.detach(), epoch, step))
@@ -326,17 +326,11 @@ class FiniteWatch:
             return
         values = torch.stack([p[0].float() for p in self.pending]).cpu()
         bad = (~torch.isfinite(values)).nonzero()
-        if self._anywhere(len(bad) > 0):
+        if distributed.any_rank(len(bad) > 0, self.device):
             i = int(bad[0]) if len(bad) else len(self.pending) - 1
             _, epoch, step = self.pending[i]
             self._stop(float(values[i]), epoch, step)
         self.pending.clear()
-
-    def _anywhere(self, bad: bool) -> bool:
-        if not distributed.world().distributed:
-            return bad
-        flags = distributed.all_reduce_sum(torch.tensor([float(bad)], device=self.device))
-        return float(flags) > 0
 
     def _stop(self, value: float, epoch: int, step: int) -> None:
         what = (
@@ -641,9 +635,7 @@ def _train(
                 save_checkpoint(run.best, body)  # writes repeats the epoch on resume and rewrites best.pt
             save_checkpoint(run.last, body)
             run.write_metrics(history)
-        if on_epoch is not None:
-            stop = torch.tensor([float(on_epoch(dict(record)) is True)], device=device)
-            if distributed.all_reduce_sum(stop).item() > 0:
-                break
+        if on_epoch is not None and distributed.any_rank(on_epoch(dict(record)) is True, device):
+            break
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
     return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)
