@@ -32,7 +32,6 @@ from vaelab.evaluate.quality import classifier_for, sample_quality, training_cod
 from vaelab.inference.ais import SCHEDULES, ais_log_px, bdmc
 from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint, resolve_checkpoint
-from vaelab.train.distributed import DistributedError
 
 __all__ = ["ImportanceResult", "classification_error", "decompose", "evaluate", "importance_sampling"]
 
@@ -236,8 +235,7 @@ def evaluate(
     keep_freed_memory()
     w = distributed.world()
     dev = distributed.device_for(device, w)
-    started = distributed.start(dev, dist_timeout)
-    try:
+    with distributed.session(dev, dist_timeout):
         return _evaluate(
             run,
             data,
@@ -258,16 +256,6 @@ def evaluate(
             quality=quality,
             w=w,
         )
-    except VaelabError as e:
-        raise (type(e)(f"{w}: {e}") if w.distributed else e) from None
-    except Exception as e:
-        if w.distributed and distributed.is_comm_error(e):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise DistributedError(f"{w}: lost contact with the other ranks ({first[:160]})") from None
-        raise
-    finally:
-        if started:
-            distributed.stop()
 
 
 def _evaluate(

@@ -10,6 +10,7 @@ A model written outside vaelab needs no base class: it has the methods, and `cap
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -99,7 +100,11 @@ class ClassTerms(Classifier, Protocol):
     alpha: float
 
     def class_terms(
-        self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None, analytic: bool = False
+        self,
+        x: torch.Tensor,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        analytic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def log_py(self) -> float: ...
@@ -250,10 +255,8 @@ def capabilities(model: object) -> Capabilities:
     except (KeyError, TypeError):
         pass
     caps = _read(model)
-    try:
+    with contextlib.suppress(TypeError):  # an object that takes no weak reference: read each time
         _CACHE[model] = caps
-    except TypeError:  # an object that takes no weak reference: read each time
-        pass
     return caps
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import tempfile
 import uuid
@@ -141,6 +142,30 @@ def stop() -> None:
     """Leave the process group, if one is up."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: torch.device, timeout: float) -> Iterator[World]:
+    """One distributed session, shared by training and evaluation: join the process group torchrun described
+    (if any), leave it at the end, and turn errors into one line that names the rank.
+
+    A VaelabError keeps its type with the rank in front; a lost connection to the other ranks (any of the
+    backends' error types) becomes a DistributedError naming its first line.
+    """
+    w = world()
+    started = start(device, timeout)
+    try:
+        yield w
+    except VaelabError as e:
+        raise (type(e)(f"{w}: {e}") if w.distributed else e) from None
+    except Exception as e:
+        if w.distributed and is_comm_error(e):
+            first = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
+            raise DistributedError(f"{w}: lost contact with the other ranks ({first[:160]})") from None
+        raise
+    finally:
+        if started:
+            stop()
 
 
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import sys
 import time
 import warnings
@@ -35,14 +34,14 @@ from vaelab.config import Config, ObjectiveConfig, TrainConfig
 from vaelab.data import DataSplits, Prepared, epoch_batches, load_data, prepare
 from vaelab.data.batches import Share, batch_share
 from vaelab.device import flush_denormals, keep_freed_memory, native_bf16
-from vaelab.errors import ConfigError, DataError, TrainingDiverged, VaelabError
+from vaelab.errors import ConfigError, DataError, TrainingDiverged
 from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
 from vaelab.models.registry import MODELS, build_model, check_model_config, get_spec, objective_name
 from vaelab.objectives.elbo import OBJECTIVES, Objective, Step, check_schedule, kl_weight
 from vaelab.runs import RunDir
 from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, read_checkpoint, save_checkpoint
-from vaelab.train.distributed import DistributedError, World
+from vaelab.train.distributed import World
 
 OPTIMIZERS = ("adam", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "iwae")
@@ -427,20 +426,8 @@ def train(
     torch.set_num_threads(
         config.train.threads if config.train.threads > 0 else distributed.default_threads(w)
     )
-    started = distributed.start(device, config.train.dist_timeout)
-    try:
-        with flush_denormals():
-            return _train_with_restarts(config, run, ckpt, data, device, w, on_epoch)
-    except VaelabError as e:
-        raise type(e)(f"{w}: {e}") if w.distributed else e from None
-    except Exception as e:
-        if w.distributed and distributed.is_comm_error(e):
-            first = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
-            raise DistributedError(f"{w}: lost contact with the other ranks ({first[:160]})") from None
-        raise
-    finally:
-        if started:
-            distributed.stop()
+    with distributed.session(device, config.train.dist_timeout), flush_denormals():
+        return _train_with_restarts(config, run, ckpt, data, device, w, on_epoch)
 
 
 def _train_with_restarts(
