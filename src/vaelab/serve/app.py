@@ -1,13 +1,15 @@
 """The latent explorer's web app (FastAPI): decode a point of the latent space, encode an uploaded image.
 
 Only the public protocol is used: `decode(z).mean` is the picture of z, `encode(x)` gives the posterior
-mean and standard deviation, `prior()` (when the model has one) gives samples; `explore.abilities` reads
-off which of these a run's model has (labels for cvae/m2, two layers, no encoder, no latent). Models are
+mean and standard deviation, `prior()` (when the model has one) gives samples; `explore.explorer_view` reads
+off which of these a run's model has from its `capabilities` (labels for cvae/m2, two layers, no encoder, no
+latent). Models are
 loaded once per run and cached; every request names its run, and names are checked by `Catalog` before any
-file is touched. Errors answer with a one-line `detail`: 404 unknown run, 409 the run's model cannot do that
-(and why), 413 too large, 415 not a PNG or JPEG, 422 malformed request (bad JSON, wrong z length, a z value
-beyond ±Z_LIMIT, invalid run name, a label that does not fit, a z whose picture is NaN), 500 a run that
-does not load or a model that gives NaN for its own samples or an upload.
+file is touched. Errors answer with a one-line `detail`, their status read from one table (`STATUS`, exception
+class -> status): 404 unknown run, 409 the run's model cannot do that (and why), 413 too large, 415 not a PNG
+or JPEG, 422 malformed request (bad JSON, wrong z length, a z value beyond ±Z_LIMIT, invalid run name, a label
+that does not fit, a z whose picture is NaN), 500 a run that does not load or a model that gives NaN for its
+own samples or an upload.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vaelab.errors import VaelabError
-from vaelab.serve.explore import BadLabel, NotFinite, Unsupported, draws, label, pictures, posterior
+from vaelab.serve.errors import BadLabel, BadRequest, NotAnImage, NotFinite, TooLarge, Unsupported
+from vaelab.serve.explore import draws, label, pictures, posterior
 from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary, skipped_json
 from vaelab.serve.uploads import (
     MAX_JSON_BYTES,
@@ -45,6 +48,47 @@ Z_LIMIT = 1e4
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-Z_LIMIT, le=Z_LIMIT)]
 Vector = Annotated[list[Finite], Field(min_length=1, max_length=4096)]
 Label = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
+
+
+# The one table from what went wrong to the HTTP status; an exception takes the entry of the nearest class
+# in its MRO (RunNameError and UnknownRun before VaelabError).
+STATUS: dict[type[Exception], int] = {
+    RunNameError: 422,
+    UnknownRun: 404,
+    Unsupported: 409,
+    BadLabel: 422,
+    NotFinite: 422,
+    BadRequest: 422,
+    TooLarge: 413,
+    NotAnImage: 415,
+    VaelabError: 500,
+}
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status of `exc` from `STATUS` (500 for what the table does not name).
+
+    Args:
+        exc: what a request failed with.
+    """
+    return next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 500)
+
+
+def detail_of(exc: Exception, status: int) -> str:
+    """The response's `detail`: the message of a client error as it is; a server failure's message (which may
+    come from deeper code, over several lines) on one line.
+
+    Args:
+        exc: what the request failed with.
+        status: its HTTP status.
+    """
+    return str(exc) if status < 500 else " ".join(str(exc).split())
+
+
+def _body_unreadable(exc: StarletteHTTPException) -> bool:
+    """FastAPI's 400 for a body its parser failed on (not UTF-8, nested too deep): it raises that 400 `from`
+    the parser's exception, where a 400 of Starlette's own (a malformed multipart form) has no cause."""
+    return exc.status_code == 400 and exc.__cause__ is not None
 
 
 class _Strict(BaseModel):
@@ -94,7 +138,16 @@ def create_app(
     max_codes: int = 2000,
 ) -> FastAPI:
     """The explorer app over the runs in `root` (a folder of runs, or one run); VaelabError (one line) for a
-    folder without runs, an unknown device or a limit below 1."""
+    folder without runs, an unknown device or a limit below 1.
+
+    Args:
+        root: a run folder, or a folder of run folders.
+        device: where the models are loaded (cpu, cuda, cuda:N or auto).
+        data_dir: where the runs' data sets live, if not where they were trained.
+        max_upload_bytes: the largest /api/encode body.
+        max_pixels: the largest uploaded image (width x height).
+        max_codes: at most this many test codes per run for the scatter.
+    """
     if max_upload_bytes < 1 or max_pixels < 1 or max_codes < 1:
         raise VaelabError(
             f"limits must be at least 1, got max_upload_bytes={max_upload_bytes}, "
@@ -115,35 +168,16 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers a body it cannot decode (not UTF-8, say) with 400; every malformed request is 422 here.
-        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+        if _body_unreadable(exc):
             return JSONResponse({"detail": "malformed JSON: the body is not UTF-8 text"}, status_code=422)
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(RunNameError)
-    async def _bad_name(request: Request, exc: RunNameError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def _answer(request: Request, exc: Exception) -> JSONResponse:
+        status = status_of(exc)
+        return JSONResponse({"detail": detail_of(exc, status)}, status_code=status)
 
-    @app.exception_handler(UnknownRun)
-    async def _unknown(request: Request, exc: UnknownRun) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Unsupported)
-    async def _unsupported(request: Request, exc: Unsupported) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(BadLabel)
-    async def _bad_label(request: Request, exc: BadLabel) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(NotFinite)
-    async def _not_finite(request: Request, exc: NotFinite) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(VaelabError)
-    async def _failed(request: Request, exc: VaelabError) -> JSONResponse:
-        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=500)
+    for kind in STATUS:
+        app.add_exception_handler(kind, _answer)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -153,11 +187,10 @@ def create_app(
         )
 
     def vector(run: LoadedRun, values: list[float], name: str) -> torch.Tensor:
-        run.abilities.require("decode")
+        run.view.require("decode")
         if len(values) != run.latent_dim:
-            raise HTTPException(
-                422,
-                f"{name} has {len(values)} values; run {run.name!r} has a {run.latent_dim}-d latent space",
+            raise BadRequest(
+                f"{name} has {len(values)} values; run {run.name!r} has a {run.latent_dim}-d latent space"
             )
         return torch.tensor(values, dtype=torch.float32, device=run.device)
 
@@ -204,7 +237,7 @@ def create_app(
         """The decoded picture of one z (the mean of p(x|z), at label y for cvae/m2: default 0) as a PNG."""
         r = catalog.get(req.run)
         z = vector(r, req.z, "z")
-        y = label(r.abilities, req.y, r.name, r.device)
+        y = label(r.view, req.y, r.name, r.device)
         png = png_bytes(pictures(r.model, z[None], y)[0])
         headers = {"Cache-Control": "no-store"}
         if y is not None:
@@ -221,11 +254,11 @@ def create_app(
         """Posterior mean and standard deviation of an uploaded image, with what the model saw and rebuilt;
         409 for a model that cannot encode."""
         r = catalog.get(run)
-        r.abilities.require("encode")
+        r.view.require("encode")
         images = read_image(file.file.read(), file.content_type, r.shape, invert, max_pixels)
         x = model_input(images.to(r.device), r.binarize, r.upload_seed, r.device)
         try:
-            mean, std, how = posterior(r.model, r.abilities, x, y, r.name)
+            mean, std, how = posterior(r.model, r.view, x, y, r.name)
             used = None if "y" not in how else torch.tensor(how["y"], device=r.device)
             rec = pictures(r.model, mean[None], used)[0]
         except NotFinite as e:  # the model's failure on an image, not on a z the client chose: 500
@@ -246,7 +279,7 @@ def create_app(
         or decoded N(0, I) draws for a model without either; `source` says which."""
         r = catalog.get(req.run)
         try:
-            out = draws(r.model, r.abilities, req.n, req.seed, req.y, r.name, r.device)
+            out = draws(r.model, r.view, req.n, req.seed, req.y, r.name, r.device)
         except NotFinite as e:  # the model's failure on its own draws, not on numbers the client chose: 500
             raise VaelabError(f"run {r.name!r}: {e}") from None
         return {
@@ -262,7 +295,7 @@ def create_app(
         """A strip of decoded pictures along a linear or spherical path from z0 to z1 (at label y for cvae/m2)."""
         r = catalog.get(req.run)
         z0, z1 = vector(r, req.z0, "z0"), vector(r, req.z1, "z1")
-        y = label(r.abilities, req.y, r.name, r.device)
+        y = label(r.view, req.y, r.name, r.device)
         t = torch.linspace(0, 1, req.steps, device=r.device)
         z = z0 + t[:, None] * (z1 - z0) if req.path == "linear" else slerp(z0[None], z1[None], t)[0]
         pics = pictures(r.model, z, y)

@@ -25,7 +25,7 @@ from vaelab.data import SPLIT_SEED_OFFSET, iterate
 from vaelab.device import resolve_device
 from vaelab.errors import CheckpointError, VaelabError
 from vaelab.runs import RunDir
-from vaelab.serve.explore import Abilities, NotFinite, abilities, batch_codes, finite
+from vaelab.serve.explore import ExplorerView, NotFinite, batch_codes, explorer_view, finite
 from vaelab.viz.figures import codes as posterior_means
 
 MAX_NAME_BYTES = 255  # the longest file name ext4, XFS and APFS take
@@ -70,7 +70,7 @@ class LoadedRun:
     model_name: str
     likelihood: str
     shape: tuple[int, int, int]
-    abilities: Abilities
+    view: ExplorerView
     binarize: str
     upload_seed: int
     data: str
@@ -82,7 +82,7 @@ class LoadedRun:
     @property
     def codes_of(self) -> str:
         """What the test codes are."""
-        if self.abilities.classes is None:
+        if self.view.classes is None:
             return "posterior means of q(z|x)"
         return "means of q(z|x,y) at each test image's own label y"
 
@@ -93,12 +93,17 @@ class LoadedRun:
     @property
     def latent_dim(self) -> int | None:
         """D of the z the run decodes (None for a model without a latent variable)."""
-        return self.abilities.latent_dim
+        return self.view.latent_dim
 
     @property
     def generative(self) -> bool:
         """Whether the model can draw samples of its own (a prior or an ancestral sampler)."""
-        return self.abilities.generative
+        return self.view.generative
+
+    @property
+    def abilities(self) -> ExplorerView:
+        """The name `view` had before Capabilities."""
+        return self.view
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -218,7 +223,7 @@ class Catalog:
             likelihood=run.likelihood,
             binarize=run.binarize,
             generative=run.generative,
-            capabilities=run.abilities.as_json(),
+            capabilities=run.view.as_json(),
         )
         return entry
 
@@ -236,7 +241,7 @@ class Catalog:
     def latents(self, name: str) -> LoadedRun:
         """The loaded run `name` with its test codes (computed on first use, then cached)."""
         run = self.get(name)
-        run.abilities.require("latents")
+        run.view.require("latents")
         if not run.codes_ready:
             with self._lock:
                 if not run.codes_ready:
@@ -254,7 +259,7 @@ class Catalog:
                 model_name=opened.config.model.name,
                 likelihood=opened.config.model.likelihood,
                 shape=opened.shape,
-                abilities=abilities(opened.model, opened.config.model.name),
+                view=explorer_view(opened.model, opened.config.model.name),
                 binarize=cfg.binarize,
                 upload_seed=cfg.binarize_seed + SPLIT_SEED_OFFSET["test"],
                 data=cfg.name,
@@ -273,17 +278,17 @@ class Catalog:
         return run
 
     def _codes(self, run: LoadedRun) -> None:
-        model, ab = run.model, run.abilities
+        model, view = run.model, run.view
         try:
             test = self._opened[run.name].split("test", self.data_dir)
             labels = test.labels_at(slice(0, self.max_codes))
-            if ab.classes is None:
+            if view.classes is None:
                 z = posterior_means(model, test, limit=self.max_codes)
             elif labels is None:
                 raise VaelabError(f"the test split has no labels, and {run.model_name} encodes q(z|x,y)")
             else:
                 batches = takewhile(lambda b: b[0].start < len(labels), iterate(test, 1000))
-                z = torch.cat([batch_codes(model, ab, x, test.labels_at(sl)) for sl, x in batches])
+                z = torch.cat([batch_codes(model, view, x, test.labels_at(sl)) for sl, x in batches])
             run.codes = finite(z[: self.max_codes].float().cpu(), "the test images' posterior means")
             run.labels = None if labels is None else labels[: len(run.codes)].cpu()
         except (VaelabError, NotFinite) as e:

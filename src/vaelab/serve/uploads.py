@@ -24,6 +24,7 @@ from fastapi import HTTPException
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaelab.data import ImageSet, prepare
+from vaelab.serve.errors import BadRequest, NotAnImage, TooLarge
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_JSON_BYTES = 256 * 1024
@@ -92,23 +93,31 @@ async def _plain(send: Send, status: int, detail: str) -> None:
 def read_image(
     data: bytes, content_type: str | None, shape: tuple[int, int, int], invert: bool, max_pixels: int
 ) -> torch.Tensor:
-    """An uploaded PNG/JPEG as uint8 [1, C, H, W] in the model's shape; HTTPException when it is not one."""
+    """An uploaded PNG/JPEG as uint8 [1, C, H, W] in the model's shape: NotAnImage (415), TooLarge (413) or
+    BadRequest (422, empty) when it is not one.
+
+    Args:
+        data: the uploaded bytes.
+        content_type: the type the client declared (image/png or image/jpeg).
+        shape: the model's (C, H, W): the image is converted to C channels and centre-cropped to H x W.
+        invert: invert the picture's levels (255 - v) after resizing.
+        max_pixels: the largest width x height accepted, checked from the header before decoding.
+    """
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared not in ACCEPTED_TYPES:
-        raise HTTPException(415, f"expected a PNG or JPEG image, got content type {declared or 'none'!r}")
+        raise NotAnImage(f"expected a PNG or JPEG image, got content type {declared or 'none'!r}")
     if not data:
-        raise HTTPException(422, "the uploaded file is empty")
+        raise BadRequest("the uploaded file is empty")
     c, h, w = shape
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 if im.format not in ("PNG", "JPEG"):
-                    raise HTTPException(415, f"the file is {im.format}, not a PNG or JPEG image")
+                    raise NotAnImage(f"the file is {im.format}, not a PNG or JPEG image")
                 if im.width * im.height > max_pixels:
-                    raise HTTPException(
-                        413,
-                        f"image of {im.width}x{im.height} pixels is over the limit of {max_pixels} pixels",
+                    raise TooLarge(
+                        f"image of {im.width}x{im.height} pixels is over the limit of {max_pixels} pixels"
                     )
                 im.draft("L" if c == 1 else "RGB", (w, h))
                 im = ImageOps.exif_transpose(im)
@@ -118,9 +127,9 @@ def read_image(
                     im = ImageOps.invert(im)
                 arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise HTTPException(415, "the file is not a readable PNG or JPEG image") from None
+        raise NotAnImage("the file is not a readable PNG or JPEG image") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise HTTPException(415, f"the image could not be decoded ({e})") from None
+        raise NotAnImage(f"the image could not be decoded ({e})") from None
     arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
     return torch.from_numpy(arr.copy())[None]
 
