@@ -11,6 +11,11 @@ from vaelab.data.sources import SOURCES, FileSource, FileSpec, get_source
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """`vaelab data list`: every named data set, one line each.
+
+    Args:
+        args: the parsed flags (none are read).
+    """
     for name, src in SOURCES.items():
         print(f"{name:<14} {src.description}")
     print(
@@ -30,6 +35,11 @@ def _how_checked(src: FileSource, spec: FileSpec, path: Path) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """`vaelab data get NAME`: find (or download and verify) a data set and say what was checked.
+
+    Args:
+        args: the parsed flags: name, data_dir, no_download.
+    """
     src = get_source(args.name)
     if isinstance(src, FileSource):
         found = src.locate(args.data_dir, allow_download=not args.no_download)
@@ -43,6 +53,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """`vaelab data info NAME`: the splits' sizes, shapes, mean intensity and classes.
+
+    Args:
+        args: the parsed flags: name, data_dir, no_download.
+    """
     cfg = DataConfig(
         name=args.name, data_dir=args.data_dir, download=not args.no_download, valid_fraction=0.0
     )
@@ -57,6 +72,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab data list | get | info`.
+
+    Args:
+        sub: the `vaelab` command's subparsers.
+    """
     p = sub.add_parser("data", help="list, fetch and inspect the named data sets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = dsub.add_parser("list", help="the named data sets")

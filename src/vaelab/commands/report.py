@@ -9,11 +9,21 @@ from vaelab.viz.report import write_report
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`vaelab report`: write the run's self-contained HTML page.
+
+    Args:
+        args: the parsed flags: run, out, device, data_dir, seed, checkpoint.
+    """
     done(write_report(args.run, args.out, args.device, args.data_dir, args.seed, args.checkpoint))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab report`.
+
+    Args:
+        sub: the `vaelab` command's subparsers.
+    """
     p = sub.add_parser(
         "report",
         help="one self-contained HTML page of a run",

@@ -12,7 +12,11 @@ from vaelab.serve.uploads import MAX_UPLOAD_BYTES
 
 
 def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    """argparse type: a TCP port, 0 (any free port) to 65535.
+
+    Args:
+        text: the flag's value.
+    """
     try:
         v = int(text)
     except ValueError:
@@ -23,7 +27,11 @@ def port_number(text: str) -> int:
 
 
 def upload_mib(text: str) -> float:
-    """argparse type: an upload limit in MiB, a finite number of at least one byte."""
+    """argparse type: an upload limit in MiB, a finite number of at least one byte.
+
+    Args:
+        text: the flag's value.
+    """
     try:
         v = float(text)
     except ValueError:
@@ -34,6 +42,11 @@ def upload_mib(text: str) -> float:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`vaelab serve`: serve the explorer until Ctrl-C.
+
+    Args:
+        args: the parsed flags: runs, host, port, device, data_dir, max_upload_mb.
+    """
     app = create_app(args.runs, args.device, args.data_dir, max_upload_bytes=int(args.max_upload_mb * 2**20))
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -67,6 +80,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab serve`.
+
+    Args:
+        sub: the `vaelab` command's subparsers.
+    """
     p = sub.add_parser(
         "serve",
         help="the latent explorer in the browser",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vaelab.commands.common import OpenRun, add_run_options, done, open_run, positive_int
 from vaelab.errors import VaelabError
+from vaelab.models.protocol import capabilities
 from vaelab.objectives.noise import parse_noise
 from vaelab.runs import RunDir
 from vaelab.viz import figures as fig
@@ -21,9 +22,14 @@ def _train_codes(opened: OpenRun, data_dir: str | None):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """`vaelab sample`: a grid of the run's samples.
+
+    Args:
+        args: the parsed flags: run, device, checkpoint, data_dir, n, seed, out.
+    """
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "samples")
-    needs_codes = not hasattr(o.model, "prior") and not hasattr(o.model, "generate")
+    needs_codes = not capabilities(o.model).generative
     codes = _train_codes(o, args.data_dir) if needs_codes else None
     done(fig.samples_figure(o.model, _out(args, o, "samples"), n=args.n, seed=args.seed, train_codes=codes))
     return 0
@@ -37,6 +43,11 @@ def _need(o: OpenRun, what: str) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """`vaelab reconstruct`: test images beside their reconstructions.
+
+    Args:
+        args: the parsed flags: run, device, checkpoint, data_dir, n, noise, seed, out.
+    """
     noise = parse_noise(args.noise) if args.noise else None
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "reconstructions")
@@ -48,6 +59,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:
+    """`vaelab manifold`: the decoded grid over a latent plane.
+
+    Args:
+        args: the parsed flags: run, device, checkpoint, data_dir, n, dims, out.
+    """
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "manifold")
     dims = None
@@ -67,6 +83,11 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
+    """`vaelab interpolate`: linear and spherical latent interpolations.
+
+    Args:
+        args: the parsed flags: run, device, checkpoint, data_dir, pairs, steps, seed, out.
+    """
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "interpolations")
     data = o.split("test", args.data_dir)
@@ -79,6 +100,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_latents(args: argparse.Namespace) -> int:
+    """`vaelab latents`: test-set posterior means coloured by label.
+
+    Args:
+        args: the parsed flags: run, device, checkpoint, data_dir, limit, out.
+    """
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "latents")
     done(
@@ -90,6 +116,11 @@ def cmd_latents(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
+    """`vaelab curves`: the training curves from metrics.jsonl.
+
+    Args:
+        args: the parsed flags: run, out.
+    """
     run = RunDir.at(args.run)
     history = run.read_metrics()
     if not history:
@@ -101,14 +132,21 @@ def cmd_curves(args: argparse.Namespace) -> int:
 def write_figures(
     run_path: str | Path, device: str = "cpu", data_dir: str | None = None, seed: int = 0
 ) -> list[Path]:
-    """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`)."""
+    """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`).
+
+    Args:
+        run_path: the run folder.
+        device: where the model is loaded.
+        data_dir: where the run's data set lives, if not where it was.
+        seed: the seed of the samples and interpolation pairs.
+    """
     o = open_run(str(run_path), device)
     figs = o.run.figures
     can = fig.applicable(o.model)
     test = o.split("test", data_dir) if any(v for k, v in can.items() if k != "samples") else None
     paths = []
     if can["samples"]:
-        needs_codes = not hasattr(o.model, "prior") and not hasattr(o.model, "generate")
+        needs_codes = not capabilities(o.model).generative
         codes = _train_codes(o, data_dir) if needs_codes else None
         paths.append(fig.samples_figure(o.model, figs / "samples.png", seed=seed, train_codes=codes))
     if can["reconstructions"]:
@@ -132,11 +170,21 @@ def write_figures(
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    """`vaelab figures`: every figure of a run into RUN/figures/.
+
+    Args:
+        args: the parsed flags: run, device, data_dir, seed.
+    """
     write_figures(args.run, args.device, args.data_dir, args.seed)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the figure commands (sample, reconstruct, manifold, interpolate, latents, curves, figures).
+
+    Args:
+        sub: the `vaelab` command's subparsers.
+    """
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("sample", help="grid of decoded prior draws", formatter_class=fmt)
     add_run_options(p)

@@ -1,8 +1,9 @@
 """What a model learned, as pictures: samples, reconstructions, the latent manifold, interpolations, latents.
 
 Only the public protocol is used (`encode`, `decode`, `prior`, and `generate(n, generator)` for models that
-sample without a single latent layer), so every model draws what applies to it. The
-manifold follows Kingma & Welling (2014, figure 4): a grid of z at Gaussian quantiles, decoded.
+sample without a single latent layer), and `capabilities(model)` says which of these a model has, so every
+model draws what applies to it (`applicable`). The manifold follows Kingma & Welling (2014, figure 4): a grid
+of z at Gaussian quantiles, decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from vaelab.data import Prepared, iterate
 from vaelab.distributions.sampling import sample
+from vaelab.models.protocol import capabilities
 from vaelab.viz.grids import plt, save_figure, save_panels, tile
 from vaelab.viz.labelled import samples_by_label_figure
 
@@ -27,13 +29,25 @@ def _device(model: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def decoded(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """The decoded picture of each z: the mean of p(x|z), clipped to [0, 1]."""
+    """The decoded picture of each z: the mean of p(x|z), clipped to [0, 1].
+
+    Args:
+        model: a model that decodes.
+        z: codes [..., D].
+    """
     return model.decode(z).mean.clamp(0.0, 1.0)
 
 
 @torch.inference_mode()
 def codes(model: nn.Module, data: Prepared, limit: int | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means E_q[z|x] [N, D] over (the first `limit` images of) a split."""
+    """Posterior means E_q[z|x] [N, D] over (the first `limit` images of) a split.
+
+    Args:
+        model: a model that encodes.
+        data: the prepared split.
+        limit: at most this many images (all when None).
+        batch_size: images per encoder pass.
+    """
     out = []
     seen = 0
     for _, x in iterate(data, batch_size):
@@ -46,7 +60,12 @@ def codes(model: nn.Module, data: Prepared, limit: int | None = None, batch_size
 
 
 def latent_dim(model: nn.Module, data: Prepared) -> int:
-    """D, read off the encoder."""
+    """D, read off the encoder.
+
+    Args:
+        model: a model that encodes.
+        data: a prepared split (its first image is encoded).
+    """
     with torch.inference_mode():
         return model.encode(data.batch(slice(0, 1))).mean.shape[-1]
 
@@ -60,20 +79,30 @@ def samples_figure(
 ) -> Path:
     """A grid of model samples: `generate(n, generator)` when the model has it (ancestral samplers), else
     decoded prior draws; for a model without a prior (an autoencoder), two grids that show why. A model whose
-    generator takes a label (`num_classes`) gets one row of samples per label."""
+    generator takes a label (`num_classes`) gets one row of samples per label.
+
+    Args:
+        model: a model that samples or decodes (`applicable(model)["samples"]`).
+        path: the PNG to write.
+        n: how many samples (per label: n / num_classes, rounded up).
+        seed: the seed of the draws.
+        train_codes: posterior means of training images [N, D], for a model without a prior or sampler
+            (the Gaussian fitted to them is the second grid).
+    """
     from vaelab.models.autoencoder import fitted_gaussian
 
-    if hasattr(model, "num_classes"):
-        return samples_by_label_figure(model, path, per_label=math.ceil(n / model.num_classes), seed=seed)
+    caps = capabilities(model)
+    if caps.labelled:
+        return samples_by_label_figure(model, path, per_label=math.ceil(n / caps.num_classes), seed=seed)
 
     dev = _device(model)
     g = torch.Generator(device=dev).manual_seed(seed)
     ncol = math.ceil(math.sqrt(n))
-    if hasattr(model, "generate"):
+    if caps.sampler:
         with torch.inference_mode():
             images = model.generate(n, g)
         return save_panels(path, [("samples", tile(images, ncol))], f"{n} samples (seed {seed})")
-    if hasattr(model, "prior"):
+    if caps.prior:
         z = sample(model.prior(), (n,), g)
         return save_panels(path, [("z ~ p(z)", tile(decoded(model, z), ncol))], f"{n} samples (seed {seed})")
     d = train_codes.shape[1]
@@ -99,7 +128,16 @@ def reconstructions_figure(
     seed: int = 0,
 ) -> Path:
     """Test images (as the model sees them) beside the decoded means of their posterior means; with `noise`
-    (e.g. ("masking", 0.5)) the encoder sees a corrupted copy, shown between input and reconstruction."""
+    (e.g. ("masking", 0.5)) the encoder sees a corrupted copy, shown between input and reconstruction.
+
+    Args:
+        model: a model that encodes and decodes one latent layer.
+        data: the prepared test split (its first n images are shown).
+        path: the PNG to write.
+        n: how many images.
+        noise: the encoder's input corruption (kind, level), or None.
+        seed: the seed of the noise.
+    """
     from vaelab.objectives.noise import corrupt
 
     x = data.batch(slice(0, n))
@@ -118,10 +156,18 @@ def reconstructions_figure(
 def manifold_plane(
     model: nn.Module, data: Prepared, dims: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """(centre [D], axes [2, D], scales [2], description) of the plane the manifold is drawn on."""
+    """(centre [D], axes [2, D], scales [2], description) of the plane the manifold is drawn on: the plane of
+    `dims` (or z itself when D = 2), at unit scale for a model with a prior and at the codes' spread without
+    one; else the top two principal directions of the test codes.
+
+    Args:
+        model: a model that encodes and decodes one latent layer.
+        data: the prepared test split (its codes place the plane).
+        dims: two latent dimensions to span the plane, or None.
+    """
     dev = _device(model)
     d = latent_dim(model, data)
-    generative = hasattr(model, "prior")
+    generative = capabilities(model).prior
     z = None if (generative and d == 2 and dims is None) else codes(model, data, limit=5000)
     if d == 2 and dims is None:
         dims = (0, 1)
@@ -149,7 +195,15 @@ def manifold_figure(
     n: int = 20,
     dims: tuple[int, int] | None = None,
 ) -> Path:
-    """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4)."""
+    """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4).
+
+    Args:
+        model: a model that encodes and decodes one latent layer.
+        data: the prepared test split (see `manifold_plane`).
+        path: the PNG to write.
+        n: the grid's side.
+        dims: two latent dimensions to span the plane, or None (see `manifold_plane`).
+    """
     centre, axes, scales, what = manifold_plane(model, data, dims)
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n)).to(centre.device)
     u, v = torch.meshgrid(q, q.flip(0), indexing="xy")  # rows top to bottom: second axis decreasing
@@ -159,7 +213,14 @@ def manifold_figure(
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of z0 and z1 at fractions t [T] -> [B, T, D]."""
+    """Spherical interpolation between rows of z0 and z1 at fractions t [T] -> [B, T, D] (linear where the two
+    are nearly parallel).
+
+    Args:
+        z0: start points [B, D].
+        z1: end points [B, D].
+        t: fractions of the way, [T] in [0, 1].
+    """
     a = torch.nn.functional.normalize(z0, dim=-1)
     b = torch.nn.functional.normalize(z1, dim=-1)
     omega = torch.acos((a * b).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]
@@ -173,7 +234,16 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolations_figure(
     model: nn.Module, data: Prepared, path: str | os.PathLike, pairs: int = 6, steps: int = 10, seed: int = 0
 ) -> Path:
-    """Linear and spherical paths between the posterior means of random pairs of test images."""
+    """Linear and spherical paths between the posterior means of random pairs of test images.
+
+    Args:
+        model: a model that encodes and decodes one latent layer.
+        data: the prepared test split.
+        path: the PNG to write.
+        pairs: how many pairs of images.
+        steps: points on each path.
+        seed: the seed that picks the pairs.
+    """
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
     x = data.batch(idx.to(data.images.device))
@@ -195,7 +265,14 @@ def interpolations_figure(
 
 
 def latents_figure(model: nn.Module, data: Prepared, path: str | os.PathLike, limit: int = 5000) -> Path:
-    """Test-set posterior means coloured by label (the top two principal components when D > 2)."""
+    """Test-set posterior means coloured by label (the top two principal components when D > 2).
+
+    Args:
+        model: a model that encodes.
+        data: the prepared test split.
+        path: the PNG to write.
+        limit: at most this many images.
+    """
     z = codes(model, data, limit=limit).float().cpu()
     labels = data.labels_at(slice(0, len(z)))
     if z.shape[1] > 2:
@@ -223,7 +300,12 @@ def latents_figure(model: nn.Module, data: Prepared, path: str | os.PathLike, li
 
 
 def curves_figure(history: list[dict], path: str | os.PathLike) -> Path:
-    """Per-epoch ELBO, reconstruction and KL for train / valid / test."""
+    """Per-epoch ELBO, reconstruction and KL for train / valid / test.
+
+    Args:
+        history: metrics.jsonl's records, one per epoch.
+        path: the PNG to write.
+    """
     stats = [s for s in ("elbo", "rec", "kl") if any(f"train_{s}" in r for r in history)]
     titles = {"elbo": "ELBO (nats)", "rec": "E_q log p(x|z) (nats)", "kl": "KL(q || p) (nats)"}
     fig, axes = plt.subplots(1, max(len(stats), 1), figsize=(4.5 * max(len(stats), 1), 3.6), squeeze=False)
@@ -241,10 +323,15 @@ def curves_figure(history: list[dict], path: str | os.PathLike) -> Path:
 
 def applicable(model: object) -> dict[str, bool]:
     """Which figures a model can draw: latent pictures need encode and decode of one latent layer (not
-    taking a label); samples need a way to sample."""
-    latent = hasattr(model, "encode") and hasattr(model, "decode") and not hasattr(model, "num_classes")
+    taking a label); samples need a way to sample (a sampler, or a decoder).
+
+    Args:
+        model: the run's model.
+    """
+    caps = capabilities(model)
+    latent = caps.latent_figures
     return {
-        "samples": hasattr(model, "generate") or hasattr(model, "decode"),
+        "samples": caps.sampler or caps.decode,
         "reconstructions": latent,
         "manifold": latent,
         "interpolations": latent,

@@ -17,7 +17,13 @@ from vaelab.io import atomic_save
 
 
 def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
-    """Images [N, C, H, W] in [0, 1] as one array [rows*(H+pad), ncol*(W+pad)] (or with 3 channels last)."""
+    """Images [N, C, H, W] in [0, 1] as one array [rows*(H+pad), ncol*(W+pad)] (or with 3 channels last).
+
+    Args:
+        images: the pictures, values clamped to [0, 1].
+        ncol: pictures per row.
+        pad: white pixels between pictures.
+    """
     x = images.detach().float().clamp(0, 1).cpu().numpy()
     n, c, h, w = x.shape
     rows = max(1, -(-n // ncol))
@@ -29,7 +35,13 @@ def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically and close it.
+
+    Args:
+        fig: the figure.
+        path: the PNG to write.
+        dpi: its resolution.
+    """
     try:
         return atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
@@ -42,7 +54,14 @@ def save_panels(
     title: str | None = None,
     inches: float = 4.5,
 ) -> Path:
-    """One row of titled image panels (tiles from `tile`) saved as a PNG."""
+    """One row of titled image panels (tiles from `tile`) saved as a PNG.
+
+    Args:
+        path: the PNG to write.
+        panels: (title, tiled image) pairs, drawn left to right.
+        title: the figure's title.
+        inches: each panel's width.
+    """
     aspect = max(img.shape[0] / img.shape[1] for _, img in panels)
     height = inches * aspect + (0.7 if title else 0.4)
     fig, axes = plt.subplots(

@@ -24,7 +24,12 @@ CHAIN_COLOURS = plt.get_cmap("tab10").colors
 
 
 def density_on_grid(model: ToyModel, q: Distribution | None = None) -> np.ndarray:
-    """The exact posterior density (q None) or q's density on the model's grid, shaped like the grid."""
+    """The exact posterior density (q None) or q's density on the model's grid, shaped like the grid.
+
+    Args:
+        model: a toy model with a grid over its posterior.
+        q: a fitted approximation, or None for the exact posterior.
+    """
     g = model.grid
     if q is None:
         return g.as_array(g.log_density.exp())
@@ -42,7 +47,12 @@ def _marginal(density: np.ndarray, model: ToyModel, pair: tuple[int, int]) -> np
 
 
 def hdr_levels(density: np.ndarray, masses: Sequence[float] = MASSES) -> list[float]:
-    """Density thresholds whose super-level sets hold the given fractions of the mass (increasing)."""
+    """Density thresholds whose super-level sets hold the given fractions of the mass (increasing).
+
+    Args:
+        density: values on a regular grid.
+        masses: the fractions of the mass each level encloses.
+    """
     d = np.sort(density.ravel())[::-1]
     cum = np.cumsum(d) / d.sum()
     levels = sorted({float(d[min(np.searchsorted(cum, m), len(d) - 1)]) for m in masses})
@@ -86,7 +96,13 @@ def posterior_vs_q(
     model: ToyModel, fits: Sequence[tuple[str, Distribution]], path: str | os.PathLike
 ) -> Path:
     """One column per fitted q: the exact posterior (grey, filled) with q over it (red lines); 3-D models
-    get one row per pair of coordinates (2-D marginals)."""
+    get one row per pair of coordinates (2-D marginals).
+
+    Args:
+        model: a toy model with a grid over its posterior.
+        fits: (title, fitted q) pairs.
+        path: the PNG to write.
+    """
     exact = density_on_grid(model)
     pairs = _pairs(model.dim)
     # Fits side by side in one row; with several pairs (3-D), one row per fit and one column per pair.
@@ -125,10 +141,17 @@ def posterior_vs_q(
 
 
 def elbo_curve(
-    traces: Sequence[tuple[str, dict[str, np.ndarray]]], log_evidence: float, path: str | os.PathLike
+    traces: Sequence[tuple[str, dict[str, np.ndarray], float]], log_evidence: float, path: str | os.PathLike
 ) -> Path:
     """The ELBO per step (noisy estimate and its running mean) climbing toward the line log p(D); the
-    shaded gap up to the line is the exact KL(q || p); below, both KLs on a log scale."""
+    shaded gap up to the line is the exact KL(q || p); below, both KLs on a log scale.
+
+    Args:
+        traces: (title, trace, final KL(q || p)) per fit; a trace holds arrays step, elbo, kl, kl_forward
+            and q_mass (the share of q's mass on the grid; NaN KL where it was not computed).
+        log_evidence: the exact log p(D).
+        path: the PNG to write.
+    """
     fig, axs = plt.subplots(
         2, len(traces), figsize=(6.0 * len(traces), 6.2), squeeze=False, height_ratios=(2.2, 1)
     )
@@ -166,7 +189,14 @@ def elbo_curve(
 
 def samples_over_density(model: ToyModel, samples: np.ndarray, title: str, path: str | os.PathLike) -> Path:
     """Draws [C, N, D] (one colour per chain) over the exact posterior's contours; 1-D: a histogram of
-    all draws against the exact density."""
+    all draws against the exact density.
+
+    Args:
+        model: a toy model with a grid over its posterior.
+        samples: the chains' draws [C, N, D].
+        title: the figure's title.
+        path: the PNG to write.
+    """
     exact = density_on_grid(model)
     pairs = _pairs(model.dim)
     fig, axs = plt.subplots(1, len(pairs), figsize=(4.8 * len(pairs), 4.2), squeeze=False)
@@ -194,7 +224,15 @@ def samples_over_density(model: ToyModel, samples: np.ndarray, title: str, path:
 def trace_plot(
     model: ToyModel, samples: np.ndarray, warmup: np.ndarray, title: str, path: str | os.PathLike
 ) -> Path:
-    """Each coordinate against the iteration, one line per chain; warm-up shaded, exact mean dashed."""
+    """Each coordinate against the iteration, one line per chain; warm-up shaded, exact mean dashed.
+
+    Args:
+        model: a toy model with a known posterior mean.
+        samples: the chains' kept draws [C, N, D].
+        warmup: the chains' warm-up draws [C, W, D].
+        title: the figure's title.
+        path: the PNG to write.
+    """
     num_chains, n, dim = samples.shape
     w = warmup.shape[1]
     full = np.concatenate([warmup, samples], axis=1)
@@ -215,7 +253,13 @@ def trace_plot(
 
 def error_curve_plot(curve: dict, title: str, path: str | os.PathLike) -> Path:
     """Root-mean-square error of n-draw means (in posterior sds) against n, log-log, with the prediction
-    sqrt(τ / n) and a 1/sqrt(n) guide."""
+    sqrt(τ / n) and a 1/sqrt(n) guide.
+
+    Args:
+        curve: lists n, rmse and predicted_rmse, and the fitted log-log slope.
+        title: the figure's title.
+        path: the PNG to write.
+    """
     n, rmse, pred = (np.asarray(curve[k], dtype=float) for k in ("n", "rmse", "predicted_rmse"))
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     ax.loglog(n, rmse, "o-", color="C0", label=f"measured (fitted slope {curve['slope']:.2f})")

@@ -19,7 +19,14 @@ from vaelab.viz.grids import save_panels, tile
 def samples_by_label_figure(
     model: nn.Module, path: str | os.PathLike, per_label: int = 10, seed: int = 0
 ) -> Path:
-    """A grid with one row per label 0..C-1 of `per_label` samples each, from `model.generate(n, g, y=labels)`."""
+    """A grid with one row per label 0..C-1 of `per_label` samples each, from `model.generate(n, g, y=labels)`.
+
+    Args:
+        model: a labelled generator (`num_classes`, `generate(n, generator, y=)`).
+        path: the PNG to write.
+        per_label: samples in each row.
+        seed: the seed of the draws.
+    """
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     labels = torch.arange(model.num_classes, device=device).repeat_interleave(per_label)

@@ -24,6 +24,7 @@ from vaelab import __version__
 from vaelab.commands.common import OpenRun, open_run
 from vaelab.errors import VaelabError
 from vaelab.io import atomic_write_text
+from vaelab.models.protocol import capabilities
 from vaelab.viz import figures as fig
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
 
@@ -123,7 +124,11 @@ def _draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[
 
 
 def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(eval.json as a dict, None), or (None, why it could not be read), or (None, None) when absent."""
+    """(eval.json as a dict, None), or (None, why it could not be read), or (None, None) when absent.
+
+    Args:
+        path: the run's eval.json.
+    """
     if not path.is_file():
         return None, None
     try:
@@ -168,7 +173,7 @@ def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[d
             test = o.split("test", data_dir)
         except VaelabError as e:
             notes["data"] = f"not drawn: the run's test data could not be loaded ({' '.join(str(e).split())})"
-    needs_codes = can["samples"] and not hasattr(model, "prior") and not hasattr(model, "generate")
+    needs_codes = can["samples"] and not capabilities(model).generative
     if needs_codes:
         try:
             train_codes = fig.codes(model, o.split("train", data_dir), limit=10000)
@@ -247,12 +252,26 @@ def build_report(
     seed: int = 0,
     which: str = "best",
 ) -> str:
-    """The report page of a run, as one HTML string with every image embedded."""
+    """The report page of a run, as one HTML string with every image embedded.
+
+    Args:
+        run: the run folder.
+        device: where the model is loaded.
+        data_dir: where the run's data set lives, if not where it was.
+        seed: the seed of the samples and interpolation pairs.
+        which: the checkpoint shown, best or last.
+    """
     return render(open_run(str(run), device, which), data_dir, seed)
 
 
 def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
-    """The report page of an opened run."""
+    """The report page of an opened run.
+
+    Args:
+        o: the run, opened (`commands.common.open_run`).
+        data_dir: where the run's data set lives, if not where it was.
+        seed: the seed of the samples and interpolation pairs.
+    """
     notes: dict[str, str] = {}
     try:
         history = o.run.read_metrics()
@@ -261,7 +280,7 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     ev, ev_note = read_eval(o.run.eval)
     stale = _stale_eval(o, ev)
     cfg = o.config
-    generative = hasattr(o.model, "prior")
+    generative = capabilities(o.model).prior
     pixels = math.prod(o.shape)
     with tempfile.TemporaryDirectory(prefix="vaelab-report-") as tmpdir:
         tmp = Path(tmpdir)
@@ -342,6 +361,15 @@ def write_report(
     seed: int = 0,
     which: str = "best",
 ) -> Path:
-    """Write the report page (default RUN/report.html) atomically and return its path."""
+    """Write the report page (default RUN/report.html) atomically and return its path.
+
+    Args:
+        run: the run folder.
+        out: the HTML file (default RUN/report.html).
+        device: where the model is loaded.
+        data_dir: where the run's data set lives, if not where it was.
+        seed: the seed of the samples and interpolation pairs.
+        which: the checkpoint shown, best or last.
+    """
     o = open_run(str(run), device, which)
     return atomic_write_text(Path(out) if out else o.run.report, render(o, data_dir, seed))
