@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.errors import ConfigError
+from vaelab.registry import Registry
 
-MODES = ("dynamic", "static", "none")
+MODES: Registry[str] = Registry(
+    "binarization",
+    {
+        "dynamic": "a fresh Bernoulli draw per batch",
+        "static": "one seeded draw",
+        "none": "grey levels in [0, 1]",
+    },
+)
 
 
 def check_mode(mode: str) -> str:
     """Return `mode` if valid, else a ConfigError listing the choices."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown binarization '{mode}'; choose one of: {', '.join(MODES)}")
+    MODES.check(mode)
     return mode
 
 

