@@ -1,29 +1,42 @@
 """vaelab: variational autoencoders and the variational inference behind them.
 
-Train (`vaelab.train`), evaluate (`vaelab.evaluate`), load (`vaelab.load`), and the model classes;
-see the README for a tour.
+Train (`vaelab.train(config)`), evaluate (`vaelab.evaluate(run)`), load (`vaelab.load(run)`), ask what a model
+can do (`vaelab.capabilities(model)`), and add your own models (`vaelab.register_model`, `vaelab.load_plugin`;
+docs/extending.md). See the README for a tour.
 """
 
-from vaelab import evaluate, train  # callable modules: vaelab.train(config), vaelab.evaluate(run)
+__version__ = "0.1.0"  # first: modules imported below read it
+
+from vaelab import evaluate
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.models import VAE, Autoencoder
-from vaelab.models.registry import model_config
+from vaelab.models.protocol import Capabilities, capabilities
+from vaelab.models.registry import ModelSpec, model_config, register_model
+from vaelab.plugins import load_plugin
 from vaelab.train import TrainResult, load
 
-__version__ = "0.1.0"
+# `vaelab.train` is the function; `from vaelab.train import X` and `import vaelab.train.loop` still reach the
+# subpackage (through sys.modules); only `import vaelab.train.loop as m` walks the attribute and needs
+# `from vaelab.train import loop as m` instead.
+from vaelab.train.loop import train
 
 __all__ = [
     "VAE",
     "Autoencoder",
+    "Capabilities",
     "Config",
     "DataConfig",
     "ModelConfig",
+    "ModelSpec",
     "ObjectiveConfig",
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "capabilities",
     "evaluate",
     "load",
+    "load_plugin",
     "model_config",
+    "register_model",
     "train",
 ]

@@ -3,11 +3,13 @@
 A spec names how to build the model, the objective it trains with (and which others it accepts), the config
 values it brings along (`defaults`: `vaelab train --model NAME` starts from them, the user's file and flags
 go on top; `model_config(name)` does the same in Python), whether it needs labels, and a check of settings
-that do not fit it, run before any data is read.
+that do not fit it, run before any data is read. Models written outside vaelab join the same table through
+`register_model(name, build, ...)` (docs/extending.md); a name is registered once.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +27,24 @@ from vaelab.models.linear import LinearGaussianVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
+from vaelab.registry import Registry
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build a model, its training objective (and the others it accepts), its own config defaults,
-    whether it needs labels, and a check of config values that do not fit it."""
+    whether it needs labels, and a check of config values that do not fit it.
+
+    Args:
+        build: `(ModelConfig, (C, H, W)) -> nn.Module` (a model class works).
+        objective: the objective it trains with when objective.name is "default".
+        description: one line for `vaelab train --help`.
+        needs_labels: training needs every image's label (or some, for m2).
+        objectives: other objectives it accepts (`--objective NAME`).
+        defaults: config values it brings along, by dotted key.
+        check: refuses config values that do not fit it (ConfigError), before data is read.
+        extra_keys: the model.extra settings it reads; any other key is refused as a typo.
+    """
 
     build: Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
     objective: str
@@ -97,120 +111,191 @@ IWAE_NOTE = (
     "IWAE_K bound of Burda et al. 2016 on the VAE; K = objective.num_samples, DReG: objective.dreg=true"
 )
 
-MODELS: dict[str, ModelSpec] = {
-    "vae": ModelSpec(
-        VAE,
-        "elbo",
-        "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014); beta-VAE: --beta 4",
-        objectives=("iwae",),
-    ),
-    "autoencoder": ModelSpec(
-        Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
-    ),
-    "linear-gaussian": ModelSpec(
-        LinearGaussianVAE,
-        "elbo",
-        "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)",
-        objectives=("iwae",),
-    ),
-    "iwae": ModelSpec(VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}),
-    "hierarchical": ModelSpec(
-        HierarchicalVAE,
-        "elbo",
-        "two stochastic layers, 784-200-200-100 / 100-100-50 tanh (Burda et al. 2016); --objective iwae",
-        objectives=("iwae",),
-        defaults={
-            "model.hidden": (200, 200),
-            "model.activation": "tanh",
-            "model.latent_dim": 50,
-            "objective.kl": "mc",
-        },
-        check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
-        extra_keys=("h1_dim", "h2_hidden"),
-    ),
-    "vampprior": ModelSpec(
-        VampPriorVAE,
-        "elbo",
-        "VAE with the VampPrior: a mixture of q(z|u_k) over 500 learned pseudo-inputs (Tomczak & Welling 2018)",
-        objectives=("iwae",),
-        defaults={"objective.kl": "mc"},
-        check=_no_analytic_kl("the VampPrior is a mixture"),
-        extra_keys=("pseudo_inputs",),
-    ),
-    "cvae": ModelSpec(
-        CVAE,
-        "elbo",
-        "conditional VAE: q(z|x,y), p(x|z,y), p(z) = N(0, I); needs labels (Sohn et al. 2015)",
-        needs_labels=True,
-        objectives=("iwae",),
-        # A small z leaves the class to y and keeps the style in z: with D = 20 on mnist-5k the decoder
-        # learned to read the class off z and many draws for one label showed other digits.
-        defaults={"model.latent_dim": 2},
-        check=_fully_labelled,
-        extra_keys=("classes",),
-    ),
-    "m2": ModelSpec(
-        M2,
-        "m2",
-        "semi-supervised M2 (Kingma et al. 2014), 100 labels by default; reports test classification error",
-        needs_labels=True,
-        defaults={
-            "model.hidden": (500,),
-            "model.activation": "softplus",
-            "model.latent_dim": 50,
-            "data.labelled": 100,
-        },
-        check=_unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
-        extra_keys=("classes", "alpha"),
-    ),
-    "pixelcnn": ModelSpec(
-        PixelCNN,
-        "exact-nll",
-        "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
-        check=_all(_NO_LATENT, _binary_bernoulli),
-        extra_keys=tuple(PIXELCNN_EXTRA),
-    ),
-    "gan": ModelSpec(
-        GAN,
-        "gan",
-        "GAN, non-saturating loss (DCGAN body): no likelihood; eval by AIS under N(G(z), sigma^2 I) (Wu et al. 2017)",
-        defaults={
-            "model.body": "conv",
-            "model.latent_dim": 64,
-            "model.likelihood": "gaussian",
-            "train.lr": 2e-4,
-            "train.batch_size": 64,
-        },
-        check=_NO_LATENT,
-    ),
-}
+MODELS: Registry[ModelSpec] = Registry(
+    "model",
+    {
+        "vae": ModelSpec(
+            VAE,
+            "elbo",
+            "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014); beta-VAE: --beta 4",
+            objectives=("iwae",),
+        ),
+        "autoencoder": ModelSpec(
+            Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
+        ),
+        "linear-gaussian": ModelSpec(
+            LinearGaussianVAE,
+            "elbo",
+            "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)",
+            objectives=("iwae",),
+        ),
+        "iwae": ModelSpec(
+            VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}
+        ),
+        "hierarchical": ModelSpec(
+            HierarchicalVAE,
+            "elbo",
+            "two stochastic layers, 784-200-200-100 / 100-100-50 tanh (Burda et al. 2016); --objective iwae",
+            objectives=("iwae",),
+            defaults={
+                "model.hidden": (200, 200),
+                "model.activation": "tanh",
+                "model.latent_dim": 50,
+                "objective.kl": "mc",
+            },
+            check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
+            extra_keys=("h1_dim", "h2_hidden"),
+        ),
+        "vampprior": ModelSpec(
+            VampPriorVAE,
+            "elbo",
+            "VAE with the VampPrior: a mixture of q(z|u_k) over 500 learned pseudo-inputs (Tomczak & Welling 2018)",
+            objectives=("iwae",),
+            defaults={"objective.kl": "mc"},
+            check=_no_analytic_kl("the VampPrior is a mixture"),
+            extra_keys=("pseudo_inputs",),
+        ),
+        "cvae": ModelSpec(
+            CVAE,
+            "elbo",
+            "conditional VAE: q(z|x,y), p(x|z,y), p(z) = N(0, I); needs labels (Sohn et al. 2015)",
+            needs_labels=True,
+            objectives=("iwae",),
+            # A small z leaves the class to y and keeps the style in z: with D = 20 on mnist-5k the decoder
+            # learned to read the class off z and many draws for one label showed other digits.
+            defaults={"model.latent_dim": 2},
+            check=_fully_labelled,
+            extra_keys=("classes",),
+        ),
+        "m2": ModelSpec(
+            M2,
+            "m2",
+            "semi-supervised M2 (Kingma et al. 2014), 100 labels by default; reports test classification error",
+            needs_labels=True,
+            defaults={
+                "model.hidden": (500,),
+                "model.activation": "softplus",
+                "model.latent_dim": 50,
+                "data.labelled": 100,
+            },
+            check=_unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
+            extra_keys=("classes", "alpha"),
+        ),
+        "pixelcnn": ModelSpec(
+            PixelCNN,
+            "exact-nll",
+            "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels",
+            check=_all(_NO_LATENT, _binary_bernoulli),
+            extra_keys=tuple(PIXELCNN_EXTRA),
+        ),
+        "gan": ModelSpec(
+            GAN,
+            "gan",
+            "GAN, non-saturating loss (DCGAN body): no likelihood; eval by AIS under N(G(z), sigma^2 I) (Wu et al. 2017)",
+            defaults={
+                "model.body": "conv",
+                "model.latent_dim": 64,
+                "model.likelihood": "gaussian",
+                "train.lr": 2e-4,
+                "train.batch_size": 64,
+            },
+            check=_NO_LATENT,
+        ),
+    },
+)
 
 
-def register_model(name: str, spec: ModelSpec) -> None:
-    """Add a model to the registry (used by model families defined elsewhere)."""
-    MODELS[name] = spec
+# Where each model registered outside this file came from (a module name, or a plugin file's path): a run of
+# it names that source when it is opened without it (vaelab.plugins, vaelab.train.checkpoint).
+SOURCES: dict[str, str] = {}
+
+
+def register_model(
+    name: str,
+    build: ModelSpec | Callable[[ModelConfig, tuple[int, int, int]], nn.Module],
+    objective: str = "elbo",
+    description: str = "",
+    *,
+    replace: bool = False,
+    **more: Any,
+) -> ModelSpec:
+    """Add a model to the registry, so `vaelab train --model NAME`, `vaelab.train` and every command know it.
+
+    Args:
+        name: the name users choose it by (`--model NAME`, `model.name`); registering a taken name is refused.
+        build: `(ModelConfig, (C, H, W)) -> nn.Module`, e.g. the model class itself; or a whole `ModelSpec`
+            (then give none of the other fields).
+        objective: the objective it trains with by default (a key of `vaelab.objectives.OBJECTIVES`).
+        description: one line for `vaelab train --help` (default: the first line of `build`'s docstring).
+        replace: replace a model already registered under `name` instead of refusing.
+        **more: the other `ModelSpec` fields: `objectives` (others it accepts), `defaults` (config values it
+            brings, e.g. `{"objective.kl": "mc"}`), `needs_labels`, `check`, `extra_keys`.
+
+    Returns:
+        The registered `ModelSpec`.
+    """
+    if isinstance(build, ModelSpec):
+        if more or description or objective != "elbo":
+            raise ConfigError(
+                f"register_model('{name}', spec): give a ModelSpec or build with its fields, not both"
+            )
+        spec = build
+    else:
+        if not callable(build):
+            raise ConfigError(
+                f"model '{name}': build must be a class or function (ModelConfig, shape) -> nn.Module"
+            )
+        doc = (build.__doc__ or "").strip()
+        spec = ModelSpec(build, objective, description or (doc.splitlines()[0] if doc else name), **more)
+    Config().replace(**{"model.name": name, **spec.defaults})  # a typo in a default key fails here, not later
+    MODELS.register(name, spec, replace=replace)
+    module = inspect.getmodule(spec.build)
+    if module is not None and module.__name__ != "__main__" and module.__name__.split(".")[0] != "vaelab":
+        SOURCES[name] = module.__name__
+    return spec
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The registered spec of `name`; an error listing the choices if unknown."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
-    return MODELS[name]
+    """The registered spec of `name`; a ConfigError listing the choices if unknown.
+
+    Args:
+        name: a model name (`model.name`).
+    """
+    return MODELS.lookup(name)
 
 
 def build_model(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
-    """Build the model `cfg.name` for data of one-datum shape `shape` (C, H, W)."""
-    return get_spec(cfg.name).build(cfg, tuple(shape))
+    """Build the model `cfg.name` for data of one-datum shape `shape` (C, H, W).
+
+    Args:
+        cfg: the model's config; `cfg.name` picks the registry entry.
+        shape: one datum's shape (C, H, W).
+    """
+    model = get_spec(cfg.name).build(cfg, tuple(shape))
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model '{cfg.name}': its build returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
 
 
 def objective_name(cfg: Config) -> str:
-    """The objective a run trains with: objective.name, or the model's own when that is "default"."""
+    """The objective a run trains with: objective.name, or the model's own when that is "default".
+
+    Args:
+        cfg: the run's config.
+    """
     name = cfg.objective.name
     return get_spec(cfg.model.name).objective if name == "default" else name
 
 
 def check_model_config(cfg: Config) -> None:
-    """The model exists, accepts the objective, and its own check passes (ConfigError otherwise)."""
+    """The model exists, accepts the objective, takes its model.extra keys, and its own check passes
+    (ConfigError otherwise), before any data is read.
+
+    Args:
+        cfg: the run's config.
+    """
     spec = get_spec(cfg.model.name)
     name = objective_name(cfg)
     allowed = (spec.objective, *spec.objectives)
@@ -229,6 +314,12 @@ def check_model_config(cfg: Config) -> None:
 
 
 def model_config(name: str, base: Config | None = None) -> Config:
-    """`base` (default: Config()) with model `name` and that model's own defaults."""
+    """`base` (default: Config()) with model `name` and that model's own defaults: the Python twin of
+    `vaelab train --model NAME`.
+
+    Args:
+        name: a registered model name.
+        base: the config to start from (default `Config()`).
+    """
     spec = get_spec(name)
     return (base if base is not None else Config()).replace(**{"model.name": name, **spec.defaults})

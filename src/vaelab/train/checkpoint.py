@@ -3,7 +3,8 @@
 A checkpoint holds the model's weights, the optimiser and scheduler, epoch and step, every RNG state, the
 whole config and the metrics so far: enough to rebuild the model alone, or to resume training exactly.
 Loading never unpickles arbitrary objects; the body is sealed by its SHA-256, so a crafted, truncated,
-bit-flipped or foreign file is refused with its name.
+bit-flipped or foreign file is refused with its name. A model registered by a plugin is recorded with the
+plugin's name (`plugins`); loading names it when it is missing, and never imports it by itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import io
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,33 @@ from torch import nn
 from vaelab.config import Config
 from vaelab.errors import CheckpointError, ConfigError
 from vaelab.io import atomic_save
-from vaelab.models.registry import build_model
+from vaelab.models.registry import MODELS, SOURCES, build_model
+from vaelab.plugins import PluginError, load_plugins
 from vaelab.runs import RunDir
 
 FORMAT = "vaelab-checkpoint"
 VERSION = 1
 
 
+def _plugins_of(payload: dict[str, Any]) -> list[str]:
+    """The plugin that registered the payload's model, if one did (vaelab.plugins)."""
+    cfg = payload.get("config")
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    source = SOURCES.get(model.get("name")) if isinstance(model, dict) else None
+    return [source] if source else []
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically (temporary name, fsync, rename), its body sealed by a SHA-256."""
+    """Write a checkpoint atomically (temporary name, fsync, rename), its body sealed by a SHA-256.
+
+    Args:
+        path: the file to write.
+        payload: weights, config, shape and the rest (plain data and tensors); a model registered by a
+            plugin gets `plugins`, the plugin's name, added.
+    """
+    plugins = _plugins_of(payload)
+    if plugins and "plugins" not in payload:
+        payload = {**payload, "plugins": plugins}
     buf = io.BytesIO()
     torch.save(payload, buf)
     body = buf.getvalue()
@@ -57,7 +77,11 @@ def _safe_load(data: bytes, p: Path) -> Any:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only=True) onto the CPU; CheckpointError on anything wrong."""
+    """Load a checkpoint safely (weights_only=True) onto the CPU; CheckpointError on anything wrong.
+
+    Args:
+        path: the checkpoint file.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"no checkpoint at {p}")
@@ -106,10 +130,18 @@ def _check_types(ck: dict[str, Any], p: Path) -> None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
     ):
         raise CheckpointError(f"{p}: malformed checkpoint ('model' is not a dict of tensors)")
+    plugins = ck.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(s, str) for s in plugins):
+        raise CheckpointError(f"{p}: malformed checkpoint ('plugins' is not a list of names)")
 
 
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint file, or a run folder's best.pt (falling back to last.pt)."""
+    """A checkpoint file, or a run folder's best.pt (falling back to last.pt).
+
+    Args:
+        path: a checkpoint file or a run folder.
+        which: "best" or "last": the run folder's checkpoint tried first.
+    """
     p = Path(path)
     if p.is_dir():
         run = RunDir(p)
@@ -124,7 +156,12 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
 
 
 def config_of(ck: dict[str, Any], path: str | os.PathLike = "") -> Config:
-    """The Config stored in a checkpoint."""
+    """The Config stored in a checkpoint.
+
+    Args:
+        ck: a checkpoint as `read_checkpoint` returns it.
+        path: its file, named in errors.
+    """
     try:
         return Config.from_dict(ck["config"])
     except ConfigError as e:
@@ -132,8 +169,20 @@ def config_of(ck: dict[str, Any], path: str | os.PathLike = "") -> Config:
 
 
 def model_from_checkpoint(ck: dict[str, Any], path: str | os.PathLike = "") -> nn.Module:
-    """Rebuild the model of a checkpoint and load its weights, saying what differs if they do not fit."""
+    """Rebuild the model of a checkpoint and load its weights, saying what differs if they do not fit.
+
+    Args:
+        ck: a checkpoint as `read_checkpoint` returns it.
+        path: its file, named in errors.
+    """
     cfg = config_of(ck, path)
+    plugins = ck.get("plugins") or []
+    if cfg.model.name not in MODELS and plugins:
+        flags = " ".join(f"--plugin {s}" for s in plugins)
+        raise PluginError(
+            f"{path}: model '{cfg.model.name}' comes from plugin {', '.join(plugins)}; pass {flags} "
+            "(or vaelab.load_plugin in Python): opening a run imports no code by itself"
+        )
     model = build_model(cfg.model, tuple(ck["shape"]))
     own = model.state_dict()
     theirs = ck["model"]
@@ -159,8 +208,21 @@ def model_from_checkpoint(ck: dict[str, Any], path: str | os.PathLike = "") -> n
     return model
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "best") -> nn.Module:
-    """Rebuild a trained model from a checkpoint file or a run folder, in eval mode on `device`."""
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    which: str = "best",
+    plugins: Iterable[str] = (),
+) -> nn.Module:
+    """Rebuild a trained model from a checkpoint file or a run folder, in eval mode on `device`.
+
+    Args:
+        path: a run folder or a checkpoint file.
+        device: where the model goes ("cpu", "cuda", a torch.device).
+        which: "best" or "last" checkpoint of a run folder.
+        plugins: modules or .py files to import first, for a model registered outside vaelab.
+    """
+    load_plugins(plugins)
     ckpt = resolve_checkpoint(path, which)
     model = model_from_checkpoint(read_checkpoint(ckpt), ckpt)
     return model.to(device).eval()
