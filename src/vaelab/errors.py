@@ -1,4 +1,8 @@
-"""Errors a user can act on: the CLI prints them as one line and exits with code 1."""
+"""Errors a user can act on: the CLI prints them as one line and exits with code 1.
+
+One class per kind of failure that some code tells apart, so that callers catch by type and never match
+the text of a message.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,15 @@ class VaelabError(Exception):
 
 class DataError(VaelabError):
     """A data file or data set is missing, corrupt or of the wrong shape."""
+
+
+class ChecksumMismatch(DataError):
+    """A file's content is not the published file's: its SHA-256 differs (a corrupt or altered copy, or
+    another file under the same name)."""
+
+
+class DownloadError(DataError):
+    """No mirror served a file: one reason per mirror (network, HTTP, damaged or wrong content)."""
 
 
 class ConfigError(VaelabError):

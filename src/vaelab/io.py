@@ -29,7 +29,11 @@ FILE_MODE = _file_mode()
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create a folder (and parents); a clear error if it cannot be created or written."""
+    """Create a folder (and parents); a clear error if it cannot be created or written.
+
+    Args:
+        path: the folder.
+    """
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,11 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 def check_can_create(path: str | os.PathLike) -> Path:
     """The error `ensure_dir(path)` would raise, found without creating anything, so that a command failing
-    later (bad data, a bad config) leaves no empty folder behind."""
+    later (bad data, a bad config) leaves no empty folder behind.
+
+    Args:
+        path: the folder to be created later.
+    """
     p = Path(path)
     q = p
     while not q.exists() and q != q.parent:
@@ -58,7 +66,12 @@ def check_can_create(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; on success it replaces `path`, on failure it vanishes."""
+    """Open a temporary file beside `path`; on success it replaces `path`, on failure it vanishes.
+
+    Args:
+        path: the file to write.
+        mode: the open() mode of the temporary file ("wb" or "w").
+    """
     target = Path(path)
     ensure_dir(target.parent)
     try:
@@ -86,6 +99,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files (`.<name>.<random>.tmp`) that a killed writer left below `folder`.
 
     Call it only where no other process writes into `folder` at the same time (a run's main process).
+
+    Args:
+        folder: searched recursively.
     """
     removed = []
     for p in Path(folder).rglob(".*.tmp"):
@@ -97,20 +113,34 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to `path` atomically."""
+    """Write bytes to `path` atomically.
+
+    Args:
+        path: the file to write.
+        data: its whole content.
+    """
     with atomic_open(path, "wb") as f:
         f.write(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text (UTF-8) to `path` atomically."""
+    """Write text (UTF-8) to `path` atomically.
+
+    Args:
+        path: the file to write.
+        text: its whole content.
+    """
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def json_safe(obj: Any) -> Any:
     """A strict-JSON copy: numpy scalars and arrays to Python, nan and inf to None (JSON has no NaN: a bare
-    `NaN` token breaks JavaScript's JSON.parse and other strict readers)."""
+    `NaN` token breaks JavaScript's JSON.parse and other strict readers).
+
+    Args:
+        obj: dicts, lists, tuples, arrays and numbers, nested.
+    """
     import numpy as np
 
     if isinstance(obj, dict):
@@ -125,7 +155,12 @@ def json_safe(obj: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write an object as indented strict JSON atomically (non-finite numbers become null)."""
+    """Write an object as indented strict JSON atomically (non-finite numbers become null).
+
+    Args:
+        path: the file to write.
+        obj: what `json_safe` can make strict JSON of.
+    """
     return atomic_write_text(
         path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     )
@@ -136,6 +171,10 @@ def atomic_save(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> 
 
     Rendering first keeps every disk failure (full disk, read-only folder) a plain OSError of our own write,
     instead of whatever the library wraps it in, so it becomes one clear line and no file is touched.
+
+    Args:
+        path: the file to write.
+        write: writes the whole content into the buffer it is given.
     """
     buf = io.BytesIO()
     write(buf)

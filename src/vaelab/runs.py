@@ -20,7 +20,11 @@ class RunDir:
 
     @classmethod
     def at(cls, path: str | os.PathLike) -> RunDir:
-        """The run folder at `path` (not created)."""
+        """The run folder at `path` (not created).
+
+        Args:
+            path: the run's folder.
+        """
         return cls(Path(path))
 
     @property
@@ -84,7 +88,11 @@ class RunDir:
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
-        """Rewrite metrics.jsonl whole (atomically), one JSON object per line."""
+        """Rewrite metrics.jsonl whole (atomically), one JSON object per line.
+
+        Args:
+            rows: the epochs' records, in order.
+        """
         return atomic_write_text(
             self.metrics, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows)
         )

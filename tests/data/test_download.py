@@ -14,7 +14,7 @@ import scipy.io
 from vaelab.cli import main
 from vaelab.data.download import content_sha256, download
 from vaelab.data.sources import FREY_FACE, SOURCES, cache_dir
-from vaelab.errors import DataError
+from vaelab.errors import ChecksumMismatch, DataError, DownloadError
 
 from vaelab_testing import MNIST_NAMES, tiny_source
 
@@ -124,6 +124,37 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path):
     ):
         download([url + MNIST_NAMES[0]], dest, sha256="0" * 64, progress=False)
     assert not dest.exists() and not list(dest.parent.glob("*"))
+
+
+def test_the_failure_says_by_its_type_whether_a_mirror_served_another_file(server, tiny_mnist, tmp_path):
+    """ChecksumMismatch when some mirror served a file with another checksum (the others may fail in other
+    ways); DownloadError, not a ChecksumMismatch, when none did."""
+    url, _ = server
+    name = MNIST_NAMES[0]
+    with pytest.raises(ChecksumMismatch, match=r"badstatus/.*\(bad HTTP reply.*\(checksum mismatch: "):
+        download([url + "badstatus/" + name, url + name], tmp_path / "a" / name, "0" * 64, progress=False)
+    with pytest.raises(DownloadError) as info:
+        download(
+            [url + "badstatus/" + name, url + "absent/" + name],
+            tmp_path / "b" / name,
+            content_sha256(tiny_mnist / name),
+            progress=False,
+        )
+    assert not isinstance(info.value, ChecksumMismatch)
+    assert str(info.value).endswith(f"{url}absent/{name} (HTTP 404 Not Found)")
+
+
+def test_a_source_whose_mirror_serves_another_file_says_so_not_not_found(server, tiny_mnist, monkeypatch):
+    """The source passes a mirror's checksum mismatch on as it is; any other download failure becomes the
+    'not found; looked in' error."""
+    url, _ = server
+    monkeypatch.setenv("VAELAB_OFFLINE", "0")
+    src = tiny_source(tiny_mnist, name="tiny-other", mirrors=(url,))
+    src = dataclasses.replace(src, files=(dataclasses.replace(src.files[0], sha256="0" * 64), *src.files[1:]))
+    with pytest.raises(ChecksumMismatch) as info:
+        src.load(None)
+    assert str(info.value).startswith(f"download failed: {url}{MNIST_NAMES[0]} (checksum mismatch: ")
+    assert "not found" not in str(info.value)
 
 
 def _part_of_1000_bytes(tiny_mnist, tmp_path):

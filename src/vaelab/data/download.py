@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vaelab.errors import DataError
+from vaelab.errors import ChecksumMismatch, DataError, DownloadError
 
 CHUNK = 1 << 16
 
@@ -42,7 +42,11 @@ def _hash_content(path: Path) -> str:
 
 
 def content_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's content, decompressed first if it is gzip; DataError if it cannot be read."""
+    """SHA-256 of a file's content, decompressed first if it is gzip; DataError if it cannot be read.
+
+    Args:
+        path: the file (plain or gzip).
+    """
     p = Path(path)
     try:
         return _hash_content(p)
@@ -151,21 +155,21 @@ def _reason(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _verify(part: Path, sha256: str | None, check: Callable[[Path], object] | None) -> str | None:
-    """Why the downloaded `part` is not the wanted file, or None when it is."""
+def _verify(part: Path, sha256: str | None, check: Callable[[Path], object] | None) -> None:
+    """Nothing when the downloaded `part` is the wanted file; else ChecksumMismatch, or DataError for damaged
+    or wrong content, saying why."""
     if sha256 is not None:
         try:
             got = _hash_content(part)
         except (OSError, EOFError, zlib.error) as e:
-            return f"damaged content: {' '.join(str(e).split())}"
+            raise DataError(f"damaged content: {' '.join(str(e).split())}") from None
         if got != sha256:
-            return f"checksum mismatch: content sha256 {got}, expected {sha256}"
+            raise ChecksumMismatch(f"checksum mismatch: content sha256 {got}, expected {sha256}")
     elif check is not None:
         try:
             check(part)
         except DataError as e:
-            return f"wrong content: {str(e).removeprefix(f'{part}: ')}"
-    return None
+            raise DataError(f"wrong content: {str(e).removeprefix(f'{part}: ')}") from None
 
 
 def _discard(part: Path) -> None:
@@ -184,8 +188,17 @@ def download(
     """Download `dest` from the first mirror that serves the right file, verified against `sha256` (of the
     uncompressed content) or, when that is None, by `check` (which raises DataError on wrong content).
 
-    A mirror that fails, or whose file fails verification, is skipped for the next; when all fail, one
-    DataError names every mirror and what went wrong with it.
+    A mirror that fails, or whose file fails verification, is skipped for the next; when all fail, one error
+    names every mirror and what went wrong with it: ChecksumMismatch when some mirror served a file whose
+    checksum differs, DownloadError otherwise (DataError for a folder or file that cannot be written).
+
+    Args:
+        urls: the mirrors' URLs of the file, tried in order.
+        dest: where the file is kept.
+        sha256: SHA-256 of the file's uncompressed content, or None when none is published.
+        timeout: seconds to wait for a mirror's reply.
+        progress: show a progress bar on a terminal.
+        check: reads the file and raises DataError when it is not what it should be (used without sha256).
     """
     target = Path(dest)
     try:
@@ -194,16 +207,19 @@ def download(
         raise DataError(f"cannot create folder {target.parent}: {e.strerror or e}") from None
     part = target.with_name(target.name + ".part")
     failures = []
+    mismatched = False
     for url in urls:
         try:
             _fetch_to(url, part, timeout, progress)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             failures.append(f"{url} ({_reason(e)})")
             continue
-        problem = _verify(part, sha256, check)
-        if problem is not None:
+        try:
+            _verify(part, sha256, check)
+        except DataError as e:
             _discard(part)
-            failures.append(f"{url} ({problem})")
+            failures.append(f"{url} ({e})")
+            mismatched = mismatched or isinstance(e, ChecksumMismatch)
             continue
         try:
             os.replace(part, target)
@@ -212,4 +228,6 @@ def download(
         return target
     kept = _size(part)
     resume = f"; the {kept} bytes received are kept in {part} and the next try continues them" if kept else ""
-    raise DataError("download failed: " + "; ".join(failures) + resume)
+    raise (ChecksumMismatch if mismatched else DownloadError)(
+        "download failed: " + "; ".join(failures) + resume
+    )

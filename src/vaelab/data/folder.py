@@ -30,6 +30,9 @@ def list_images(root: Path) -> list[Path]:
 
     A linked folder seen before (a loop, or a second link to it) is not walked again; links that
     resolve outside `root` are refused, naming the first.
+
+    Args:
+        root: the image folder.
     """
     top = root.resolve()
     real_of = {str(root): top}  # each folder os.walk will visit -> where it really is
@@ -76,7 +79,13 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 
 def read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 [C, size, size]: centre crop to a square, resize, grey or RGB."""
+    """One image as uint8 [C, size, size]: centre crop to a square, resize, grey or RGB.
+
+    Args:
+        path: a PNG or JPEG file.
+        size: the side of the square it is resized to.
+        channels: 1 (grey) or 3 (RGB).
+    """
     mode = "L" if channels == 1 else "RGB"
     try:
         with warnings.catch_warnings():
@@ -110,7 +119,13 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
 
 
 def load_folder(path: str | os.PathLike, image_size: int = 64, channels: int = 1) -> Splits:
-    """Read a folder of images into memory as uint8 [N, C, S, S] with a fixed 90/10 split."""
+    """Read a folder of images into memory as uint8 [N, C, S, S] with a fixed 90/10 split.
+
+    Args:
+        path: the folder (class subfolders give labels).
+        image_size: S, the side every image is resized to.
+        channels: 1 (grey) or 3 (RGB).
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
