@@ -4,7 +4,8 @@ q(z|x,y) reads the image's features and the one-hot label; p(x|z,y) decodes z be
 The ELBO and IWAE objectives bound log p(x|y), so training, evaluation and importance sampling need each
 image's label (`conditional = True`). Many draws of z for one label show the spread of styles that one
 class takes: multi-modal output from one input. Labels are integers 0..C-1, C = model.extra["classes"]
-(default 10).
+(default 10). It meets `vaelab.models.protocol.Conditional`; q(z|x,y) is the diagonal-Gaussian head of
+`vaelab.distributions.gaussian`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
+from vaelab.distributions.gaussian import diagonal_gaussian
 from vaelab.distributions.priors import StandardNormalPrior
 from vaelab.distributions.sampling import rsample, sample
 from vaelab.errors import ConfigError, DataError
-from vaelab.models.vae import MIN_SCALE, decode_with, likelihood_from, make_bodies
+from vaelab.models.vae import decode_with, likelihood_from, make_bodies
 from vaelab.nets.mlp import mlp
 
 
 def num_classes(cfg: ModelConfig) -> int:
-    """C, the number of classes the model's labels take (model.extra["classes"], default 10)."""
+    """C, the number of classes the model's labels take (model.extra["classes"], default 10).
+
+    Args:
+        cfg: the model config.
+    """
     c = cfg.extra.get("classes", 10)
     if not isinstance(c, int) or isinstance(c, bool) or c < 2:
         raise ConfigError(f"model.extra.classes must be an integer >= 2, got {c!r}")
@@ -33,7 +39,13 @@ def num_classes(cfg: ModelConfig) -> int:
 
 
 def one_hot(y: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Labels [...] as one-hot vectors [..., C]; a DataError for labels outside 0..C-1."""
+    """Labels [...] as one-hot vectors [..., C]; a DataError for labels outside 0..C-1.
+
+    Args:
+        y: integer labels.
+        classes: C.
+        dtype: the one-hot vectors' dtype.
+    """
     if y.numel() and bool(((y < 0) | (y >= classes)).any()):
         bad = int(y[(y < 0) | (y >= classes)][0])
         raise DataError(f"label {bad} is outside 0..{classes - 1} (model.extra.classes = {classes})")
@@ -62,8 +74,7 @@ class LabelledBodies(nn.Module):
         fshape = (features.shape[0],) + (1,) * (y.dim() - 1)
         lead = torch.broadcast_shapes(onehot.shape[:-1], fshape)
         feats = features.reshape(*fshape, -1).expand(*lead, -1)
-        loc, raw = self.head(torch.cat([feats, onehot.expand(*lead, -1)], -1)).chunk(2, dim=-1)
-        return Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1)
+        return diagonal_gaussian(self.head(torch.cat([feats, onehot.expand(*lead, -1)], -1)))
 
     def likelihood_of(self, z: torch.Tensor, y: torch.Tensor) -> Distribution:
         """p(x|z,y): z [..., D], labels broadcastable with z.shape[:-1]; batch z.shape[:-1]."""

@@ -6,9 +6,11 @@ two deterministic layers of 200 between x and the 100-unit h1, two of 100 betwee
 (`vaelab train --model hierarchical` starts there). Sizes map onto the config as model.hidden (the x <-> h1
 layers), model.extra["h1_dim"] (100) and model.extra["h2_hidden"] ([100, 100]), model.latent_dim (h2, 50).
 
-It has no single latent layer (no encode/decode/prior): the ELBO and IWAE objectives read `latent_terms`,
-evaluation reads `log_importance_weights`, and pictures come from `generate` (ancestral samples) or, for one
-top-layer code, `mean_image(h2)` (h1 held at its conditional mean; what the latent explorer decodes).
+It has no single latent layer (no encode/decode/prior). It meets `vaelab.models.protocol.OwnLatentTerms`: the
+ELBO and IWAE objectives ask it for `latent_terms` (with DReG's `stop_q`), evaluation reads
+`log_importance_weights`, and pictures come from `generate` (ancestral samples) or, for one top-layer code,
+`mean_image(h2)` (h1 held at its conditional mean; what the latent explorer decodes). Every conditional is the
+diagonal-Gaussian head of `vaelab.distributions.gaussian`.
 """
 
 from __future__ import annotations
@@ -16,27 +18,24 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Independent, Normal
 from torch.func import functional_call
 
 from vaelab.config import ModelConfig
+from vaelab.distributions.gaussian import diagonal_gaussian, draw_z, stopped
 from vaelab.distributions.priors import StandardNormalPrior
 from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
-from vaelab.models.vae import MIN_SCALE, decode_with, likelihood_from, make_bodies
+from vaelab.models.protocol import LatentTerms
+from vaelab.models.vae import decode_with, likelihood_from, make_bodies
 from vaelab.nets.mlp import mlp
-from vaelab.objectives.elbo import LatentTerms, draw_z, stopped
 
 H1_DIM = 100
 H2_HIDDEN = (100, 100)
 
-
-def gaussian(params: torch.Tensor) -> Distribution:
-    """A diagonal Gaussian from [..., 2D] (location, then softplus-scale)."""
-    loc, raw = params.chunk(2, dim=-1)
-    return Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1)
+# Every conditional's head: a diagonal Gaussian from [..., 2D] (location, then softplus-scale).
+gaussian = diagonal_gaussian
 
 
 class HierarchicalVAE(nn.Module):

@@ -2,44 +2,35 @@
 
 q(z|x) is a diagonal Gaussian whose `rsample` is the reparameterisation trick, p(z) = N(0, I), and p(x|z) is a
 likelihood chosen by name. Everything (ELBO, IWAE bound, importance-sampled log p(x)) derives from
-`log_importance_weights`, the public protocol of DESIGN.md.
+`log_importance_weights`, the public protocol of DESIGN.md; prior / encode / decode make it a
+`vaelab.models.protocol.OneLatentLayer`. The bodies come from the `vaelab.nets.BODIES` table (`model.body`), the
+Gaussian head from `vaelab.distributions.gaussian`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
+from vaelab.distributions.gaussian import MIN_SCALE, diagonal_gaussian
 from vaelab.distributions.likelihoods import Likelihood, build_likelihood
 from vaelab.distributions.priors import StandardNormalPrior
 from vaelab.distributions.sampling import rsample
 from vaelab.errors import ConfigError
-from vaelab.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaelab.nets import BODIES, make_bodies
 
-BODIES = ("mlp", "conv")
-# q(z|x)'s standard deviation is softplus(raw) + this, so it never collapses to exactly zero.
-MIN_SCALE = 1e-5
-
-
-def make_bodies(cfg: ModelConfig, shape: tuple[int, int, int], factor: int) -> tuple[nn.Module, nn.Module]:
-    """Encoder and decoder bodies of the kind `cfg.body`, sized by `cfg.hidden` / `cfg.conv_channels`."""
-    if cfg.body == "mlp":
-        enc = MLPEncoder(shape, cfg.hidden, cfg.activation)
-        dec = MLPDecoder(cfg.latent_dim, tuple(reversed(cfg.hidden)), shape, factor, cfg.activation)
-    elif cfg.body == "conv":
-        width = cfg.hidden[0] if cfg.hidden else 256
-        enc = ConvEncoder(shape, cfg.conv_channels, width, cfg.activation)
-        dec = ConvDecoder(cfg.latent_dim, shape, cfg.conv_channels, width, factor, cfg.activation)
-    else:
-        raise ConfigError(f"unknown body '{cfg.body}'; choose one of: {', '.join(BODIES)}")
-    return enc, dec
+__all__ = ["BODIES", "MIN_SCALE", "VAE", "decode_with", "likelihood_from", "make_bodies"]
 
 
 def likelihood_from(cfg: ModelConfig, shape: tuple[int, int, int]) -> Likelihood:
-    """The decoder likelihood named in `cfg`."""
+    """The decoder likelihood named in `cfg`.
+
+    Args:
+        cfg: the model config (likelihood, gaussian_variance, gaussian_sigma, variance_floor).
+        shape: one datum's shape (C, H, W).
+    """
     return build_likelihood(
         cfg.likelihood,
         shape,
@@ -50,7 +41,13 @@ def likelihood_from(cfg: ModelConfig, shape: tuple[int, int, int]) -> Likelihood
 
 
 def decode_with(decoder: nn.Module, likelihood: Likelihood, z: torch.Tensor) -> Distribution:
-    """Run a decoder body on z of any leading shape [..., D]; batch shape of the result is z.shape[:-1]."""
+    """Run a decoder body on z of any leading shape [..., D]; batch shape of the result is z.shape[:-1].
+
+    Args:
+        decoder: a body mapping [N, D] to the likelihood's input [N, factor * C, H, W].
+        likelihood: turns that output into p(x|z).
+        z: latent codes [..., D].
+    """
     lead = z.shape[:-1]
     out = decoder(z.reshape(-1, z.shape[-1]))
     return likelihood(out.view(*lead, *out.shape[1:]))
@@ -76,8 +73,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z|x): a diagonal Gaussian, batch (B,), event (D,)."""
-        loc, raw = self.head(self.encoder(x)).chunk(2, dim=-1)
-        return Independent(Normal(loc, F.softplus(raw) + MIN_SCALE, validate_args=False), 1)
+        return diagonal_gaussian(self.head(self.encoder(x)))
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z): batch z.shape[:-1], event one datum's shape."""
