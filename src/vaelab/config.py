@@ -1,13 +1,16 @@
 """Configuration: a frozen dataclass per part, overridden by a YAML/JSON file and `key=value` flags.
 
 The merged config is saved with every run (`config.json`) and inside every checkpoint, so a checkpoint
-alone rebuilds its model and names its data.
+alone rebuilds its model and names its data. `check_numbers` refuses numbers out of their range here; each
+name (model, objective, likelihood, optimiser, ...) is checked by the table it picks from
+(`vaelab.train.validate.validate_config` asks them all).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -120,6 +123,46 @@ class Config:
     def replace(self, **flat: Any) -> Config:
         """A copy with dotted keys replaced, e.g. `cfg.replace(**{"train.lr": 1e-4})`."""
         return apply_overrides(self, flat)
+
+
+def check_numbers(cfg: Config) -> None:
+    """A ConfigError naming the setting when a number is not finite or out of its range.
+
+    Args:
+        cfg: the config to check.
+    """
+    t, o = cfg.train, cfg.objective
+    finite = {
+        "train.lr_gamma": t.lr_gamma,
+        "train.weight_decay": t.weight_decay,
+        "train.grad_clip": t.grad_clip,
+        "objective.warmup_epochs": o.warmup_epochs,
+        "objective.beta": o.beta,
+    }
+    bad = [k for k, v in finite.items() if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} must be a finite number")
+    if t.lr_step_epochs < 1 or not t.lr_gamma > 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0:
+        raise ConfigError(
+            "need train.lr_step_epochs >= 1, train.lr_gamma > 0, train.weight_decay >= 0, train.grad_clip >= 0 "
+            f"and train.threads >= 0 (0: the default), got {t.lr_step_epochs}, {t.lr_gamma}, {t.weight_decay}, "
+            f"{t.grad_clip} and {t.threads}"
+        )
+    if t.epochs < 0 or t.batch_size < 1 or not t.lr > 0 or t.eval_batch_size < 1:
+        raise ConfigError(
+            "need train.epochs >= 0, train.batch_size >= 1, train.eval_batch_size >= 1 and train.lr > 0"
+        )
+    if cfg.model.latent_dim < 1 or o.num_samples < 1:
+        raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
+    for key, sizes in (("hidden", cfg.model.hidden), ("conv_channels", cfg.model.conv_channels)):
+        if any(n < 1 for n in sizes):
+            raise ConfigError(f"need every model.{key} size >= 1, got {list(sizes)}")
+    if not t.dist_timeout > 0:
+        raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
+    if t.max_restarts < 0 or not 0 < t.restart_lr_factor < 1:
+        raise ConfigError("need train.max_restarts >= 0 and 0 < train.restart_lr_factor < 1")
+    if cfg.data.labelled < 0:
+        raise ConfigError(f"need data.labelled >= 0, got {cfg.data.labelled}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

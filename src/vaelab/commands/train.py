@@ -14,7 +14,11 @@ from vaelab.objectives.noise import parse_noise
 from vaelab.runs import RunDir
 from vaelab.train import distributed
 from vaelab.train.checkpoint import config_of, read_checkpoint
-from vaelab.train.loop import OPTIMIZERS, check_world, resume_config, train
+from vaelab.train.loop import train
+from vaelab.train.optim import OPTIMIZERS
+from vaelab.train.precision import PRECISIONS
+from vaelab.train.resume import resume_config
+from vaelab.train.validate import check_world
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {
@@ -61,6 +65,11 @@ def _defaults(defaults: dict) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab train` and its flags (choices and help from the tables they pick from).
+
+    Args:
+        sub: the CLI's subcommand parsers.
+    """
     models = "\n".join(f"  {n:<16}{s.description}{_defaults(s.defaults)}" for n, s in MODELS.items())
     p = sub.add_parser(
         "train",
@@ -114,7 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and noise (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
-    p.add_argument("--precision", help="fp32 | bf16: autocast of the training step (default fp32)")
+    p.add_argument(
+        "--precision", help=f"{' | '.join(PRECISIONS)}: autocast of the training step (default fp32)"
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the training step (eager if it fails)"
     )
@@ -147,6 +158,12 @@ STATS = (
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the config from --config, the flags and --set; train (or launch --nproc ranks); print the last
+    epoch's numbers and write the figures. Returns the exit code.
+
+    Args:
+        args: the parsed command line.
+    """
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_assignments(args.set))
     if args.quiet:
