@@ -18,6 +18,8 @@ number is a log-likelihood of the generator plus stated noise, not of the GAN it
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +32,53 @@ from vaelab.data.batches import shared_draw
 from vaelab.distributions.likelihoods import BinaryBernoulli
 from vaelab.errors import ConfigError
 from vaelab.nets.mlp import activation
-from vaelab.objectives.elbo import Step
+from vaelab.objectives.registry import Step, register_objective
+from vaelab.registry import Registry
 
-OBSERVATIONS = ("gaussian", "bernoulli")
-BODIES = ("mlp", "conv")
 BETAS = (0.5, 0.999)
 
 
+class Observation(NamedTuple):
+    """An observation model around the generator: p(x|z) from G's logits and sigma, and what it is in words."""
+
+    decode: Callable[[torch.Tensor, float], Distribution]
+    description: str  # formatted with sigma
+
+
+def _gaussian(logits: torch.Tensor, sigma: float) -> Distribution:
+    mean = torch.sigmoid(logits)
+    return Independent(Normal(mean, torch.full_like(mean, sigma), validate_args=False), 3)
+
+
+def _bernoulli(logits: torch.Tensor, sigma: float) -> Distribution:
+    return Independent(BinaryBernoulli(logits=logits, validate_args=False), 3)
+
+
+# model.likelihood -> the observation model `decode` states (for AIS and evaluation output).
+OBSERVATIONS: Registry[Observation] = Registry(
+    "observation model",
+    {
+        "gaussian": Observation(
+            _gaussian,
+            "observation model p(x|z) = N(x; G(z), {sigma:g}^2 I), z ~ N(0, I) (Wu et al. 2017): a "
+            "log-density of the generator with stated Gaussian noise, not a likelihood of the GAN itself",
+        ),
+        "bernoulli": Observation(
+            _bernoulli,
+            "observation model p(x|z) = Bernoulli(G(z)), z ~ N(0, I): a log-likelihood of the generator with "
+            "independent pixel noise, not of the GAN itself",
+        ),
+    },
+)
+
+
 def gan_channels(shape: tuple[int, int, int], channels: tuple[int, ...]) -> tuple[int, ...]:
-    """The conv widths: as configured, else two stride-2 layers (64, 128) up to 32 pixels, four above."""
+    """The conv widths: as configured, else two stride-2 layers (64, 128) up to 32 pixels, four above.
+
+    Args:
+        shape: one image's shape (C, H, W).
+        channels: the configured widths (model.conv_channels); empty: chosen by size.
+    """
     channels = tuple(channels) or ((64, 128) if max(shape[1:]) <= 32 else (32, 64, 128, 256))
     k = 2 ** len(channels)
     if shape[1] % k or shape[2] % k:
@@ -50,7 +90,12 @@ def gan_channels(shape: tuple[int, int, int], channels: tuple[int, ...]) -> tupl
 
 def dcgan(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
     """DCGAN (Radford et al. 2016): generator of batch-normalised stride-2 transposed convolutions, ReLU;
-    discriminator of stride-2 convolutions, batch norm after the first, LeakyReLU(0.2)."""
+    discriminator of stride-2 convolutions, batch norm after the first, LeakyReLU(0.2).
+
+    Args:
+        cfg: the model config (conv_channels, latent_dim, activation).
+        shape: one image's shape (C, H, W).
+    """
     ch = gan_channels(shape, cfg.conv_channels)
     fh, fw = shape[1] // 2 ** len(ch), shape[2] // 2 ** len(ch)
     g: list[nn.Module] = [
@@ -71,7 +116,12 @@ def dcgan(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.
 
 def mlp_gan(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
     """MLP generator (widths model.hidden reversed, batch norm, the configured activation) and MLP
-    discriminator (widths model.hidden, LeakyReLU(0.2))."""
+    discriminator (widths model.hidden, LeakyReLU(0.2)).
+
+    Args:
+        cfg: the model config (hidden, latent_dim, activation).
+        shape: one image's shape (C, H, W).
+    """
     if not cfg.hidden:
         raise ConfigError("an MLP GAN needs at least one hidden layer (model.hidden)")
     pixels = int(torch.Size(shape).numel())
@@ -88,6 +138,12 @@ def mlp_gan(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, n
         width = h
     d += [nn.Linear(width, 1), nn.Flatten(0)]
     return nn.Sequential(*g), nn.Sequential(*d)
+
+
+# model.body -> fn(cfg, shape) -> (generator, discriminator).
+BODIES: Registry[Callable[[ModelConfig, tuple[int, int, int]], tuple[nn.Module, nn.Module]]] = Registry(
+    "body", {"mlp": mlp_gan, "conv": dcgan}
+)
 
 
 class GAN(nn.Module):
@@ -115,10 +171,7 @@ class GAN(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.observation = cfg.likelihood
         self.sigma = float(cfg.gaussian_sigma)
-        if cfg.body not in BODIES:
-            raise ConfigError(f"unknown body '{cfg.body}'; choose one of: {', '.join(BODIES)}")
-        make = dcgan if cfg.body == "conv" else mlp_gan
-        self.generator_net, self.discriminator = make(cfg, self.shape)
+        self.generator_net, self.discriminator = BODIES.lookup(cfg.body)(cfg, self.shape)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def param_groups(self) -> list[dict]:
@@ -131,15 +184,7 @@ class GAN(nn.Module):
 
     def describe_observation(self) -> str:
         """What `decode` is, in words, for evaluation output."""
-        if self.observation == "gaussian":
-            return (
-                f"observation model p(x|z) = N(x; G(z), {self.sigma:g}^2 I), z ~ N(0, I) (Wu et al. 2017): a "
-                "log-density of the generator with stated Gaussian noise, not a likelihood of the GAN itself"
-            )
-        return (
-            "observation model p(x|z) = Bernoulli(G(z)), z ~ N(0, I): a log-likelihood of the generator with "
-            "independent pixel noise, not of the GAN itself"
-        )
+        return OBSERVATIONS[self.observation].description.format(sigma=self.sigma)
 
     def prior(self) -> Distribution:
         """p(z) = N(0, I), event shape (D,)."""
@@ -158,11 +203,7 @@ class GAN(nn.Module):
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """The observation model around G(z): batch z.shape[:-1], event one image's shape."""
-        logits = self.generator_logits(z)
-        if self.observation == "bernoulli":
-            return Independent(BinaryBernoulli(logits=logits, validate_args=False), 3)
-        mean = torch.sigmoid(logits)
-        return Independent(Normal(mean, torch.full_like(mean, self.sigma), validate_args=False), 3)
+        return OBSERVATIONS[self.observation].decode(self.generator_logits(z), self.sigma)
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -176,6 +217,11 @@ def gan_losses(model: GAN, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.
 
     d_loss = -log D(x) - log(1 - D(G(z))) with G(z) detached: its gradient reaches only the discriminator.
     g_loss = -log D(G(z)) with D's parameters detached: its gradient reaches only the generator.
+
+    Args:
+        model: the GAN.
+        x: real images [B, C, H, W] in [0, 1].
+        z: latent codes [B, D] for the fake images.
     """
     fake = model.images(z)
     real_logit = model.discriminator(x)
@@ -190,10 +236,19 @@ def gan_losses(model: GAN, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.
     }
 
 
+@register_objective("gan")
 def gan_objective(
     model: nn.Module, x: torch.Tensor, cfg: ObjectiveConfig, beta: float, generator: torch.Generator | None
 ) -> Step:
-    """One scalar whose gradient is each player's own loss gradient (see the module docstring)."""
+    """One scalar whose gradient is each player's own loss gradient (see the module docstring).
+
+    Args:
+        model: the GAN.
+        x: real images [B, C, H, W].
+        cfg: the objective's settings (none apply).
+        beta: unused (no KL term).
+        generator: the random stream of the latent codes.
+    """
     z = shared_draw(torch.randn, (len(x), model.latent_dim), generator, x)
     s = gan_losses(model, x, z)
     return Step((s["d_loss"] + s["g_loss"]).mean(), s)

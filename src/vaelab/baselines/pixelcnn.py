@@ -24,13 +24,18 @@ from torch import nn
 
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.errors import ConfigError, DataError
-from vaelab.objectives.elbo import Step
+from vaelab.objectives.registry import Step, register_objective
 
 DEFAULTS = {"channels": 64, "blocks": 6, "first_kernel": 7}
 
 
 def channel_groups(n: int, data_channels: int) -> torch.Tensor:
-    """Which data channel each of `n` feature channels belongs to (contiguous blocks, n >= data_channels)."""
+    """Which data channel each of `n` feature channels belongs to (contiguous blocks, n >= data_channels).
+
+    Args:
+        n: feature channels.
+        data_channels: the image's channels.
+    """
     return torch.arange(n) * data_channels // n
 
 
@@ -39,6 +44,13 @@ def causal_mask(out_ch: int, in_ch: int, kernel: int, mask_type: str, data_chann
 
     Rows above the centre and the centre row left of the centre are visible; at the centre itself, a feature
     of data channel c sees input features of channels < c (type A) or <= c (type B).
+
+    Args:
+        out_ch: output feature channels.
+        in_ch: input feature channels.
+        kernel: the (odd) kernel size.
+        mask_type: "A" (the first layer: a pixel does not see itself) or "B" (later layers).
+        data_channels: the image's channels.
     """
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask type must be 'A' or 'B', got {mask_type!r}")
@@ -88,11 +100,17 @@ class Window(NamedTuple):
 
 
 def run_valid(layers: nn.Sequential, win: Window, image: tuple[int, int]) -> Window:
-    """A sequence of ReLUs and masked convolutions (or blocks) applied to a window without padding."""
+    """A sequence of ReLUs and masked convolutions (or blocks) applied to a window without padding.
+
+    Args:
+        layers: elementwise layers and MaskedConv2d / ResidualBlock layers, in order.
+        win: the window's activations and its top-left position in the image.
+        image: the image's size (H, W).
+    """
     for layer in layers:
         win = (
             layer.valid(win.h, win.origin, image)
-            if hasattr(layer, "valid")
+            if isinstance(layer, (MaskedConv2d, ResidualBlock))
             else Window(layer(win.h), win.origin)
         )
     return win
@@ -212,9 +230,18 @@ class PixelCNN(nn.Module):
         return x
 
 
+@register_objective("exact-nll")
 def exact_nll_objective(
     model: nn.Module, x: torch.Tensor, cfg: ObjectiveConfig, beta: float, generator: torch.Generator | None
 ) -> Step:
-    """Maximum likelihood: minimise -log p(x), exact for an autoregressive model; reports log p(x) per datum."""
+    """Maximum likelihood: minimise -log p(x), exact for an autoregressive model; reports log p(x) per datum.
+
+    Args:
+        model: a model with an exact log-likelihood (`exact_log_px`).
+        x: the batch [B, C, H, W].
+        cfg: the objective's settings (none apply).
+        beta: unused (no KL term).
+        generator: unused (nothing is drawn).
+    """
     log_px = model.exact_log_px(x)
     return Step(-log_px.mean(), {"log_px": log_px})

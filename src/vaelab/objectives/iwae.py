@@ -10,20 +10,25 @@ term: with log q evaluated at stopped variational parameters, the encoder gradie
 sum_k wt_k^2 d log w_k / d z_k  d z_k / d phi (wt the normalised weights), while the model's parameters get the
 usual sum_k wt_k d log w_k / d theta. Both come out of one backward pass: the surrogate sum_k wt_k log w_k
 (wt held fixed) with a hook on every draw z_k that multiplies its gradient by wt_k once more. The value
-returned as the loss is -IWAE_K itself, so DReG changes the gradient, never the number.
+returned as the loss is -IWAE_K itself, so DReG changes the gradient, never the number. A model with several
+latent layers applies the stop-gradient itself (`OwnLatentTerms.latent_terms(..., stop_q=True)`) and returns
+every path's draws for the hooks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from vaelab.config import ObjectiveConfig
-from vaelab.objectives.elbo import Step, free_bits_penalty, iwae_bound, latent_terms
+from vaelab.objectives.elbo import free_bits_penalty, iwae_bound, latent_terms
 from vaelab.objectives.noise import encoder_input
+from vaelab.objectives.registry import Step, register_objective
 
 
-def _scale_by(weights: torch.Tensor):
+def _scale_by(weights: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """A gradient hook multiplying the gradient of a [K, B, ...] draw by the weights [K, B]."""
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
@@ -32,6 +37,7 @@ def _scale_by(weights: torch.Tensor):
     return hook
 
 
+@register_objective("iwae")
 def iwae_objective(
     model: nn.Module,
     x: torch.Tensor,
@@ -44,6 +50,14 @@ def iwae_objective(
     """-IWAE_K averaged over the batch (K = cfg.num_samples); DReG encoder gradients when cfg.dreg.
 
     Reports per datum the IWAE_K bound ("iwae"), the ELBO from the same K draws ("elbo") and its parts.
+
+    Args:
+        model: the model.
+        x: the batch [B, C, H, W].
+        cfg: the objective's settings (num_samples = K, dreg, free_bits, noise).
+        beta: the KL weight of this step (the weights are p(x|z) (p(z) / q(z|x))^beta).
+        generator: the random stream of the draws and the noise.
+        y: the labels, for a conditional model.
     """
     dreg = cfg.dreg and torch.is_grad_enabled()
     x_enc = encoder_input(model, x, cfg, generator)

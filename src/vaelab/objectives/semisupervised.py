@@ -9,8 +9,9 @@ J_alpha / N = mean over data of -L or -U, plus alpha times the mean over labelle
 batch, the second over the batch's labelled images (the data pipeline repeats the few labelled images so that
 most batches hold some: `data.labelled_share`).
 
-Reported per datum: "elbo" = U(x), the bound on log p(x) (labels unused), with "rec" = sum_y q(y|x)
-E log p(x|y,z) and "kl" = rec - elbo; in evaluation also "error" = 1 where argmax q(y|x) misses the label.
+The model provides the per-class terms (`vaelab.models.protocol.ClassTerms`). Reported per datum: "elbo" =
+U(x), the bound on log p(x) (labels unused), with "rec" = sum_y q(y|x) E log p(x|y,z) and "kl" = rec - elbo;
+in evaluation also "error" = 1 where argmax q(y|x) misses the label.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from torch import nn
 
 from vaelab.config import ObjectiveConfig
 from vaelab.errors import ConfigError
-from vaelab.objectives.elbo import Step
+from vaelab.models.protocol import capabilities
+from vaelab.objectives.registry import Step, register_objective
 
 
+@register_objective("m2")
 def m2_objective(
     model: nn.Module,
     x: torch.Tensor,
@@ -32,8 +35,17 @@ def m2_objective(
     *,
     y: torch.Tensor | None = None,
 ) -> Step:
-    """-J_alpha / N on one batch (beta weights both KL terms, of z and of y); labels -1 mark unlabelled images."""
-    if not hasattr(model, "class_terms"):
+    """-J_alpha / N on one batch (beta weights both KL terms, of z and of y); labels -1 mark unlabelled images.
+
+    Args:
+        model: a model with per-class terms (`vaelab.models.protocol.ClassTerms`: M2).
+        x: the batch [B, C, H, W].
+        cfg: the objective's settings (num_samples, kl).
+        beta: the KL weight of this step.
+        generator: the random stream of the draws.
+        y: the labels, -1 for an unlabelled image; None: every image unlabelled.
+    """
+    if not capabilities(model).class_terms:
         raise ConfigError(f"the m2 objective needs an M2 model, got {type(model).__name__}")
     rec, kl = model.class_terms(x, cfg.num_samples, generator, analytic=cfg.kl == "analytic")  # [K, B, C]
     log_py = model.log_py()
