@@ -13,6 +13,7 @@ from vaelab.data.sources import ImageSet
 from vaelab.errors import ConfigError, DataError
 from vaelab.evaluate import classification_error, evaluate, importance_sampling
 from vaelab.models.registry import model_config
+from vaelab.train import train
 
 VARIANTS = {
     "iwae": {"objective.num_samples": 5},
@@ -45,7 +46,7 @@ def variant_config(config_factory, key: str, **extra):
 @pytest.mark.parametrize("key", list(VARIANTS))
 def test_variant_trains_and_round_trips(key, config_factory, tmp_path):
     cfg = variant_config(config_factory, key)
-    res = vaelab.train(cfg, out=tmp_path / "run")
+    res = train(cfg, out=tmp_path / "run")
     stat = "iwae" if "train_iwae" in res.history[0] else "elbo"
     first, last = res.history[0], res.history[-1]
     assert last[f"train_{stat}"] > first[f"train_{stat}"] + 2, [r[f"train_{stat}"] for r in res.history]
@@ -64,7 +65,7 @@ def test_variant_trains_and_round_trips(key, config_factory, tmp_path):
 
 def test_m2_reports_test_error_and_eval_scores_its_classifier(config_factory, tmp_path):
     cfg = variant_config(config_factory, "m2", **{"train.epochs": 2})
-    res = vaelab.train(cfg, out=tmp_path / "m2")
+    res = train(cfg, out=tmp_path / "m2")
     assert all(0 <= r["test_error"] <= 1 for r in res.history) and "train_error" not in res.history[0]
     out = evaluate(tmp_path / "m2", importance=4, limit=100)
     c = out["classification"]
@@ -73,7 +74,7 @@ def test_m2_reports_test_error_and_eval_scores_its_classifier(config_factory, tm
 
 def test_classification_error_of_a_fixed_classifier(config_factory):
     """A classifier that always answers 3 errs on exactly the images whose label is not 3 (-1 ignored)."""
-    model = vaelab.train(variant_config(config_factory, "m2", **{"train.epochs": 0})).model
+    model = train(variant_config(config_factory, "m2", **{"train.epochs": 0})).model
 
     class Always3(torch.nn.Module):
         def forward(self, x):
@@ -94,7 +95,7 @@ def test_classification_error_of_a_fixed_classifier(config_factory):
 
 
 def test_conditional_importance_sampling_uses_each_images_label(config_factory):
-    model = vaelab.train(variant_config(config_factory, "cvae", **{"train.epochs": 1})).model
+    model = train(variant_config(config_factory, "cvae", **{"train.epochs": 1})).model
     from vaelab.data import prepare_split
 
     data = prepare_split(DataConfig(name="digits"), "test")
@@ -136,7 +137,7 @@ def test_settings_that_do_not_fit_a_model_are_refused(config_factory):
     ]
     for flat, message in cases:
         with pytest.raises(ConfigError, match=message):
-            vaelab.train(config_factory(**flat))
+            train(config_factory(**flat))
 
 
 def test_model_defaults_come_from_the_spec():
@@ -159,5 +160,5 @@ def test_m2_learns_to_classify_from_100_labels(config_factory):
             "train.lr": 3e-3,
         }
     )
-    errors = [r["test_error"] for r in vaelab.train(cfg).history]
+    errors = [r["test_error"] for r in train(cfg).history]
     assert errors[-1] < 0.45 and errors[-1] < errors[0] - 0.2

@@ -1,10 +1,7 @@
-"""Training: the loop and checkpoints."""
+"""Training: the loop (`loop.train`), checkpoints, and the data-parallel session (`distributed`)."""
 
-from vaelab._callable import make_callable
 from vaelab.train.checkpoint import load, read_checkpoint, resolve_checkpoint, save_checkpoint
 from vaelab.train.loop import TrainResult, evaluate_split, train
-
-make_callable(__name__, train)
 
 __all__ = [
     "TrainResult",
