@@ -3,12 +3,14 @@
 Every log_prob keeps its normalising constant, so a log-likelihood is a true log-density (or log-mass) in
 nats: Bernoulli (logits), continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, with its normaliser),
 Gaussian (fixed, learned shared, learned per-pixel or decoder-predicted variance, floored), and the
-discretized logistic of 8-bit intensities (Salimans et al. 2017). A registry maps names to classes.
+discretized logistic of 8-bit intensities (Salimans et al. 2017). Each class registers under its name in
+`LIKELIHOODS` (`model.likelihood`), and each Gaussian variance under its name in `GAUSSIAN_VARIANCES`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints
 
 from vaelab.errors import ConfigError
+from vaelab.registry import Registry
 
 
 class Likelihood(nn.Module):
@@ -34,6 +37,9 @@ class Likelihood(nn.Module):
         return dist.mean.clamp(0.0, 1.0)
 
 
+LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
+
+
 class BinaryBernoulli(Bernoulli):
     """Bernoulli(logits) with log_prob = x * logits - softplus(logits): exact for any x, three cheap passes.
 
@@ -46,6 +52,7 @@ class BinaryBernoulli(Bernoulli):
         return value * self.logits - F.softplus(self.logits)
 
 
+@LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Pixels are independent Bernoulli variables with the decoder's logits."""
 
@@ -71,6 +78,7 @@ class LogitContinuousBernoulli(ContinuousBernoulli):
         return torch.where(small, math.log(2.0) + a * a / 12, exact)
 
 
+@LIKELIHOODS.register("continuous-bernoulli")
 class ContinuousBernoulliLikelihood(Likelihood):
     """The continuous Bernoulli on [0, 1], normaliser included (`LogitContinuousBernoulli`)."""
 
@@ -78,9 +86,27 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return Independent(LogitContinuousBernoulli(logits=out, validate_args=False), 3)
 
 
-GAUSSIAN_VARIANCES = ("fixed", "shared", "per-pixel", "decoder")
+def _fixed(lik: Likelihood, raw: float) -> None:
+    lik.register_buffer("raw", torch.tensor(raw))
 
 
+def _shared(lik: Likelihood, raw: float) -> None:
+    lik.raw = nn.Parameter(torch.tensor(raw))
+
+
+def _per_pixel(lik: Likelihood, raw: float) -> None:
+    lik.raw = nn.Parameter(torch.full(lik.shape, raw))
+
+
+# How sigma^2 = floor + softplus(raw) gets its raw value: each variance kind sets `raw` on the likelihood (a
+# buffer, a learned scalar, a learned image); "decoder" keeps a fixed offset to the decoder's second output.
+GAUSSIAN_VARIANCES: Registry[Callable[[Likelihood, float], None]] = Registry(
+    "gaussian_variance",
+    {"fixed": _fixed, "shared": _shared, "per-pixel": _per_pixel, "decoder": _fixed},
+)
+
+
+@LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
     """N(x; mu(z), sigma^2) per pixel; sigma^2 = floor + softplus(raw) for learned variances."""
 
@@ -93,10 +119,7 @@ class GaussianLikelihood(Likelihood):
         **_: object,
     ) -> None:
         super().__init__(shape)
-        if gaussian_variance not in GAUSSIAN_VARIANCES:
-            raise ConfigError(
-                f"unknown gaussian_variance '{gaussian_variance}'; choose one of: {', '.join(GAUSSIAN_VARIANCES)}"
-            )
+        make_raw = GAUSSIAN_VARIANCES.lookup(gaussian_variance)
         if gaussian_sigma <= 0 or variance_floor < 0 or gaussian_sigma**2 <= variance_floor:
             raise ConfigError(
                 f"need gaussian_sigma^2 > variance_floor >= 0, got sigma {gaussian_sigma}, floor {variance_floor}"
@@ -105,15 +128,7 @@ class GaussianLikelihood(Likelihood):
         self.floor = float(variance_floor)
         self.factor = 2 if gaussian_variance == "decoder" else 1
         start = gaussian_sigma**2 - self.floor
-        raw = math.log(math.expm1(start))  # softplus^{-1}: learned variances start at gaussian_sigma^2
-        if gaussian_variance == "fixed":
-            self.register_buffer("raw", torch.tensor(raw))
-        elif gaussian_variance == "shared":
-            self.raw = nn.Parameter(torch.tensor(raw))
-        elif gaussian_variance == "per-pixel":
-            self.raw = nn.Parameter(torch.full(self.shape, raw))
-        else:
-            self.register_buffer("raw", torch.tensor(raw))  # offset for the decoder's output
+        make_raw(self, math.log(math.expm1(start)))  # softplus^{-1}: variances start at gaussian_sigma^2
 
     def variance(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """sigma^2, never below the floor."""
@@ -178,6 +193,7 @@ class DiscretizedLogistic(Distribution):
         return self.sample_with(tuple(sample_shape), None)
 
 
+@LIKELIHOODS.register("discretized-logistic")
 class DiscretizedLogisticLikelihood(Likelihood):
     """8-bit intensities: a discretized logistic per pixel, location and log-scale from the decoder."""
 
@@ -188,16 +204,12 @@ class DiscretizedLogisticLikelihood(Likelihood):
         return Independent(DiscretizedLogistic(loc, log_scale.clamp_min(-7.0)), 3)
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {
-    "bernoulli": BernoulliLikelihood,
-    "continuous-bernoulli": ContinuousBernoulliLikelihood,
-    "gaussian": GaussianLikelihood,
-    "discretized-logistic": DiscretizedLogisticLikelihood,
-}
-
-
 def build_likelihood(name: str, shape: tuple[int, int, int], **options: object) -> Likelihood:
-    """The likelihood called `name` for data of `shape`; an error listing the choices if unknown."""
-    if name not in LIKELIHOODS:
-        raise ConfigError(f"unknown likelihood '{name}'; choose one of: {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](shape, **options)
+    """The likelihood called `name` for data of `shape`; a ConfigError listing the choices if unknown.
+
+    Args:
+        name: a key of LIKELIHOODS.
+        shape: one datum's shape (C, H, W).
+        **options: the likelihood's own settings (gaussian_variance, gaussian_sigma, variance_floor).
+    """
+    return LIKELIHOODS.lookup(name)(shape, **options)

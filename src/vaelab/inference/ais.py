@@ -8,8 +8,7 @@ combined by log-mean-exp: an unbiased estimate of p(x), hence a stochastic lower
 
 The step size of each datum is adapted from separate pilot chains whose weights are discarded. Adapting a
 chain's step from its own acceptance history makes the kernel depend on the chain's past states and biases
-AIS: on probabilistic PCA, reverse AIS then undershot the exact log p(x) by 0.3-0.4 nats at T = 1000,
-breaking the upper bound. Pilot-driven steps are independent of the counted chains, so no bias.
+AIS (enough to break BDMC's upper bound). Pilot-driven steps are independent of the counted chains, so no bias.
 
 Run backwards from an exact posterior sample (available for data simulated from the model), the same
 procedure gives a stochastic upper bound: bidirectional Monte Carlo (Grosse et al. 2015). The reverse run
@@ -20,42 +19,60 @@ make its kernels depend on the counted chains' own start, and the bound would no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from vaelab.distributions.logmath import log_mean_exp
 from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.inference import hmc
+from vaelab.registry import Registry
 
-SCHEDULES = ("sigmoid", "geometric", "linear")
+__all__ = ["SCHEDULES", "AISRun", "ais_log_px", "anneal", "bdmc", "log_mean_exp", "schedule"]
+
+# name -> fn(steps, delta, start) -> betas [T + 1] rising from 0 to 1 (float64; the ends are set exactly).
+SCHEDULES: Registry[Callable[[int, float, float], torch.Tensor]] = Registry("AIS schedule")
+
+
+@SCHEDULES.register("sigmoid")
+def _sigmoid(steps: int, delta: float, start: float) -> torch.Tensor:
+    """A logistic curve through [-delta, delta] rescaled to [0, 1] (Grosse et al. 2015)."""
+    s = torch.sigmoid(delta * (2 * torch.linspace(0, 1, steps + 1, dtype=torch.float64) - 1))
+    return (s - s[0]) / (s[-1] - s[0])
+
+
+@SCHEDULES.register("geometric")
+def _geometric(steps: int, delta: float, start: float) -> torch.Tensor:
+    """beta_t spaced evenly in log from `start` to 1, after beta_0 = 0."""
+    rising = torch.logspace(math.log10(start), 0, steps, dtype=torch.float64)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), rising])
+
+
+@SCHEDULES.register("linear")
+def _linear(steps: int, delta: float, start: float) -> torch.Tensor:
+    """Evenly spaced."""
+    return torch.linspace(0, 1, steps + 1, dtype=torch.float64)
 
 
 def schedule(steps: int, kind: str = "sigmoid", delta: float = 4.0, start: float = 1e-4) -> torch.Tensor:
-    """beta_0 = 0 < beta_1 < ... < beta_T = 1 (float64).
+    """beta_0 = 0 < beta_1 < ... < beta_T = 1 (float64), of the kind registered in SCHEDULES.
 
     sigmoid: a logistic curve through [-delta, delta] rescaled to [0, 1] (Grosse et al. 2015);
     geometric: beta_t spaced evenly in log from `start` to 1; linear: evenly spaced.
+
+    Args:
+        steps: T, the number of transitions (at least 2).
+        kind: a key of SCHEDULES.
+        delta: the sigmoid schedule's half-width.
+        start: the geometric schedule's beta_1.
     """
     if steps < 2:
         raise ConfigError(f"AIS needs at least 2 intermediate distributions, got T = {steps}")
-    t = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    if kind == "sigmoid":
-        s = torch.sigmoid(delta * (2 * t - 1))
-        betas = (s - s[0]) / (s[-1] - s[0])
-    elif kind == "geometric":
-        betas = torch.cat(
-            [
-                torch.zeros(1, dtype=torch.float64),
-                torch.logspace(math.log10(start), 0, steps, dtype=torch.float64),
-            ]
-        )
-    elif kind == "linear":
-        betas = t
-    else:
-        raise ConfigError(f"unknown AIS schedule '{kind}'; choose one of: {', '.join(SCHEDULES)}")
+    betas = SCHEDULES.lookup(kind)(steps, delta, start)
     betas[0], betas[-1] = 0.0, 1.0
     return betas
 
@@ -90,6 +107,20 @@ def anneal(
     With betas rising from 0 to 1 and z0 ~ p(z), E[exp(log_w)] = p(x); with betas falling from 1 to 0 and z0
     an exact posterior sample, E[exp(log_w)] = 1 / p(x). The last `pilots` chains only set the step size;
     with `step_sizes` [T, B] given, transition t uses step_sizes[t - 1] and there are no pilots (pilots=0).
+
+    Args:
+        model: a model with `prior()` and `decode(z)` (one latent layer, or a GAN's observation model).
+        x: the data [B, ...] whose p(x|z) the chains anneal toward.
+        betas: the schedule [T + 1] (rising for forward AIS, falling for the reverse run).
+        z0: the chains' starting points [C + pilots, B, D].
+        generator: the random stream of the HMC momenta and accept steps.
+        leapfrog: leapfrog steps per HMC transition.
+        step_size: the starting step size.
+        target_accept: the acceptance the pilots tune the step toward.
+        adapt_rate: how fast the step size moves toward it.
+        pilots: chains (the last ones) that only set the step size.
+        progress: a progress bar advanced once per transition.
+        step_sizes: fixed step sizes [T, B] instead of pilots.
     """
     if step_sizes is not None:
         if pilots != 0 or step_sizes.shape != (len(betas) - 1, z0.shape[1]):
@@ -137,11 +168,6 @@ def anneal(
     return AISRun(log_w[:counted], acceptance, eps, z[:counted], torch.stack(used))
 
 
-def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """log (1/C) sum_c exp(log_w_c) along `dim`."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
-
-
 @torch.no_grad()
 def ais_log_px(
     model: nn.Module,
@@ -155,7 +181,20 @@ def ais_log_px(
     pilots: int = 2,
     progress: tqdm | None = None,
 ) -> tuple[torch.Tensor, AISRun]:
-    """Forward AIS estimate of log p(x) per datum [B] (log-mean-exp over `chains`), and the run."""
+    """Forward AIS estimate of log p(x) per datum [B] (log-mean-exp over `chains`), and the run.
+
+    Args:
+        model: a model with `prior()` and `decode(z)`.
+        x: the data [B, ...].
+        steps: T, the transitions of the schedule.
+        chains: C, the counted chains per datum.
+        generator: the random stream.
+        kind: the schedule, a key of SCHEDULES.
+        leapfrog: leapfrog steps per HMC transition.
+        step_size: the starting step size.
+        pilots: extra chains per datum that tune the step size.
+        progress: a progress bar advanced once per transition.
+    """
     if chains < 1:
         raise ConfigError(f"AIS needs at least 1 chain per datum, got C = {chains}")
     z0 = sample(model.prior(), (chains + pilots, len(x)), generator)
@@ -182,6 +221,18 @@ def bdmc(
 
     (z*, x) ~ p(z) p(x|z) makes z* an exact posterior sample for x; forward AIS bounds log p(x) from below,
     reverse AIS started at z* bounds it from above. The gap says how far AIS is from converged.
+
+    Args:
+        model: a model with `prior()` and `decode(z)`.
+        num_data: how many data to simulate.
+        steps: T, the transitions of each run's schedule.
+        chains: C, the counted chains per datum.
+        generator: the random stream (the simulated data and the chains).
+        kind: the schedule, a key of SCHEDULES.
+        leapfrog: leapfrog steps per HMC transition.
+        step_size: the forward run's starting step size.
+        pilots: the forward run's step-tuning chains per datum.
+        progress: a progress bar advanced once per transition.
     """
     prior = model.prior()
     z_star = sample(prior, (num_data,), generator)

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 from torch.nn import functional as F
 
+from vaelab.distributions.logmath import log_mean_exp
 from vaelab.errors import VaelabError
 
 # Points per axis of the evaluation grid, by dimension: spacing well below the posterior's scale, so the
@@ -271,7 +272,7 @@ class LabelSwitching(ToyModel):
     def log_likelihood(self, z: Tensor) -> Tensor:
         x = torch.as_tensor(self.data).to(z)
         comp = Normal(z.unsqueeze(-2), 1.0, validate_args=False).log_prob(x[:, None])  # [..., n, 2]
-        return (torch.logsumexp(comp, -1) - math.log(2.0)).sum(-1)
+        return log_mean_exp(comp, dim=-1).sum(-1)  # the two components weigh 1/2 each
 
 
 class Banana(ToyModel):

@@ -9,32 +9,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaelab.errors import ConfigError
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
-    "leaky-relu": nn.LeakyReLU,
-}
-
+from vaelab.registry import Registry
 
 # Gated linear units (Dauphin et al. 2017): a layer, not an elementwise function, so MLP bodies only.
 GATED = "gated"
+
+ACTIVATIONS: Registry[type[nn.Module]] = Registry(
+    "activation",
+    {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "elu": nn.ELU,
+        "gelu": nn.GELU,
+        "softplus": nn.Softplus,
+        "leaky-relu": nn.LeakyReLU,
+    },
+    more=GATED,
+)
 MLP_ACTIVATIONS = (*ACTIVATIONS, GATED)
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module called `name`; an error listing the choices if unknown."""
+    """The elementwise activation module called `name`; a ConfigError listing the choices if unknown.
+
+    Args:
+        name: a key of ACTIVATIONS ('gated' is a layer, for `mlp` only, and refused here).
+    """
     if name == GATED:
         raise ConfigError(
             f"activation '{GATED}' (gated linear units) applies to MLP layers only; "
             f"choose one of: {', '.join(ACTIVATIONS)}"
         )
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation '{name}'; choose one of: {', '.join(MLP_ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS.lookup(name)()
 
 
 class GatedDense(nn.Module):
@@ -53,7 +59,14 @@ def mlp(
     in_features: int, hidden: Sequence[int], out_features: int | None, act: str = "relu"
 ) -> nn.Sequential:
     """Linear layers of widths `hidden`, each followed by `act` (or gated layers for `gated`); a final linear
-    layer if out_features is set."""
+    layer if out_features is set.
+
+    Args:
+        in_features: the input width.
+        hidden: the hidden layers' widths, in order.
+        out_features: the final linear layer's width; None ends with the last hidden layer.
+        act: an activation name, or 'gated' for gated linear units.
+    """
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
