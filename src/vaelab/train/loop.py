@@ -35,8 +35,7 @@ from vaelab.errors import DataError
 from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
 from vaelab.models.protocol import capabilities
 from vaelab.models.registry import build_model, get_spec, objective_name
-from vaelab.objectives import OBJECTIVES
-from vaelab.objectives.elbo import kl_weight
+from vaelab.objectives import OBJECTIVES, kl_weight
 from vaelab.runs import RunDir
 from vaelab.train import distributed
 from vaelab.train.checkpoint import save_checkpoint

@@ -13,7 +13,7 @@ from torch import nn
 from vaelab.config import Config, ObjectiveConfig
 from vaelab.data import Prepared
 from vaelab.data.batches import Share, batch_share
-from vaelab.objectives.elbo import Objective, Step
+from vaelab.objectives import Objective, Step
 from vaelab.train import distributed
 
 

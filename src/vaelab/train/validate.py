@@ -8,24 +8,22 @@ the objective's own checks and the model's (`models.registry.check_model_config`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from vaelab.config import Config, check_numbers
 from vaelab.data import DataSplits
+from vaelab.data.binarize import MODES
+from vaelab.data.sources import FOLDER_PREFIX, SOURCES
+from vaelab.distributions.likelihoods import GAUSSIAN_VARIANCES, LIKELIHOODS
 from vaelab.errors import ConfigError, DataError
 from vaelab.models.registry import MODELS, check_model_config, get_spec, objective_name
+from vaelab.nets import BODIES
+from vaelab.nets.mlp import ACTIVATIONS, GATED
 from vaelab.objectives import OBJECTIVES
+from vaelab.objectives.elbo import KL_ESTIMATORS, check_schedule
+from vaelab.objectives.noise import NOISES, check_noise
 from vaelab.train.distributed import World
 from vaelab.train.optim import OPTIMIZERS, SCHEDULES
 from vaelab.train.precision import PRECISIONS
 from vaelab.train.restarts import DIVERGE_ACTIONS
-
-
-def _one_of(what: str, name: str, choices: Iterable[str]) -> None:
-    """The check of a table that is not (yet) a `vaelab.registry.Registry`, with its message."""
-    choices = list(choices)
-    if name not in choices:
-        raise ConfigError(f"unknown {what} '{name}'; choose one of: {', '.join(choices)}")
 
 
 def validate_config(cfg: Config) -> None:
@@ -35,26 +33,22 @@ def validate_config(cfg: Config) -> None:
     Args:
         cfg: the config to check.
     """
-    from vaelab.data.binarize import MODES
-    from vaelab.data.sources import FOLDER_PREFIX, SOURCES
-    from vaelab.distributions.likelihoods import GAUSSIAN_VARIANCES, LIKELIHOODS
-    from vaelab.models.vae import BODIES
-    from vaelab.nets.mlp import MLP_ACTIVATIONS
-    from vaelab.objectives.elbo import KL_ESTIMATORS, check_schedule
-    from vaelab.objectives.noise import NOISES, check_noise
-
     d, m, o, t = cfg.data, cfg.model, cfg.objective, cfg.train
-    if not d.name.startswith(FOLDER_PREFIX):
+    if not d.name.startswith(FOLDER_PREFIX):  # folder:PATH names any image folder
         SOURCES.check(d.name)
     MODES.check(d.binarize)
-    _one_of("model", m.name, MODELS)
-    _one_of("body", m.body, BODIES)
-    _one_of("activation", m.activation, MLP_ACTIVATIONS)
-    _one_of("likelihood", m.likelihood, LIKELIHOODS)
-    _one_of("gaussian_variance", m.gaussian_variance, GAUSSIAN_VARIANCES)
-    _one_of("KL estimator", o.kl, KL_ESTIMATORS)
-    _one_of("objective", o.name, ["default", *OBJECTIVES])  # "default": the model's own
-    _one_of("noise", o.noise, NOISES)
+    MODELS.check(m.name)
+    BODIES.check(m.body)
+    if m.activation != GATED:  # gated linear units: a layer of the MLP body, not an activation module
+        ACTIVATIONS.check(m.activation)
+    LIKELIHOODS.check(m.likelihood)
+    GAUSSIAN_VARIANCES.check(m.gaussian_variance)
+    KL_ESTIMATORS.check(o.kl)
+    if o.name != "default" and o.name not in OBJECTIVES:  # "default": the model's own objective
+        raise ConfigError(
+            f"unknown objective '{o.name}'; choose one of: {', '.join(['default', *OBJECTIVES])}"
+        )
+    NOISES.check(o.noise)
     OPTIMIZERS.check(t.optimizer)
     SCHEDULES.check(t.lr_schedule)
     DIVERGE_ACTIONS.check(t.on_diverge)
