@@ -13,16 +13,13 @@ a process group all of these are the identity, so the same code runs in one proc
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
-import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +28,9 @@ from torch import nn
 
 from vaelab.device import resolve_device
 from vaelab.errors import ConfigError, VaelabError
+from vaelab.train.ranks import explain, quiet_elastic, run_rank
+
+_explain = explain  # the name the tests know
 
 
 class DistributedError(VaelabError):
@@ -48,6 +48,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """More than one rank."""
         return self.size > 1
 
     @property
@@ -83,7 +84,12 @@ def world() -> World:
 
 
 def device_for(name: str, w: World) -> torch.device:
-    """The device of this rank: `cuda` means `cuda:LOCAL_RANK` when several ranks share a node."""
+    """The device of this rank: `cuda` means `cuda:LOCAL_RANK` when several ranks share a node.
+
+    Args:
+        name: train.device (cpu, cuda, cuda:N, mps or auto).
+        w: this process's world.
+    """
     dev = resolve_device(name)
     if dev.type == "cuda" and w.distributed:
         if w.local_rank >= torch.cuda.device_count():
@@ -97,7 +103,11 @@ def device_for(name: str, w: World) -> torch.device:
 
 
 def default_threads(w: World) -> int:
-    """Cores this process may use, split evenly among the ranks on this node (at least 1)."""
+    """Cores this process may use, split evenly among the ranks on this node (at least 1).
+
+    Args:
+        w: this process's world (its local_size ranks share the node's cores).
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -110,6 +120,10 @@ def start(device: torch.device, timeout: float) -> bool:
 
     gloo for CPU tensors, NCCL for CUDA. A rendezvous that does not complete within `timeout` seconds
     (a missing MASTER_ADDR, a rank that never comes) is a DistributedError, not a hang.
+
+    Args:
+        device: this rank's device (it picks the backend).
+        timeout: seconds the rendezvous and each later collective may take.
     """
     w = world()
     if not w.distributed or dist.is_initialized():
@@ -151,6 +165,10 @@ def session(device: torch.device, timeout: float) -> Iterator[World]:
 
     A VaelabError keeps its type with the rank in front; a lost connection to the other ranks (any of the
     backends' error types) becomes a DistributedError naming its first line.
+
+    Args:
+        device: this rank's device (it picks the backend).
+        timeout: seconds the rendezvous and each later collective may take.
     """
     w = world()
     started = start(device, timeout)
@@ -173,6 +191,10 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
 
     static_graph lets parameters a step does not use pass without a hang; gradients live in the all-reduce
     buckets (no copy); buffers are re-sent each step only when a module keeps running statistics.
+
+    Args:
+        module: the module whose gradients are averaged over the ranks.
+        device: this rank's device.
     """
     if not world().distributed:
         return module
@@ -189,7 +211,12 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def shard(n: int, w: World | None = None) -> slice:
-    """This rank's contiguous share of range(n), as torch.tensor_split deals it (sizes differ by at most 1)."""
+    """This rank's contiguous share of range(n), as torch.tensor_split deals it (sizes differ by at most 1).
+
+    Args:
+        n: the number of items to share.
+        w: the world (default: this process's).
+    """
     w = w or world()
     q, r = divmod(n, w.size)
     begin = w.rank * q + min(w.rank, r)
@@ -197,7 +224,11 @@ def shard(n: int, w: World | None = None) -> slice:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The elementwise sum of `t` over all ranks (a new tensor; `t` itself outside a process group)."""
+    """The elementwise sum of `t` over all ranks (a new tensor; `t` itself outside a process group).
+
+    Args:
+        t: this rank's tensor (the same shape on every rank).
+    """
     if not world().distributed:
         return t
     out = t.detach().clone()
@@ -207,14 +238,23 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """Whether `flag` is true on any rank (one all-reduced scalar; `flag` itself outside a process group), so
-    that every rank takes the same branch: stop, restart, go on."""
+    that every rank takes the same branch: stop, restart, go on.
+
+    Args:
+        flag: this rank's answer.
+        device: where the collective runs (this rank's device).
+    """
     if not world().distributed:
         return flag
     return float(all_reduce_sum(torch.tensor([float(flag)], device=device))) > 0
 
 
 def gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's `t` concatenated along dim 0 in rank order; ranks may hold different lengths."""
+    """Every rank's `t` concatenated along dim 0 in rank order; ranks may hold different lengths.
+
+    Args:
+        t: this rank's rows.
+    """
     w = world()
     if not w.distributed:
         return t
@@ -231,7 +271,12 @@ def gather_cat(t: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank `src`'s picklable `obj` on every rank."""
+    """Rank `src`'s picklable `obj` on every rank.
+
+    Args:
+        obj: the object (read on rank `src` only).
+        src: the rank that sends it.
+    """
     if not world().distributed:
         return obj
     box = [obj]
@@ -246,8 +291,12 @@ def barrier() -> None:
 
 
 def is_comm_error(e: BaseException) -> bool:
-    """True for the errors a collective raises when a peer rank has gone."""
-    kinds = tuple(
+    """True for the errors a collective raises when a peer rank has gone.
+
+    Args:
+        e: the exception a collective raised.
+    """
+    kinds = tuple(  # torch's own error types for a failed collective, where this torch version has them
         k
         for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None))
         if k is not None
@@ -256,65 +305,6 @@ def is_comm_error(e: BaseException) -> bool:
     return isinstance(e, kinds) or any(
         s in text for s in ("Connection closed by peer", "Connection reset", "Broken pipe", "gloo", "NCCL")
     )
-
-
-# --- local launch: `vaelab train --nproc N` -------------------------------------------------------------
-
-
-def _worker(entry: Callable[..., Any], args: tuple, message_dir: str) -> Any:
-    """Run `entry(*args)` in a rank; a failure is written to `message_dir/rank<R>` and exits 1 quietly."""
-    rank = _env_int("RANK", 0)
-    try:
-        return entry(*args)
-    except VaelabError as e:
-        text = " ".join(str(e).split())
-    except Exception as e:  # a peer's death shows up as a backend error here; report it as one line
-        text = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-    Path(message_dir, f"rank{rank}").write_text(text, encoding="utf-8")
-    raise SystemExit(1)
-
-
-@contextlib.contextmanager
-def _quiet_elastic() -> Iterator[None]:
-    """torch elastic and torch.multiprocessing log each failure at length; `launch` reports it in one line."""
-    prefixes = ("torch.distributed", "torch.multiprocessing")
-    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith(prefixes)]
-    loggers = [logging.getLogger(n) for n in (*prefixes, *names)]
-    old = [lg.disabled for lg in loggers]
-    for lg in loggers:
-        lg.disabled = True
-    try:
-        yield
-    finally:
-        for lg, was in zip(loggers, old):
-            lg.disabled = was
-
-
-def _explain(failures: dict[int, Any], message_dir: str) -> str:
-    """One line for a failed job: a killed rank first, else the lowest rank's own message."""
-    for rank, f in sorted(failures.items()):
-        if f.exitcode < 0 and -f.exitcode != signal.SIGTERM:
-            name = (
-                signal.Signals(-f.exitcode).name if -f.exitcode in signal.Signals._value2member_map_ else ""
-            )
-            return f"rank {rank} died ({name or f'signal {-f.exitcode}'}); the job stopped"
-    messages = {}
-    for p in Path(message_dir).glob("rank*"):
-        messages[int(p.name[4:])] = p.read_text(encoding="utf-8")
-    # a rank's own error comes first; torch's collective errors and our "lost contact" wrapping of them are
-    # what the other ranks saw when that rank failed
-    ours = {
-        r: m
-        for r, m in messages.items()
-        if not m.startswith(("DistBackendError", "RuntimeError"))
-        and "lost contact with the other ranks" not in m
-    }
-    chosen = ours or messages
-    if chosen:
-        rank = min(chosen)
-        return chosen[rank]
-    rank, f = min(failures.items())
-    return f"rank {rank} exited with code {f.exitcode}; the job stopped"
 
 
 def launch(
@@ -328,6 +318,13 @@ def launch(
 
     A rank that raises or dies stops the job: torch elastic terminates the others, and this raises one
     DistributedError naming the cause (`entry` must be importable by name: ranks are spawned).
+
+    Args:
+        nproc: the number of ranks.
+        entry: the function each rank runs (importable by name).
+        args: its arguments (picklable).
+        threads: torch threads per rank (default: the cores split among the ranks).
+        shutdown_timeout: seconds the other ranks get to stop after one fails.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -350,11 +347,11 @@ def launch(
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with tempfile.TemporaryDirectory(prefix="vaelab-ranks-") as message_dir, _quiet_elastic():
+        with tempfile.TemporaryDirectory(prefix="vaelab-ranks-") as message_dir, quiet_elastic():
             try:
-                return elastic_launch(cfg, _worker)(entry, args, message_dir)
+                return elastic_launch(cfg, run_rank)(entry, args, message_dir)
             except ChildFailedError as e:
-                raise DistributedError(_explain(e.failures, message_dir)) from None
+                raise DistributedError(explain(e.failures, message_dir)) from None
     finally:
         for k, v in saved.items():
             if v is None:
