@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins(_early_plugins(argv))
     except VaelabError as e:
-        return _fail(next((a for a in argv if a in COMMAND_MODULES), None), e)
+        return _fail(argv[0] if argv and not argv[0].startswith("-") else None, e)
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, VaelabError
 
 
 class PluginError(ConfigError):
@@ -29,6 +29,7 @@ class PluginError(ConfigError):
 
 
 _LOADED: dict[str, ModuleType] = {}  # key: a file's resolved path, or a module name
+PREFIX = "vaelab_plugin_"  # the module name of a plugin file: vaelab_plugin_<stem>_<hash of its path>
 
 
 def _is_file(source: str) -> bool:
@@ -36,10 +37,8 @@ def _is_file(source: str) -> bool:
 
 
 def _where(e: BaseException, path: Path | None) -> str:
-    """' (line N)' of the plugin's own line that raised, when it is a file."""
-    if isinstance(e, SyntaxError) and e.lineno:
-        return f" (line {e.lineno})"
-    if path is None:
+    """' (line N)' of the plugin's own line that raised, when it is a file (a SyntaxError names its own)."""
+    if path is None or isinstance(e, SyntaxError):
         return ""
     lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
     return f" (line {lines[-1]})" if lines else ""
@@ -56,8 +55,10 @@ def _import_file(source: str) -> tuple[str, Path, ModuleType | None]:
     path = Path(source).expanduser().resolve()
     if not path.is_file():
         raise PluginError(f"plugin {source}: no such file")
-    for module in list(sys.modules.values()):  # already imported under its own name: use that module
-        file = module.__dict__.get("__file__") if isinstance(module, ModuleType) else None
+    for name, module in list(sys.modules.items()):  # imported already under its own name: use that module
+        if name.startswith(PREFIX) or not isinstance(module, ModuleType):
+            continue  # (the plugins loaded here are in _LOADED)
+        file = module.__dict__.get("__file__")
         if file and Path(file).resolve() == path:
             return str(path), path, module
     return str(path), path, None
@@ -94,7 +95,7 @@ def load_plugin(source: str) -> ModuleType:
             module = importlib.import_module(source)
         else:
             digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-            name = f"vaelab_plugin_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+            name = f"{PREFIX}{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise PluginError(f"plugin {source}: not a Python file")
@@ -114,10 +115,10 @@ def load_plugin(source: str) -> ModuleType:
             raise PluginError(
                 f"plugin {source}: no module named '{e.name}' (give a module on sys.path or a .py file)"
             ) from None
-        text = " ".join(str(e).split()) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
-        raise PluginError(
-            f"plugin {source} does not import: {' '.join(text.split())}{_where(e, path)}"
-        ) from None
+        if isinstance(e, VaelabError):  # what it registered was refused, e.g. a name already taken
+            raise PluginError(f"plugin {source}: {' '.join(str(e).split())}{_where(e, path)}") from None
+        text = " ".join(f"{type(e).__name__}: {e}".split())
+        raise PluginError(f"plugin {source} does not import: {text}{_where(e, path)}") from None
     from vaelab.models.registry import MODELS, SOURCES
 
     for added in set(MODELS) - before[0]:
