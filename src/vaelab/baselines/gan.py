@@ -192,22 +192,39 @@ class GAN(nn.Module):
         return Independent(Normal(zero, torch.ones_like(zero)), 1)
 
     def generator_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """The generator's pre-sigmoid output for z of any leading shape [..., D] -> [..., C, H, W]."""
+        """The generator's pre-sigmoid output for z of any leading shape [..., D] -> [..., C, H, W].
+
+        Args:
+            z: latent codes [..., D].
+        """
         lead = z.shape[:-1]
         out = self.generator_net(z.reshape(-1, z.shape[-1]))
         return out.view(*lead, *out.shape[1:])
 
     def images(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) in [0, 1]."""
+        """G(z) in [0, 1].
+
+        Args:
+            z: latent codes [..., D].
+        """
         return torch.sigmoid(self.generator_logits(z))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """The observation model around G(z): batch z.shape[:-1], event one image's shape."""
+        """The observation model around G(z): batch z.shape[:-1], event one image's shape.
+
+        Args:
+            z: latent codes [..., D].
+        """
         return OBSERVATIONS[self.observation].decode(self.generator_logits(z), self.sigma)
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples G(z) [n, C, H, W] in [0, 1], z ~ N(0, I) drawn with `generator`."""
+        """n samples G(z) [n, C, H, W] in [0, 1], z ~ N(0, I) drawn with `generator`.
+
+        Args:
+            n: how many images.
+            generator: the random stream of z.
+        """
         z = torch.randn(n, self.latent_dim, generator=generator, device=self._zero.device)
         return self.images(z)
 

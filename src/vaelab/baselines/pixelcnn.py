@@ -82,6 +82,11 @@ class MaskedConv2d(nn.Conv2d):
 
         Positions outside the image are zeroed first (the full pass's padding); the kernel's rows below its
         centre are masked anyway and dropped, so the output starts `c` rows and columns further in.
+
+        Args:
+            h: the window's activations [B, C, h, w].
+            origin: the image coordinates of its top-left position.
+            image: the image's size (H, W).
         """
         r0, c0 = origin
         rows = torch.arange(h.shape[-2], device=h.device) + r0
@@ -135,7 +140,13 @@ class ResidualBlock(nn.Module):
         return x + self.net(x)
 
     def valid(self, h: torch.Tensor, origin: tuple[int, int], image: tuple[int, int]) -> Window:
-        """The block on a window: the residual is cropped to where the (shrunken) branch lands."""
+        """The block on a window: the residual is cropped to where the (shrunken) branch lands.
+
+        Args:
+            h: the window's activations [B, C, h, w].
+            origin: the image coordinates of its top-left position.
+            image: the image's size (H, W).
+        """
         out = run_valid(self.net, Window(h, origin), image)
         dr, dc = out.origin[0] - origin[0], out.origin[1] - origin[1]
         res = h[:, :, dr : dr + out.h.shape[-2], dc : dc + out.h.shape[-1]]
@@ -190,11 +201,19 @@ class PixelCNN(nn.Module):
         self.reach = s["first_kernel"] // 2 + s["blocks"]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The logit of p(x_i = 1 | x_<i) at every pixel and channel, [B, C, H, W]."""
+        """The logit of p(x_i = 1 | x_<i) at every pixel and channel, [B, C, H, W].
+
+        Args:
+            x: binary images [B, C, H, W].
+        """
         return self.head(self.blocks(self.first(x)))
 
     def exact_log_px(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) in nats per image [B]: the sum of the Bernoulli log-probabilities of every conditional."""
+        """log p(x) in nats per image [B]: the sum of the Bernoulli log-probabilities of every conditional.
+
+        Args:
+            x: binary images [B, C, H, W] (anything else is a DataError).
+        """
         if not bool(((x == 0) | (x == 1)).all()):
             raise DataError(
                 "pixelcnn needs binary pixels (0 or 1): binarize the data (data.binarize dynamic or static)"
@@ -204,11 +223,23 @@ class PixelCNN(nn.Module):
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """[K, B]: the exact log p(x) for every k (no latent variable, so no sampling and no variance)."""
+        """[K, B]: the exact log p(x) for every k (no latent variable, so no sampling and no variance).
+
+        Args:
+            x: binary images [B, C, H, W].
+            num_samples: K, how many copies.
+            generator: unused (nothing is drawn).
+        """
         return self.exact_log_px(x).unsqueeze(0).expand(num_samples, -1)
 
     def pixel_logits(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The logits [B, C] at pixel (i, j) alone, from the window of x that can reach it."""
+        """The logits [B, C] at pixel (i, j) alone, from the window of x that can reach it.
+
+        Args:
+            x: the images drawn so far [B, C, H, W].
+            i: the pixel's row.
+            j: the pixel's column.
+        """
         r, image = self.reach, tuple(x.shape[-2:])
         padded = F.pad(x, (r, r, r, 0))
         win = Window(padded[:, :, i : i + r + 1, j : j + 2 * r + 1], (i - r, j - r))
@@ -217,7 +248,12 @@ class PixelCNN(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images [n, C, H, W] of 0/1 pixels, drawn ancestrally in raster order (channels inner)."""
+        """n images [n, C, H, W] of 0/1 pixels, drawn ancestrally in raster order (channels inner).
+
+        Args:
+            n: how many images.
+            generator: the random stream of the pixels.
+        """
         c, h, w = self.shape
         dev = self.first.weight.device
         x = torch.zeros(n, c, h, w, device=dev)

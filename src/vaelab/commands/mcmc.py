@@ -61,7 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def initial_points(
     model: toy.ToyModel, text: str | None, chains: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """[C, D] starting points: draws from the prior, or every chain at the point given as 'a,b,...'."""
+    """[C, D] starting points: draws from the prior, or every chain at the point given as 'a,b,...'.
+
+    Args:
+        model: the toy model.
+        text: --init as 'a,b,...', or None.
+        chains: C, the number of chains.
+        generator: the random stream of the prior draws.
+    """
     if text is None:
         return model.initial_points(chains, generator)
     try:
@@ -117,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(model: toy.ToyModel, chains: mcmc.Chains) -> dict[str, Any]:
-    """Diagnostics, moments with standard errors, their distance from the exact ones, and the error curve."""
+    """Diagnostics, moments with standard errors, their distance from the exact ones, and the error curve.
+
+    Args:
+        model: the toy model.
+        chains: the draws and acceptance of `mcmc.sample`.
+    """
     s = diagnostics.summarize(chains.samples, chains.accept_prob)
     ex = model.exact
     sd = np.sqrt(np.diag(ex.cov))
@@ -142,7 +154,13 @@ def _slope_line(curve: dict[str, Any]) -> str:
 
 
 def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
-    """A few lines for the terminal: what ran, the diagnostics, and the moments against the truth."""
+    """A few lines for the terminal: what ran, the diagnostics, and the moments against the truth.
+
+    Args:
+        model: the toy model.
+        sampler: the sampler's name.
+        s: what `measure` returned.
+    """
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"  # noqa: E731
     rhat = max(s["rhat"])
     lines = [

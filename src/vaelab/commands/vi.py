@@ -71,7 +71,13 @@ def listing() -> str:
 
 
 def choose(value: str | None, option: str, choices: Any) -> str:
-    """`value` if it is one of `choices`; a one-line error listing them otherwise."""
+    """`value` if it is one of `choices`; a one-line error listing them otherwise.
+
+    Args:
+        value: what the user gave (None: not given).
+        option: the flag, for the message.
+        choices: the allowed names.
+    """
     names = ", ".join(choices)
     if value is None:
         raise VaelabError(f"{option} is required; choose from: {names}")
@@ -93,7 +99,14 @@ def one_thread() -> Iterator[None]:
 
 def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[str, Any]) -> Path:
     """Write summary.json: the exact answer plus the `vi` and `mcmc` results gathered in this folder for
-    this model (a summary of another model is replaced), and a side-by-side comparison of the moments."""
+    this model (a summary of another model is replaced), and a side-by-side comparison of the moments.
+
+    Args:
+        out: the output folder.
+        model: the toy model.
+        section: 'vi' or 'mcmc'.
+        entries: this run's results, by name.
+    """
     path = out / "summary.json"
     old: dict[str, Any] = {}
     if path.exists():
@@ -133,7 +146,13 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
 
 
 def write_trace(path: Path, trace: dict[str, np.ndarray], log_evidence: float) -> Path:
-    """Every step as CSV: the ELBO estimate, and where computed the exact KLs and ELBO + KL."""
+    """Every step as CSV: the ELBO estimate, and where computed the exact KLs and ELBO + KL.
+
+    Args:
+        path: the CSV file to write.
+        trace: the per-step record of `vi.fit`.
+        log_evidence: the exact log p(D).
+    """
     buf = io.StringIO()
     buf.write("step,elbo,elbo_se,kl_q_p,kl_p_q,q_mass_on_grid,log_evidence,elbo_plus_kl\n")
     for i, step in enumerate(trace["step"]):

@@ -33,7 +33,11 @@ class Likelihood(nn.Module):
         self.shape = tuple(shape)
 
     def image(self, dist: Distribution) -> torch.Tensor:
-        """What to show as the decoded picture: the mean, clipped to [0, 1]."""
+        """What to show as the decoded picture: the mean, clipped to [0, 1].
+
+        Args:
+            dist: a distribution this likelihood made.
+        """
         return dist.mean.clamp(0.0, 1.0)
 
 
@@ -44,8 +48,8 @@ class BinaryBernoulli(Bernoulli):
     """Bernoulli(logits) with log_prob = x * logits - softplus(logits): exact for any x, three cheap passes.
 
     torch's Bernoulli.log_prob (binary cross-entropy with broadcasting) makes about six passes over the
-    [K, B, pixels] logits, and importance sampling spends most of its time there. This form needs no check
-    of the data (so no host sync and no graph break under torch.compile).
+    [K, B, pixels] logits that importance sampling scores. This form needs no check of the data (so no host
+    sync and no graph break under torch.compile).
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -66,9 +70,9 @@ class LogitContinuousBernoulli(ContinuousBernoulli):
     """torch's ContinuousBernoulli with its log-normaliser computed from the logits.
 
     torch computes it from probabilities clamped in float32, so for |logit| beyond ~16 it stops growing and
-    log p(x) comes out too low by log(|logit| / 15.9) a pixel (135 nats an image on a lightly trained MNIST
-    decoder). From the logit eta: C = eta / tanh(eta / 2), log C = log|eta| - log tanh(|eta| / 2), with its
-    Taylor form log 2 + eta^2 / 12 near 0 (accurate to float32 rounding for |eta| < 1e-2)."""
+    log p(x) comes out too low by log(|logit| / 15.9) a pixel. From the logit eta: C = eta / tanh(eta / 2),
+    log C = log|eta| - log tanh(|eta| / 2), with its Taylor form log 2 + eta^2 / 12 near 0 (accurate to float32
+    rounding for |eta| < 1e-2)."""
 
     def _cont_bern_log_norm(self) -> torch.Tensor:
         a = self.logits.abs()
@@ -131,7 +135,11 @@ class GaussianLikelihood(Likelihood):
         make_raw(self, math.log(math.expm1(start)))  # softplus^{-1}: variances start at gaussian_sigma^2
 
     def variance(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        """sigma^2, never below the floor."""
+        """sigma^2, never below the floor.
+
+        Args:
+            out: the decoder's variance output (decoder mode); None: the learned or fixed one.
+        """
         raw = self.raw if out is None else out + self.raw
         return self.floor + F.softplus(raw)
 
@@ -181,7 +189,12 @@ class DiscretizedLogistic(Distribution):
         return self.loc.clamp(0.0, 1.0)
 
     def sample_with(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-        """Inverse-CDF draw, snapped to the 8-bit grid."""
+        """Inverse-CDF draw, snapped to the 8-bit grid.
+
+        Args:
+            sample_shape: the leading shape of the draws.
+            generator: the random stream.
+        """
         shape = torch.Size(sample_shape) + self.loc.shape
         u = torch.rand(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype).clamp(
             1e-5, 1 - 1e-5

@@ -42,7 +42,11 @@ class DiagonalGaussianMixture(Distribution):
         super().__init__(torch.Size(), torch.Size(locs.shape[-1:]), validate_args=False)
 
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; mu_k, sigma_k^2) for every component: [..., K]."""
+        """log N(z; mu_k, sigma_k^2) for every component: [..., K].
+
+        Args:
+            z: points [..., D].
+        """
         prec = self.scales.pow(-2)  # [K, D]
         quad = z.pow(2) @ prec.T - 2 * z @ (self.locs * prec).T + (self.locs.pow(2) * prec).sum(-1)
         norm = self.scales.log().sum(-1) + 0.5 * self.locs.shape[-1] * math.log(2 * math.pi)
@@ -52,7 +56,12 @@ class DiagonalGaussianMixture(Distribution):
         return torch.logsumexp(self.component_log_prob(value) + self.logits.log_softmax(-1), dim=-1)
 
     def sample_with(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-        """Pick components by their weights, then draw from each: [*sample_shape, D]."""
+        """Pick components by their weights, then draw from each: [*sample_shape, D].
+
+        Args:
+            sample_shape: the leading shape of the draws.
+            generator: the random stream.
+        """
         n = int(torch.Size(sample_shape).numel())
         k = torch.multinomial(self.logits.softmax(-1), n, replacement=True, generator=generator)
         eps = torch.randn(

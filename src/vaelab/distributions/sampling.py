@@ -6,6 +6,8 @@ every number is reproducible. Gaussians keep the reparameterisation trick: z = m
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch.distributions import (
     Bernoulli,
@@ -17,10 +19,34 @@ from torch.distributions import (
 )
 
 
+@runtime_checkable
+class SamplesWith(Protocol):
+    """A distribution that draws with an explicit generator (vaelab's mixture, the discretized logistic)."""
+
+    def sample_with(
+        self, sample_shape: tuple[int, ...], generator: torch.Generator | None
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class RSamplesWith(Protocol):
+    """A distribution that draws reparameterised samples with an explicit generator."""
+
+    def rsample_with(
+        self, sample_shape: tuple[int, ...], generator: torch.Generator | None
+    ) -> torch.Tensor: ...
+
+
 def rsample(
     dist: Distribution, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A reparameterised draw (differentiable in the parameters) of shape sample_shape + batch + event."""
+    """A reparameterised draw (differentiable in the parameters) of shape sample_shape + batch + event.
+
+    Args:
+        dist: a Normal, ContinuousBernoulli, an Independent of one, or any `RSamplesWith`.
+        sample_shape: the leading shape of the draws.
+        generator: the random stream; None draws with torch's own `rsample`.
+    """
     if generator is None:
         return dist.rsample(torch.Size(sample_shape))
     if isinstance(dist, Independent):
@@ -33,7 +59,7 @@ def rsample(
         shape = torch.Size(sample_shape) + dist.probs.shape
         u = torch.rand(shape, generator=generator, device=dist.probs.device, dtype=dist.probs.dtype)
         return dist.icdf(u)
-    if hasattr(dist, "rsample_with"):
+    if isinstance(dist, RSamplesWith):
         return dist.rsample_with(sample_shape, generator)
     raise NotImplementedError(f"no generator-driven rsample for {type(dist).__name__}")
 
@@ -41,7 +67,13 @@ def rsample(
 def sample(
     dist: Distribution, sample_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A draw (no gradient) of shape sample_shape + batch + event, using `generator` when given."""
+    """A draw (no gradient) of shape sample_shape + batch + event, using `generator` when given.
+
+    Args:
+        dist: any distribution that `rsample` draws, a Bernoulli, a MixtureSameFamily, or any `SamplesWith`.
+        sample_shape: the leading shape of the draws.
+        generator: the random stream; None draws with torch's own `sample`.
+    """
     if generator is None:
         return dist.sample(torch.Size(sample_shape))
     with torch.no_grad():
@@ -52,7 +84,7 @@ def sample(
             return torch.bernoulli(probs, generator=generator)
         if isinstance(dist, MixtureSameFamily):
             return _sample_mixture(dist, sample_shape, generator)
-        if hasattr(dist, "sample_with"):
+        if isinstance(dist, SamplesWith):
             return dist.sample_with(sample_shape, generator)
         return rsample(dist, sample_shape, generator).detach()
 

@@ -21,14 +21,23 @@ def _dataset(draws: np.ndarray) -> Any:
 
 
 def ess(samples: Tensor | np.ndarray, method: str = "bulk") -> np.ndarray:
-    """Effective sample size per dimension [D] of draws [C, N, D] (ArviZ, rank-normalised)."""
+    """Effective sample size per dimension [D] of draws [C, N, D] (ArviZ, rank-normalised).
+
+    Args:
+        samples: draws [C, N, D] (chains, draws per chain, dimensions).
+        method: ArviZ's ESS method: bulk, tail, mean, ...
+    """
     import arviz
 
     return np.asarray(arviz.ess(_dataset(_numpy(samples)), method=method)["z"].values, dtype=float)
 
 
 def rhat(samples: Tensor | np.ndarray) -> np.ndarray:
-    """Rank-normalised split R-hat per dimension [D] of draws [C, N, D]; near 1 when chains agree."""
+    """Rank-normalised split R-hat per dimension [D] of draws [C, N, D]; near 1 when chains agree.
+
+    Args:
+        samples: draws [C, N, D] (chains, draws per chain, dimensions).
+    """
     import arviz
 
     return np.asarray(arviz.rhat(_dataset(_numpy(samples)))["z"].values, dtype=float)
@@ -40,6 +49,10 @@ def summarize(samples: Tensor | np.ndarray, accept_prob: Tensor | np.ndarray | N
     The standard error of the mean is sd / sqrt(ESS_mean) (ArviZ's `mcse(method="mean")`; the bulk ESS is
     rank-normalised and can overstate the mean's); that of the variance is the sd of the squared deviations
     over the square root of their own mean ESS.
+
+    Args:
+        samples: draws [C, N, D] (chains, draws per chain, dimensions).
+        accept_prob: acceptance probabilities [C, N], or None.
     """
     z = _numpy(samples)
     flat = z.reshape(-1, z.shape[-1])
@@ -78,6 +91,12 @@ def error_curve(
     (in posterior sds, over windows, chains and dimensions) is the error of an n-draw estimate. Once n is
     well past the integrated autocorrelation time τ = C N / ESS it falls like sqrt(τ / n): the fitted
     log-log slope over n in [2τ, N/4] is about -0.5 (nan when the chains are too short to show it).
+
+    Args:
+        samples: draws [C, N, D] (chains, draws per chain, dimensions).
+        truth_mean: the exact posterior mean [D].
+        truth_sd: the exact posterior sds [D].
+        num_points: how many window lengths n, spaced geometrically.
     """
     z = _numpy(samples)
     num_chains, n_draws, dim = z.shape

@@ -43,6 +43,12 @@ def rq_spline(x: Tensor, params: Tensor, bound: float = 5.0, inverse: bool = Fal
 
     `params` [..., 3K-1] (broadcast against x[..., None]) hold K bin widths, K heights and K-1 interior
     knot derivatives, unconstrained; all zeros is the identity. Returns (y, log |dy/dx|), elementwise.
+
+    Args:
+        x: the points, any shape.
+        params: the spline's unconstrained parameters [..., 3K-1].
+        bound: the spline acts on [-bound, bound].
+        inverse: apply the inverse map.
     """
     k = (params.shape[-1] + 1) // 3
     min_bin, min_deriv = MIN_BIN, MIN_DERIV
@@ -98,6 +104,7 @@ class SplineTransform(Transform):
     def __init__(self, params_fn: Callable[[Tensor], Tensor], mask: Tensor):
         super().__init__(cache_size=1)
         self.params_fn, self.mask = params_fn, mask
+        self._log_det: tuple[Tensor, Tensor, Tensor] | None = None  # the last (x, y, log |dy/dx|)
 
     def _spline(self, x: Tensor, inverse: bool) -> Tensor:
         mask = self.mask.to(x.device)
@@ -115,7 +122,7 @@ class SplineTransform(Transform):
         return self._spline(y, inverse=True)
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        cached = getattr(self, "_log_det", None)
+        cached = self._log_det
         if cached is not None and cached[0] is x and cached[1] is y:
             return cached[2]
         self._spline(x, inverse=False)
@@ -139,11 +146,22 @@ class Family(nn.Module):
         raise NotImplementedError
 
     def rsample(self, q: Distribution, num_samples: int, generator: torch.Generator | None) -> Tensor:
-        """[S, D] reparameterised draws from `q` (this family's distribution), with an explicit generator."""
+        """[S, D] reparameterised draws from `q` (this family's distribution), with an explicit generator.
+
+        Args:
+            q: this family's distribution (from `distribution()`).
+            num_samples: S, the draws.
+            generator: the random stream; None: torch's global one.
+        """
         raise NotImplementedError
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """[S, D] draws from q, no gradient."""
+        """[S, D] draws from q, no gradient.
+
+        Args:
+            num_samples: S, the draws.
+            generator: the random stream; None: torch's global one.
+        """
         with torch.no_grad():
             return self.rsample(self.distribution(), num_samples, generator)
 
@@ -151,6 +169,11 @@ class Family(nn.Module):
         """Reparameterised Monte Carlo estimate of E_q[fn(z, q)], differentiable in the parameters.
 
         Returns the per-sample values [S]; their mean is the estimate.
+
+        Args:
+            fn: fn(z [S, ...], q) -> values [S, ...].
+            num_samples: S, the draws.
+            generator: the random stream; None: torch's global one.
         """
         q = self.distribution()
         return fn(self.rsample(q, num_samples, generator), q)
@@ -309,7 +332,14 @@ def make_family(
     name: str, model: ToyModel, generator: torch.Generator | None = None, components: int = 2
 ) -> Family:
     """A q of the named family (float64), centred on a draw from the prior with the prior's scale: a random
-    start, so that symmetric posteriors do not hold q on their saddle point."""
+    start, so that symmetric posteriors do not hold q on their saddle point.
+
+    Args:
+        name: a key of FAMILIES.
+        model: the toy model whose prior places the start.
+        generator: the random stream; None: torch's global one.
+        components: mixture components (the mixture family).
+    """
     if name not in FAMILIES:
         raise VaelabError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)}")
     loc = model.initial_points(1, generator)[0]

@@ -37,7 +37,12 @@ class HMCInfo(NamedTuple):
 
 
 def value_and_grad(log_density_fn: LogDensityFn, position: Tensor) -> tuple[Tensor, Tensor]:
-    """log density [...] and its gradient [..., D] at `position`, both detached."""
+    """log density [...] and its gradient [..., D] at `position`, both detached.
+
+    Args:
+        log_density_fn: log p, batched over leading dims.
+        position: points [..., D].
+    """
     with torch.inference_mode(False), torch.enable_grad():
         x = position.detach().clone().requires_grad_(True)
         log_density = log_density_fn(x)
@@ -54,7 +59,12 @@ def value_and_grad(log_density_fn: LogDensityFn, position: Tensor) -> tuple[Tens
 
 
 def init(position: Tensor, log_density_fn: LogDensityFn) -> HMCState:
-    """The state at `position` [..., D]: its log density and gradient."""
+    """The state at `position` [..., D]: its log density and gradient.
+
+    Args:
+        position: the chains' positions [..., D].
+        log_density_fn: log p, batched over leading dims.
+    """
     log_density, grad = value_and_grad(log_density_fn, position)
     return HMCState(position.detach(), log_density, grad)
 
@@ -77,6 +87,14 @@ def leapfrog(
 
     Returns (position, momentum, log_density, grad) at the end. Volume-preserving and time-reversible,
     so its energy error is O(step_size²) over a fixed trajectory length.
+
+    Args:
+        position: positions [..., D].
+        momentum: momenta [..., D].
+        grad: the gradient of log p at `position`.
+        log_density_fn: log p, batched over leading dims.
+        step_size: a float or a per-chain tensor [...].
+        num_steps: how many leapfrog steps.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
@@ -101,6 +119,13 @@ def step(
 
     `generator` (on the positions' device) drives the momentum and the accept draw; None uses torch's
     global generator. `step_size` is a float or a per-chain tensor [...].
+
+    Args:
+        generator: the random stream of the momenta and the accept draws.
+        state: the chains' current state.
+        log_density_fn: log p, batched over leading dims.
+        step_size: a float or a per-chain tensor [...].
+        num_leapfrog: leapfrog steps in the trajectory.
     """
     x0 = state.position
     momentum = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -138,6 +163,15 @@ def adapt_step_size(
     iterations (so a step off by orders of magnitude is fixed quickly), then decays (decay in (0.5, 1]) so
     the step settles where the expected acceptance equals `target` (0.65-0.9 suit HMC, 0.234 random-walk
     MH). Use during warm-up only: adapting while sampling breaks detailed balance.
+
+    Args:
+        step_size: the current step sizes [...].
+        accept_prob: this iteration's acceptance probabilities [...].
+        target: the acceptance to tune toward.
+        iteration: t, the adaptation step.
+        rate: the gain at the start.
+        decay: how fast the gain decays, in (0.5, 1].
+        t0: iterations of near-constant gain.
     """
     gain = rate * (t0 / (iteration + t0)) ** decay
     a = torch.nan_to_num(accept_prob, nan=0.0)

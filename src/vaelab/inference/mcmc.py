@@ -38,7 +38,12 @@ class MHInfo(NamedTuple):
 
 
 def init(position: Tensor, log_density_fn: LogDensityFn) -> MHState:
-    """The state at `position` [..., D]."""
+    """The state at `position` [..., D].
+
+    Args:
+        position: the chains' positions [..., D].
+        log_density_fn: log p, batched over leading dims.
+    """
     with torch.no_grad():
         return MHState(position.detach(), log_density_fn(position.detach()))
 
@@ -53,6 +58,12 @@ def step(
 
     The Gaussian proposal is symmetric, so the Hastings correction cancels. `step_size` is a float or a
     per-chain tensor [...].
+
+    Args:
+        generator: the random stream of the proposals and the accept draws.
+        state: the chains' current state.
+        log_density_fn: log p, batched over leading dims.
+        step_size: a float or a per-chain tensor [...].
     """
     x0 = state.position
     eps = hmc._per_chain(step_size, x0)
@@ -108,7 +119,11 @@ SAMPLERS: dict[str, Sampler] = {
 
 
 def get_sampler(name: str) -> Sampler:
-    """The sampler registered under `name`; a clear error listing the choices otherwise."""
+    """The sampler registered under `name`; a clear error listing the choices otherwise.
+
+    Args:
+        name: a key of SAMPLERS.
+    """
     if name not in SAMPLERS:
         raise VaelabError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
@@ -132,7 +147,11 @@ class Chains:
 
 
 def format_point(z: Tensor) -> str:
-    """A point as a short list for error messages."""
+    """A point as a short list for error messages.
+
+    Args:
+        z: a point [D].
+    """
     return "[" + ", ".join(f"{v:.4g}" for v in z.detach().cpu().tolist()) + "]"
 
 
@@ -155,6 +174,19 @@ def sample(
     With `adapt`, each chain's step size follows `hmc.adapt_step_size` toward `target_accept` (default: the
     sampler's, 0.234 MH, 0.9 HMC) during warm-up, then stays fixed. Raises VaelabError for bad settings and for a starting
     point whose log density is not finite (naming the chain and the point).
+
+    Args:
+        log_density_fn: log p, batched over leading dims.
+        initial_position: the chains' starts [C, D].
+        sampler: a key of SAMPLERS.
+        draws: kept draws per chain.
+        warmup: adapted, discarded steps per chain.
+        step_size: the starting step size; None: the sampler's default.
+        num_leapfrog: HMC: the mean number of leapfrog steps.
+        adapt: tune the step size during warm-up.
+        generator: the random stream; None: torch's global one.
+        progress: show a progress bar.
+        target_accept: the acceptance warm-up tunes toward; None: the sampler's default.
     """
     kernel = get_sampler(sampler)
     if draws < 1:

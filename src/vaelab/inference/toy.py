@@ -55,7 +55,11 @@ class Grid:
         return tuple(len(a) for a in self.axes)
 
     def as_array(self, values: Tensor) -> np.ndarray:
-        """Values at the points [M] reshaped to the grid's shape, for contour plots."""
+        """Values at the points [M] reshaped to the grid's shape, for contour plots.
+
+        Args:
+            values: values at the grid's points [M].
+        """
         return values.detach().cpu().double().numpy().reshape(self.shape)
 
     def coarse(self, max_points: int = 10000) -> Grid:
@@ -63,19 +67,31 @@ class Grid:
 
         For smooth densities that vanish at the box's faces the trapezoid rule converges faster than any
         power of the spacing, so a coarse grid is still exact to many digits: cheap enough for every step.
+
+        Args:
+            max_points: the most points the coarse grid may have.
         """
         n, d = len(self.axes[0]), len(self.axes)
         strides = [s for s in range(1, n) if (n - 1) % s == 0]
         return self.every(next((s for s in strides if ((n - 1) // s + 1) ** d <= max_points), strides[-1]))
 
     def every(self, stride: int) -> Grid:
-        """The sub-grid of every `stride`-th point along each axis (both ends kept when stride divides n-1)."""
+        """The sub-grid of every `stride`-th point along each axis (both ends kept when stride divides n-1).
+
+        Args:
+            stride: keep every stride-th point along each axis.
+        """
         axes = tuple(a[::stride] for a in self.axes)
         log_cell = self.log_cell + len(axes) * math.log(stride)
         return Grid(axes, self.pick(self.points, stride), log_cell, self.pick(self.log_density, stride))
 
     def pick(self, values: Tensor, stride: int) -> Tensor:
-        """Values at the points [M, ...] restricted to the points of `every(stride)`."""
+        """Values at the points [M, ...] restricted to the points of `every(stride)`.
+
+        Args:
+            values: values at the grid's points [M, ...].
+            stride: as in `every`.
+        """
         keep = np.ix_(*[np.arange(0, len(a), stride) for a in self.axes])
         return values.reshape(*self.shape, *values.shape[1:])[keep].reshape(-1, *values.shape[1:])
 
@@ -97,21 +113,38 @@ class ToyModel(abc.ABC):
 
     @abc.abstractmethod
     def log_likelihood(self, z: Tensor) -> Tensor:
-        """log p(D | z) for z of shape [..., D]; returns [...]."""
+        """log p(D | z) for z of shape [..., D]; returns [...].
+
+        Args:
+            z: parameters [..., D].
+        """
 
     def log_joint(self, z: Tensor) -> Tensor:
-        """log p(D, z) = log p(D | z) + log p(z), batched over leading dims, in z's dtype and device."""
+        """log p(D, z) = log p(D | z) + log p(z), batched over leading dims, in z's dtype and device.
+
+        Args:
+            z: parameters [..., D].
+        """
         prior = self.prior()
         loc = prior.mean.to(z)
         scale = prior.stddev.to(z)
         return Independent(Normal(loc, scale, validate_args=False), 1).log_prob(z) + self.log_likelihood(z)
 
     def log_posterior(self, z: Tensor) -> Tensor:
-        """log p(z | D) = log p(D, z) - log p(D)."""
+        """log p(z | D) = log p(D, z) - log p(D).
+
+        Args:
+            z: parameters [..., D].
+        """
         return self.log_joint(z) - self.exact.log_evidence
 
     def initial_points(self, num: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draws from the prior (float64 [num, D]): overdispersed starting points for chains and q."""
+        """Draws from the prior (float64 [num, D]): overdispersed starting points for chains and q.
+
+        Args:
+            num: how many points.
+            generator: the random stream; None: torch's global one.
+        """
         prior = self.prior()
         eps = torch.randn(num, self.dim, generator=generator, dtype=torch.float64)
         return prior.mean + eps * prior.stddev
@@ -127,7 +160,12 @@ class ToyModel(abc.ABC):
         return self.grid_over(self.bounds)
 
     def grid_over(self, bounds: np.ndarray, points_per_axis: int | None = None) -> Grid:
-        """The posterior density on a regular grid over any box [D, 2] (default: GRID_POINTS per axis)."""
+        """The posterior density on a regular grid over any box [D, 2] (default: GRID_POINTS per axis).
+
+        Args:
+            bounds: the box [D, 2].
+            points_per_axis: grid points per axis; None: GRID_POINTS[D].
+        """
         n = GRID_POINTS[self.dim] if points_per_axis is None else points_per_axis
         axes = tuple(np.linspace(lo, hi, n) for lo, hi in bounds)
         mesh = np.meshgrid(*axes, indexing="ij")
@@ -143,7 +181,12 @@ class ToyModel(abc.ABC):
         return g.axes, g.as_array(g.log_density.exp())
 
     def cubature(self, rtol: float | None = None, atol: float = 1e-12) -> Exact:
-        """∫ p(D, z) [1, z, z zᵀ] dz over the box by adaptive Gauss-Kronrod cubature."""
+        """∫ p(D, z) [1, z, z zᵀ] dz over the box by adaptive Gauss-Kronrod cubature.
+
+        Args:
+            rtol: relative tolerance; None: the model's own.
+            atol: absolute tolerance.
+        """
         d = self.dim
         rtol = self.cubature_rtol if rtol is None else rtol
         points = self._coarse_points()
@@ -349,7 +392,11 @@ MODELS: dict[str, type[ToyModel]] = {
 
 @functools.cache
 def get_model(name: str) -> ToyModel:
-    """The model registered under `name` (built once, then shared: models are read-only)."""
+    """The model registered under `name` (built once, then shared: models are read-only).
+
+    Args:
+        name: a key of MODELS.
+    """
     if name not in MODELS:
         raise VaelabError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
     return MODELS[name]()

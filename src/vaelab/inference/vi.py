@@ -38,7 +38,14 @@ __all__ = ["FAMILIES", "Family", "fit", "make_family"]
 def reparam_elbo(
     model: ToyModel, family: Family, num_samples: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """z = g(ε; φ) with ε ~ N(0, I): the gradient flows through the sample into log p(D, z) - log q(z)."""
+    """z = g(ε; φ) with ε ~ N(0, I): the gradient flows through the sample into log p(D, z) - log q(z).
+
+    Args:
+        model: the toy model.
+        family: the fitted q.
+        num_samples: draws from q.
+        generator: the random stream; None: torch's global one.
+    """
     seen: list[Tensor] = []
 
     def integrand(z: Tensor, q: Distribution) -> Tensor:
@@ -56,6 +63,12 @@ def score_elbo(
 
     Needs only log q, not a differentiable sampler (REINFORCE); unbiased, but its variance grows with
     how much f varies under q.
+
+    Args:
+        model: the toy model.
+        family: the fitted q.
+        num_samples: draws from q.
+        generator: the random stream; None: torch's global one.
     """
     z = family.sample(num_samples, generator)
     log_q = family.distribution().log_prob(z)
@@ -87,7 +100,13 @@ class KLEstimate(NamedTuple):
 
 def reverse_kl(model: ToyModel, q: Distribution, grid: Grid | None = None) -> KLEstimate:
     """KL(q || p(z | D)): closed form when the posterior and q have a registered `kl_divergence`, else
-    the trapezoid rule on `grid` (default: the model's), with the sub-grid difference as its error."""
+    the trapezoid rule on `grid` (default: the model's), with the sub-grid difference as its error.
+
+    Args:
+        model: the toy model.
+        q: the distribution to measure.
+        grid: the quadrature grid; None: the model's.
+    """
     with torch.no_grad():
         posterior = model.posterior()
         if posterior is not None:
@@ -112,7 +131,12 @@ def reverse_kl(model: ToyModel, q: Distribution, grid: Grid | None = None) -> KL
 def covering_grid(model: ToyModel, samples: Tensor) -> Grid:
     """A grid over the model's box widened to hold q too: the central 99.8% of `samples` from q per axis,
     padded by its width on each side (for a Gaussian q, out to about 9 sds); twice the model grid's
-    resolution in 1-D and 2-D."""
+    resolution in 1-D and 2-D.
+
+    Args:
+        model: the toy model.
+        samples: draws from q [S, D].
+    """
     z = samples.detach().cpu().double().numpy()
     lo, hi = np.quantile(z, 0.001, axis=0), np.quantile(z, 0.999, axis=0)
     pad = hi - lo
@@ -137,7 +161,11 @@ class PosteriorQuadrature:
         return cls(g.points[keep], log_w[keep].exp(), g.log_density[keep])
 
     def forward_kl(self, q: Distribution) -> Tensor:
-        """KL(p || q) = Σ wᵢ (log p(zᵢ | D) - log q(zᵢ)), differentiable in q's parameters."""
+        """KL(p || q) = Σ wᵢ (log p(zᵢ | D) - log q(zᵢ)), differentiable in q's parameters.
+
+        Args:
+            q: the distribution to measure.
+        """
         return (self.weights * (self.log_density - q.log_prob(self.points))).sum()
 
 
@@ -203,6 +231,19 @@ def fit(
     `divergence` "reverse" maximises the ELBO with the `estimator` ("reparam" or "score") on
     `num_samples` draws per step; "forward" minimises KL(p || q) with the exact quadrature weights. Every
     step records the ELBO estimate; every `kl_every` steps the exact KL(q || p) and KL(p || q).
+
+    Args:
+        model: the toy model.
+        family: a key of FAMILIES.
+        divergence: reverse or forward (a key of DIVERGENCES).
+        steps: optimisation steps.
+        lr: Adam's starting learning rate.
+        num_samples: draws from q per step.
+        estimator: reparam or score (a key of ESTIMATORS).
+        components: mixture components (the mixture family).
+        generator: the random stream; None: torch's global one.
+        kl_every: record the exact KLs every this many steps.
+        progress: show a progress bar.
     """
     if steps < 1:
         raise VaelabError(f"steps must be at least 1, got {steps}")
@@ -264,7 +305,14 @@ def evaluate(
     model: ToyModel, family: Family, generator: torch.Generator | None = None, num_samples: int = 20000
 ) -> dict[str, Any]:
     """The final fit measured precisely: ELBO (with its standard error), both KLs, q's moments, and the
-    identity ELBO + KL(q || p) = log p(D) with its residual in standard errors."""
+    identity ELBO + KL(q || p) = log p(D) with its residual in standard errors.
+
+    Args:
+        model: the toy model.
+        family: the fitted q.
+        generator: the random stream; None: torch's global one.
+        num_samples: draws from q for the ELBO and the moments.
+    """
     with torch.no_grad():
         q = family.distribution()
         z = family.sample(num_samples, generator)
@@ -311,6 +359,14 @@ def gradient_variance(
 
     Returns the total variance (trace of the covariance of the flattened gradient) and the norm of the
     mean gradient, so estimators are compared on the same problem and the same q.
+
+    Args:
+        model: the toy model.
+        family: the q at which to measure.
+        estimator: a key of ESTIMATORS.
+        num_samples: draws from q per estimate.
+        repeats: how many fresh estimates.
+        generator: the random stream; None: torch's global one.
     """
     grads = []
     for _ in range(repeats):

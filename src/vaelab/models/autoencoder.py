@@ -30,21 +30,38 @@ class Autoencoder(nn.Module):
         self.head = nn.Linear(self.encoder.out_features, cfg.latent_dim)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic code f(x), [B, D]."""
+        """The deterministic code f(x), [B, D].
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         return self.head(self.encoder(x))
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """The code as a point mass: its mean (and every draw) is f(x); it has no density."""
+        """The code as a point mass: its mean (and every draw) is f(x); it has no density.
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         z = self.code(x)
         return Independent(Normal(z, torch.zeros_like(z), validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z): batch z.shape[:-1], event one datum's shape."""
+        """p(x|z): batch z.shape[:-1], event one datum's shape.
+
+        Args:
+            z: codes [..., D].
+        """
         return decode_with(self.decoder, self.likelihood, z)
 
 
 def fitted_gaussian(codes: torch.Tensor, jitter: float = 1e-5) -> MultivariateNormal:
-    """A full-covariance Gaussian fitted to codes [N, D] (maximum likelihood, with a little jitter)."""
+    """A full-covariance Gaussian fitted to codes [N, D] (maximum likelihood, with a little jitter).
+
+    Args:
+        codes: training codes [N, D].
+        jitter: added to the covariance's diagonal.
+    """
     mean = codes.mean(0)
     centred = codes - mean
     cov = centred.T @ centred / max(len(codes) - 1, 1)

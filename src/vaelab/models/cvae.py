@@ -69,7 +69,12 @@ class LabelledBodies(nn.Module):
 
     def posterior(self, features: torch.Tensor, y: torch.Tensor) -> Distribution:
         """q(z|x,y) from the encoder's features [B, F] and labels y [B] or [B or 1, L] (e.g. every class at
-        once): batch (B,) or (B, L), event (D,)."""
+        once): batch (B,) or (B, L), event (D,).
+
+        Args:
+            features: the encoder body's output [B, F].
+            y: labels [B], or [B or 1, L] for L labels per image.
+        """
         onehot = one_hot(y, self.classes, features.dtype)
         fshape = (features.shape[0],) + (1,) * (y.dim() - 1)
         lead = torch.broadcast_shapes(onehot.shape[:-1], fshape)
@@ -77,7 +82,12 @@ class LabelledBodies(nn.Module):
         return diagonal_gaussian(self.head(torch.cat([feats, onehot.expand(*lead, -1)], -1)))
 
     def likelihood_of(self, z: torch.Tensor, y: torch.Tensor) -> Distribution:
-        """p(x|z,y): z [..., D], labels broadcastable with z.shape[:-1]; batch z.shape[:-1]."""
+        """p(x|z,y): z [..., D], labels broadcastable with z.shape[:-1]; batch z.shape[:-1].
+
+        Args:
+            z: latent codes [..., D].
+            y: labels broadcastable with z.shape[:-1].
+        """
         onehot = one_hot(y, self.classes, z.dtype).expand(*z.shape[:-1], -1)
         return decode_with(self.decoder, self.likelihood, torch.cat([z, onehot], -1))
 
@@ -100,11 +110,21 @@ class CVAE(nn.Module):
         return self.prior_net()
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> Distribution:
-        """q(z|x,y): a diagonal Gaussian, batch (B,), event (D,)."""
+        """q(z|x,y): a diagonal Gaussian, batch (B,), event (D,).
+
+        Args:
+            x: the batch [B, C, H, W].
+            y: the images' labels [B].
+        """
         return self.nets.posterior(self.nets.encoder(x), y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> Distribution:
-        """p(x|z,y): batch z.shape[:-1] (labels broadcast against it), event one datum's shape."""
+        """p(x|z,y): batch z.shape[:-1] (labels broadcast against it), event one datum's shape.
+
+        Args:
+            z: latent codes [..., D].
+            y: labels broadcastable with z.shape[:-1].
+        """
         return self.nets.likelihood_of(z, y)
 
     def log_importance_weights(
@@ -114,7 +134,14 @@ class CVAE(nn.Module):
         generator: torch.Generator | None = None,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[K, B] log p(x, z_k | y) - log q(z_k | x, y): importance weights for log p(x|y)."""
+        """[K, B] log p(x, z_k | y) - log q(z_k | x, y): importance weights for log p(x|y).
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+            y: the images' labels [B] (required).
+        """
         if y is None:
             raise DataError("the conditional VAE bounds log p(x|y): it needs the labels y of the images")
         q = self.encode(x, y)
@@ -125,7 +152,13 @@ class CVAE(nn.Module):
     def generate(
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """n images [n, C, H, W] in [0, 1]: decoded means for z ~ p(z) and labels y (default 0, 1, 2, ...)."""
+        """n images [n, C, H, W] in [0, 1]: decoded means for z ~ p(z) and labels y (default 0, 1, 2, ...).
+
+        Args:
+            n: how many images.
+            generator: the random stream of z.
+            y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
+        """
         device = self.prior_net.loc.device
         labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
         z = sample(self.prior(), (n,), generator)

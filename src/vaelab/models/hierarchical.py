@@ -78,6 +78,13 @@ class HierarchicalVAE(nn.Module):
         rec = log p(x|h1), kl = log q(h1, h2 | x) - log p(h1, h2), each [K, B]. With `stop_q` the inference
         networks' parameters are detached in log q (not in the draws): the DReG form; the draws returned
         (h1 as used downstream, and h2) are where DReG rescales the gradient, once per path.
+
+        Args:
+            x: the batch [B, C, H, W] to score.
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+            x_enc: what q(h1|.) reads (a corrupted x when denoising); None: x.
+            stop_q: detach the inference networks' parameters in log q (DReG).
         """
         q1 = gaussian(self.q1(x if x_enc is None else x_enc))
         h1 = draw_z(q1, num_samples, generator)  # [K, B, H1]
@@ -102,19 +109,34 @@ class HierarchicalVAE(nn.Module):
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """[K, B] log p(x, h1_k, h2_k) - log q(h1_k, h2_k | x)."""
+        """[K, B] log p(x, h1_k, h2_k) - log q(h1_k, h2_k | x).
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+        """
         t = self.latent_terms(x, num_samples, generator)
         return t.rec - t.kl
 
     @torch.no_grad()
     def mean_image(self, h2: torch.Tensor) -> torch.Tensor:
-        """The picture of a top-layer code h2 [..., D]: the mean of p(x|h1) at h1 = the mean of p(h1|h2)."""
+        """The picture of a top-layer code h2 [..., D]: the mean of p(x|h1) at h1 = the mean of p(h1|h2).
+
+        Args:
+            h2: top-layer codes [..., D].
+        """
         h1 = gaussian(self.p1(h2)).mean
         return self.likelihood.image(decode_with(self.decoder, self.likelihood, h1))
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images [n, C, H, W] in [0, 1]: decoded means of p(x|h1) for h2 ~ p(h2), h1 ~ p(h1|h2)."""
+        """n images [n, C, H, W] in [0, 1]: decoded means of p(x|h1) for h2 ~ p(h2), h1 ~ p(h1|h2).
+
+        Args:
+            n: how many images.
+            generator: the random stream of h2, h1.
+        """
         h2 = sample(self.prior_net(), (n,), generator)
         h1 = sample(gaussian(self.p1(h2)), (), generator)
         return self.likelihood.image(decode_with(self.decoder, self.likelihood, h1))

@@ -39,19 +39,33 @@ class LinearGaussianVAE(nn.Module):
         return self.prior_net()
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) = N(A x + c, diag(s(x)^2))."""
+        """q(z|x) = N(A x + c, diag(s(x)^2)).
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         loc, log_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
         return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) = N(W z + b, sigma^2 I) over one datum's shape."""
+        """p(x|z) = N(W z + b, sigma^2 I) over one datum's shape.
+
+        Args:
+            z: latent codes [..., D].
+        """
         loc = self.decoder(z).view(*z.shape[:-1], *self.shape)
         return Independent(Normal(loc, self.log_sigma.exp().expand_as(loc), validate_args=False), 3)
 
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """[K, B] log p(x, z_k) - log q(z_k | x)."""
+        """[K, B] log p(x, z_k) - log q(z_k | x).
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+        """
         q = self.encode(x)
         z = rsample(q, (num_samples,), generator)
         return self.decode(z).log_prob(x) + self.prior().log_prob(z) - q.log_prob(z)
@@ -63,11 +77,19 @@ class LinearGaussianVAE(nn.Module):
         return MultivariateNormal(b, covariance_matrix=cov)
 
     def exact_log_px(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) in closed form, [B]."""
+        """log p(x) in closed form, [B].
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         return self.marginal().log_prob(x.flatten(1))
 
     def exact_posterior(self, x: torch.Tensor) -> MultivariateNormal:
-        """p(z|x) = N(S W^T (x - b) / sigma^2, S) with S = (I + W^T W / sigma^2)^-1."""
+        """p(z|x) = N(S W^T (x - b) / sigma^2, S) with S = (I + W^T W / sigma^2)^-1.
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         w, b = self.decoder.weight, self.decoder.bias
         s2 = self.log_sigma.exp() ** 2
         precision = torch.eye(self.latent_dim, device=w.device, dtype=w.dtype) + w.T @ w / s2

@@ -61,16 +61,30 @@ class M2(nn.Module):
         return -math.log(self.num_classes)
 
     def classify(self, x: torch.Tensor) -> Categorical:
-        """q(y|x), batch (B,)."""
+        """q(y|x), batch (B,).
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         return Categorical(logits=self.classifier(x))
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z|x,y), batch (B,); with y None, every class at once: batch (B, C)."""
+        """q(z|x,y), batch (B,); with y None, every class at once: batch (B, C).
+
+        Args:
+            x: the batch [B, C, H, W].
+            y: labels [B]; None: every class.
+        """
         labels = torch.arange(self.num_classes, device=x.device)[None] if y is None else y
         return self.nets.posterior(self.nets.encoder(x), labels)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> Distribution:
-        """p(x|y,z): batch z.shape[:-1] (labels broadcast against it), event one datum's shape."""
+        """p(x|y,z): batch z.shape[:-1] (labels broadcast against it), event one datum's shape.
+
+        Args:
+            z: latent codes [..., D].
+            y: labels broadcastable with z.shape[:-1].
+        """
         return self.nets.likelihood_of(z, y)
 
     def class_terms(
@@ -81,7 +95,14 @@ class M2(nn.Module):
         analytic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """For every class y and K draws z ~ q(z|x,y): log p(x|y,z) [K, B, C] and log q(z|x,y) - log p(z)
-        [K, B, C] (or, `analytic`, KL(q(z|x,y) || p(z)) [1, B, C])."""
+        [K, B, C] (or, `analytic`, KL(q(z|x,y) || p(z)) [1, B, C]).
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+            analytic: return the closed-form KL instead of the K-draw difference.
+        """
         q = self.encode(x)
         z = draw_z(q, num_samples, generator)  # [K, B, C, D]
         labels = torch.arange(self.num_classes, device=x.device)
@@ -93,7 +114,13 @@ class M2(nn.Module):
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """[K, B] log sum_y p(x, y, z_ky) / q(z_ky | x, y): importance weights for log p(x), y marginalised."""
+        """[K, B] log sum_y p(x, y, z_ky) / q(z_ky | x, y): importance weights for log p(x), y marginalised.
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+        """
         rec, kl = self.class_terms(x, num_samples, generator)
         return torch.logsumexp(rec - kl, dim=-1) + self.log_py()
 
@@ -101,7 +128,13 @@ class M2(nn.Module):
     def generate(
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """n images [n, C, H, W] in [0, 1]: decoded means for z ~ p(z) and labels y (default 0, 1, 2, ...)."""
+        """n images [n, C, H, W] in [0, 1]: decoded means for z ~ p(z) and labels y (default 0, 1, 2, ...).
+
+        Args:
+            n: how many images.
+            generator: the random stream of z.
+            y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
+        """
         device = self.prior_net.loc.device
         labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
         z = sample(self.prior(), (n,), generator)

@@ -72,17 +72,31 @@ class VAE(nn.Module):
         return self.prior_net()
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x): a diagonal Gaussian, batch (B,), event (D,)."""
+        """q(z|x): a diagonal Gaussian, batch (B,), event (D,).
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
         return diagonal_gaussian(self.head(self.encoder(x)))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z): batch z.shape[:-1], event one datum's shape."""
+        """p(x|z): batch z.shape[:-1], event one datum's shape.
+
+        Args:
+            z: latent codes [..., D].
+        """
         return decode_with(self.decoder, self.likelihood, z)
 
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """[K, B] log p(x, z_k) - log q(z_k | x) for K draws z_k ~ q(z|x)."""
+        """[K, B] log p(x, z_k) - log q(z_k | x) for K draws z_k ~ q(z|x).
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+        """
         q = self.encode(x)
         z = rsample(q, (num_samples,), generator)
         return self.decode(z).log_prob(x) + self.prior().log_prob(z) - q.log_prob(z)

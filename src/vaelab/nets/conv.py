@@ -12,7 +12,11 @@ from vaelab.nets.mlp import activation
 
 
 def default_channels(size: int) -> tuple[int, ...]:
-    """Channel widths chosen by image size: two stride-2 layers for 28x28, four for 64x64."""
+    """Channel widths chosen by image size: two stride-2 layers for 28x28, four for 64x64.
+
+    Args:
+        size: the image's height.
+    """
     if size % 4 == 0 and size <= 32:
         return (32, 64)
     return (32, 32, 64, 64)
