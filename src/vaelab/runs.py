@@ -29,34 +29,42 @@ class RunDir:
 
     @property
     def config(self) -> Path:
+        """config.json: the run's config (editable; the checkpoints hold their own)."""
         return self.root / "config.json"
 
     @property
     def checkpoints(self) -> Path:
+        """The checkpoints' folder."""
         return self.root / "checkpoints"
 
     @property
     def last(self) -> Path:
+        """The checkpoint of the last epoch."""
         return self.checkpoints / "last.pt"
 
     @property
     def best(self) -> Path:
+        """The checkpoint with the best validation score."""
         return self.checkpoints / "best.pt"
 
     @property
     def metrics(self) -> Path:
+        """metrics.jsonl: one JSON record per epoch."""
         return self.root / "metrics.jsonl"
 
     @property
     def eval(self) -> Path:
+        """eval.json: what `vaelab eval` measured."""
         return self.root / "eval.json"
 
     @property
     def figures(self) -> Path:
+        """The figures' folder."""
         return self.root / "figures"
 
     @property
     def report(self) -> Path:
+        """report.html: the run's self-contained page."""
         return self.root / "report.html"
 
     def clear_outputs(self) -> None:

@@ -36,7 +36,11 @@ class RunNameError(VaelabError):
 
 
 def name_problem(name: str) -> str | None:
-    """Why `name` cannot be one run folder under the root (None when it can)."""
+    """Why `name` cannot be one run folder under the root (None when it can).
+
+    Args:
+        name: a run name from a request or a folder listing.
+    """
     if not name:
         return "it is empty"
     if "/" in name or "\\" in name:
@@ -51,7 +55,12 @@ def name_problem(name: str) -> str | None:
 
 
 def shown(name: str, limit: int = 80) -> str:
-    """`name` quoted for a one-line message (control characters and undecodable bytes escaped)."""
+    """`name` quoted for a one-line message (control characters and undecodable bytes escaped).
+
+    Args:
+        name: a run name.
+        limit: the most characters shown (longer names end in "...").
+    """
     text = repr(name)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -88,6 +97,7 @@ class LoadedRun:
 
     @property
     def device(self) -> torch.device:
+        """Where the model lives."""
         return _device(self.model)
 
     @property
@@ -191,7 +201,12 @@ class Catalog:
         return ck is not None and _inside(folder, self.root) and _inside(ck, self.root)
 
     def path(self, name: str) -> Path:
-        """The folder of run `name`, after checking the name cannot leave the root."""
+        """The folder of run `name`, after checking the name cannot leave the root: RunNameError for a name that
+        can never be valid, UnknownRun for one that is not served.
+
+        Args:
+            name: the run's name from a request.
+        """
         if not isinstance(name, str):
             raise RunNameError(f"invalid run name {name!r}: a run is named by one folder name")
         if self.single and name == self.root.name:
@@ -209,7 +224,11 @@ class Catalog:
     def info(self, name: str) -> dict[str, Any]:
         """What /api/runs says of a run: what its model was trained with (the checkpoint's own config, not
         the editable config.json) and what the explorer can do with it (the model is loaded for that, not its
-        data); a run that fails to load, for whatever reason, carries a one-line `error` instead."""
+        data); a run that fails to load, for whatever reason, carries a one-line `error` instead.
+
+        Args:
+            name: a served run's name.
+        """
         entry: dict[str, Any] = {"name": name}
         try:
             run = self.get(name)
@@ -228,7 +247,11 @@ class Catalog:
         return entry
 
     def get(self, name: str) -> LoadedRun:
-        """The loaded run `name` (loaded on first use, then cached for the life of the server)."""
+        """The loaded run `name` (loaded on first use, then cached for the life of the server).
+
+        Args:
+            name: the run's name from a request.
+        """
         folder = self.path(name)
         cached = self._loaded.get(name)
         if cached is not None:
@@ -239,7 +262,12 @@ class Catalog:
             return self._loaded[name]
 
     def latents(self, name: str) -> LoadedRun:
-        """The loaded run `name` with its test codes (computed on first use, then cached)."""
+        """The loaded run `name` with its test codes (computed on first use, then cached); Unsupported for a
+        model that cannot encode.
+
+        Args:
+            name: the run's name from a request.
+        """
         run = self.get(name)
         run.view.require("latents")
         if not run.codes_ready:
@@ -297,13 +325,22 @@ class Catalog:
 
 
 def skipped_text(skipped: list[tuple[str, str]], most: int = 5) -> str:
-    """Skipped folders and why, on one line (for the command's output and errors)."""
+    """Skipped folders and why, on one line (for the command's output and errors).
+
+    Args:
+        skipped: (folder name, reason) pairs from `Catalog.scan`.
+        most: name at most this many, then count the rest.
+    """
     parts = [f"{shown(name)} ({why})" for name, why in skipped[:most]]
     return ", ".join(parts) + (f" and {len(skipped) - most} more" if len(skipped) > most else "")
 
 
 def skipped_json(skipped: list[tuple[str, str]]) -> list[dict[str, str]]:
-    """Skipped folders and why, for /api/runs (a name that is not UTF-8 is given escaped)."""
+    """Skipped folders and why, for /api/runs (a name that is not UTF-8 is given escaped).
+
+    Args:
+        skipped: (folder name, reason) pairs from `Catalog.scan`.
+    """
     return [{"name": name if _utf8(name) else shown(name), "reason": why} for name, why in skipped]
 
 
@@ -312,7 +349,13 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def plane_summary(z: torch.Tensor | None, latent_dim: int) -> dict[str, Any]:
-    """Mean, spread and the top two principal directions of the codes (what the pad needs when D > 2)."""
+    """Mean, spread and the top two principal directions of the codes (what the pad needs when D > 2); the
+    standard axes at unit scale when there are fewer than two codes.
+
+    Args:
+        z: the run's test codes [N, D], or None.
+        latent_dim: D.
+    """
     if z is None or len(z) < 2:
         eye = torch.eye(latent_dim)[: min(2, latent_dim)]
         return {

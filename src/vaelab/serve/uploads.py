@@ -144,13 +144,24 @@ def _flatten_alpha(im: Image.Image) -> Image.Image:
 
 
 def model_input(images: torch.Tensor, binarize: str, seed: int, device: torch.device) -> torch.Tensor:
-    """uint8 [N, C, H, W] as the model's float input, prepared exactly as the run's test split was."""
+    """uint8 [N, C, H, W] as the model's float input, prepared exactly as the run's test split was.
+
+    Args:
+        images: the pictures, uint8 [N, C, H, W].
+        binarize: the run's binarization (none, static or dynamic).
+        seed: the seed of a binarizing draw (the run's test seed).
+        device: where the model lives.
+    """
     prepared = prepare(ImageSet(images, None, "upload"), binarize, device, seed, train=False)
     return prepared.batch(slice(0, len(images)))
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
-    """One image [C, H, W] with values in [0, 1] as PNG bytes (grey or RGB)."""
+    """One image [C, H, W] with values in [0, 1] as PNG bytes (grey or RGB).
+
+    Args:
+        image: the picture, values clamped to [0, 1].
+    """
     arr = (image.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8).numpy()
     pic = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))
     buf = io.BytesIO()
@@ -159,5 +170,9 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 
 def data_uri(png: bytes) -> str:
-    """PNG bytes as a data: URI, for images inside JSON answers."""
+    """PNG bytes as a data: URI, for images inside JSON answers.
+
+    Args:
+        png: the PNG file's bytes.
+    """
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
