@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
@@ -76,8 +76,8 @@ def _unused_objective_settings(names: tuple[str, ...], why: str) -> Callable[[Co
     """A check refusing objective settings, changed from their defaults, that the model would ignore."""
 
     def check(cfg: Config) -> None:
-        o, d = cfg.objective, ObjectiveConfig()
-        changed = [f"objective.{n}" for n in names if getattr(o, n) != getattr(d, n)]
+        o, d = asdict(cfg.objective), asdict(ObjectiveConfig())
+        changed = [f"objective.{n}" for n in names if o[n] != d[n]]
         if changed:
             raise ConfigError(f"model '{cfg.model.name}' {why}: {', '.join(changed)} do not apply to it")
 
