@@ -117,11 +117,19 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Rebuild from `to_dict` output; unknown keys are an error."""
+        """Rebuild from `to_dict` output; unknown keys are an error.
+
+        Args:
+            d: nested sections of settings, as `to_dict` writes them.
+        """
         return apply_overrides(cls(), _flatten(d))
 
     def replace(self, **flat: Any) -> Config:
-        """A copy with dotted keys replaced, e.g. `cfg.replace(**{"train.lr": 1e-4})`."""
+        """A copy with dotted keys replaced, e.g. `cfg.replace(**{"train.lr": 1e-4})`.
+
+        Args:
+            flat: dotted key -> value (strings are converted to the field's type).
+        """
         return apply_overrides(self, flat)
 
 
@@ -232,7 +240,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def apply_overrides(cfg: Config, flat: dict[str, Any]) -> Config:
-    """Apply dotted-key overrides (`{"train.lr": "3e-4"}`), converting strings to each field's type."""
+    """Apply dotted-key overrides (`{"train.lr": "3e-4"}`), converting strings to each field's type.
+
+    Args:
+        cfg: the config to start from.
+        flat: dotted key -> value; an unknown key or a value of the wrong type is a ConfigError.
+    """
     parts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     changes: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
@@ -249,7 +262,11 @@ def apply_overrides(cfg: Config, flat: dict[str, Any]) -> Config:
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
-    """`["train.lr=3e-4", ...]` -> `{"train.lr": "3e-4"}`; a ConfigError for items without '='."""
+    """`["train.lr=3e-4", ...]` -> `{"train.lr": "3e-4"}`; a ConfigError for items without '='.
+
+    Args:
+        items: the --set values.
+    """
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -260,7 +277,11 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a flat dotted-key dict."""
+    """Read a YAML or JSON config file into a flat dotted-key dict.
+
+    Args:
+        path: the file (sections data, model, objective, train).
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -283,7 +304,13 @@ def build_config(
     overrides: dict[str, Any] | None = None,
     base: Config | None = None,
 ) -> Config:
-    """Defaults (`base`, e.g. a model's own defaults), then the file, then the overrides (in that order)."""
+    """Defaults (`base`, e.g. a model's own defaults), then the file, then the overrides (in that order).
+
+    Args:
+        file: a YAML or JSON config file, or None.
+        overrides: dotted key -> value, applied last.
+        base: the config to start from (default: Config()).
+    """
     cfg = base if base is not None else Config()
     if file is not None:
         cfg = apply_overrides(cfg, load_config_file(file))

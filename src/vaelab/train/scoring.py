@@ -82,4 +82,12 @@ class ObjectiveModule(nn.Module):
     def forward(
         self, x: torch.Tensor, beta: float, generator: torch.Generator | None, labels: dict | None = None
     ) -> Step:
+        """The objective's step on a batch.
+
+        Args:
+            x: the batch.
+            beta: the KL weight of this step.
+            generator: the noise generator.
+            labels: `{"y": labels}` for a model that needs them.
+        """
         return self.objective(self.model, x, self.cfg, beta, generator, **(labels or {}))
