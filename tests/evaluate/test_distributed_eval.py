@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-import vaelab.evaluate.blocks as blocks_module
 from vaelab.cli import main
+from vaelab.evaluate import blocks as blocks_module
 from vaelab.evaluate.blocks import MIN_BLOCKS, block_seed, blocks, min_block_size, my_blocks
 from vaelab.evaluate.loglik import importance_sampling
 from vaelab.train import distributed, train

@@ -93,8 +93,8 @@ def test_bad_settings_and_models(ppca):
 
 def test_evaluate_refuses_a_bare_tensor_for_data(ppca):
     """A tensor has no image shape apart from its batch: bits/dim came out 40x too small before this check."""
-    import vaelab
+    from vaelab.evaluate import evaluate
 
     m, x = ppca
     with pytest.raises(ConfigError, match="must be a Prepared split .* not Tensor"):
-        vaelab.evaluate(m, x, importance=2)
+        evaluate(m, x, importance=2)

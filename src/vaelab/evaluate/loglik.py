@@ -2,16 +2,17 @@
 
 log p(x) = log E_q[p(x, z) / q(z|x)] is estimated by log (1/K) sum_k w_k with z_k ~ q(z|x) (Burda et al. 2016
 call the same number the IWAE bound; it is a stochastic lower bound that tightens as K grows). The K proposals
-are drawn in chunks and combined by a streaming log-sum-exp, so memory stays bounded whatever K is. Every
-model with `log_importance_weights` can be evaluated this way; a conditional model (`conditional = True`)
-is given each image's label and estimates log p(x|y).
+are drawn in chunks and combined by a streaming log-sum-exp, so memory stays bounded whatever K is; other
+per-image summaries of the weights (the PSIS k-hat) stream through the same pass as `reductions`. Every
+model with `log_importance_weights` can be evaluated this way; a conditional model is given each image's
+label and estimates log p(x|y).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -20,23 +21,25 @@ from tqdm import tqdm
 
 from vaelab.data import Prepared
 from vaelab.device import keep_freed_memory
+from vaelab.distributions.logmath import log_mean_exp
 from vaelab.errors import ConfigError, DataError, VaelabError
 from vaelab.evaluate.blocks import block_generator, blocks, min_block_size, my_blocks, run_blocks
+from vaelab.evaluate.estimators import WeightReduction, bits_per_dim, mean_and_stderr, require
+from vaelab.models.protocol import capabilities
 from vaelab.train import distributed
 
+__all__ = [
+    "DEFAULT_CURVE",
+    "ImportanceResult",
+    "batches_of",
+    "bits_per_dim",
+    "importance_sampling",
+    "mean_and_stderr",
+    "require_protocol",
+    "split_labels",
+]
+
 DEFAULT_CURVE = (1, 5, 50, 500, 5000)
-
-
-def bits_per_dim(nll: float, dims: int) -> float:
-    """Negative log-likelihood in nats per image as bits per dimension."""
-    return nll / (dims * math.log(2))
-
-
-def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
-    """Mean over data and its standard error (sample std / sqrt(N))."""
-    v = values.double()
-    se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se
 
 
 def batches_of(
@@ -50,35 +53,35 @@ def batches_of(
 
 
 def require_protocol(model: nn.Module, *names: str, what: str) -> None:
-    """A clear error when a model lacks what an estimator needs (e.g. the autoencoder has no likelihood)."""
-    missing = [n for n in names if not hasattr(model, n)]
-    if missing:
-        why = (
-            ""
-            if hasattr(model, "log_importance_weights")
-            else " (a deterministic autoencoder defines no p(x))"
-        )
-        raise VaelabError(
-            f"{what} does not apply to {type(model).__name__}: it has no {', '.join(missing)}{why}"
-        )
-    if "decode" in names and hasattr(model, "num_classes"):
-        raise VaelabError(
-            f"{what} does not apply to {type(model).__name__}: its decoder p(x|y,z) also takes a label"
-        )
+    """A clear error when a model lacks what an estimator needs (e.g. the autoencoder has no likelihood).
+
+    Args:
+        model: the model.
+        *names: what is needed: log_importance_weights, prior, encode, decode.
+        what: the estimator, as the message names it.
+    """
+    require(model, capabilities(model), *names, what=what)
 
 
 def split_labels(
     model: nn.Module, data: Prepared | torch.Tensor, labels: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """The labels a conditional model is evaluated with (given, or the split's own); None for other models."""
-    if not getattr(model, "conditional", False):
+    """The labels a conditional model is evaluated with (given, or the split's own); None for other models.
+
+    Args:
+        model: the model.
+        data: the split (its labels are the default) or a tensor of images.
+        labels: labels given by the caller, or None.
+    """
+    if not capabilities(model).conditional:
         return None
     if labels is None and isinstance(data, Prepared):
         labels = data.labels
     if labels is None:
+        name = data.name if isinstance(data, Prepared) else ""
         raise DataError(
             f"{type(model).__name__} is conditional: log p(x|y) needs the label of every image, and "
-            f"{getattr(data, 'name', '') or 'the data'} has none"
+            f"{name or 'the data'} has none"
         )
     return labels
 
@@ -107,7 +110,7 @@ class _GroupMeans:
                 self.part.fill_(-math.inf)
         full = (c - i) // k
         if full:
-            g = lw[i : i + full * k].view(full, k, -1).logsumexp(1) - math.log(k)
+            g = log_mean_exp(lw[i : i + full * k].view(full, k, -1), dim=1)
             self.total += g.sum(0)
             self.groups += full
             i += full * k
@@ -121,15 +124,27 @@ class _GroupMeans:
 
 @dataclass
 class ImportanceResult:
-    """Per-datum log p(x) estimates with their diagnostics, and the IWAE_k curve from the same draws."""
+    """Per-datum log p(x) estimates with their diagnostics, and the IWAE_k curve from the same draws.
+
+    Args:
+        num_samples: K.
+        log_px: [N] per-datum estimates.
+        ess: [N] effective sample size (sum w)^2 / sum w^2 of each datum's K weights.
+        elbo: [N] mean log-weight: the ELBO estimate from the same draws.
+        curve: k -> [N] IWAE_k estimates.
+        seconds: wall time.
+        dims: dimensions of one image.
+        reduced: name -> [N] values of the `reductions` asked for (e.g. "psis": k-hat).
+    """
 
     num_samples: int
-    log_px: torch.Tensor  # [N] per-datum estimates
-    ess: torch.Tensor  # [N] effective sample size (sum w)^2 / sum w^2 of each datum's K weights
-    elbo: torch.Tensor  # [N] mean log-weight: the ELBO estimate from the same draws
-    curve: dict[int, torch.Tensor] = field(default_factory=dict)  # k -> [N] IWAE_k estimates
+    log_px: torch.Tensor
+    ess: torch.Tensor
+    elbo: torch.Tensor
+    curve: dict[int, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     dims: int = 1
+    reduced: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """The JSON-able summary that `vaelab eval` writes under "importance"."""
@@ -154,6 +169,9 @@ class ImportanceResult:
         }
 
 
+Reduction = Callable[[int, int, torch.device], WeightReduction]
+
+
 @torch.inference_mode()
 def importance_sampling(
     model: nn.Module,
@@ -168,20 +186,36 @@ def importance_sampling(
     progress: bool = False,
     labels: torch.Tensor | None = None,
     seed: int | None = None,
+    reductions: Mapping[str, Reduction] | None = None,
 ) -> ImportanceResult:
     """Estimate log p(x) for every datum with K = `num_samples` proposals from q(z|x), in bounded memory.
 
     `chunk` proposals are drawn at a time for a block of `batch_size` data (default: as many as keep
-    chunk * batch * the model's `importance_cost` (decoder passes per proposal) under `max_elements`; a few
-    thousand rows per decoder call keep the work in cache, which measured twice as fast as 100,000). The
-    IWAE_k curve is estimated for each k in `curve` with k <= K by averaging over the K / k disjoint groups
-    of the same draws. A conditional model gets `labels` (default: the split's own) and the estimate is of
-    log p(x|y).
+    chunk * batch * the model's `importance_cost` (decoder passes per proposal) under `max_elements`: a few
+    thousand rows per decoder call keep the work in cache). The IWAE_k curve is estimated for each k in
+    `curve` with k <= K by averaging over the K / k disjoint groups of the same draws.
 
     Randomness: with `seed`, every block of data draws from its own generator seeded by (seed, block), and
     the blocks are shared among the ranks of a running process group (`vaelab.evaluate.blocks`): the
     per-datum estimates are the same in one process or several. Otherwise `generator` draws for all blocks
     in turn, in this process.
+
+    Args:
+        model: a model with `log_importance_weights`.
+        data: a prepared split (its fixed draw) or a float tensor of images [N, C, H, W].
+        num_samples: K, proposals per datum (>= 1).
+        generator: draws for every block in turn (without `seed`).
+        batch_size: data per block (default: from `max_elements`).
+        chunk: proposals drawn at a time.
+        curve: the k of the IWAE_k curve (those <= K).
+        limit: only the first `limit` data.
+        max_elements: chunk * batch * importance_cost at most, per decoder call.
+        progress: draw a progress bar (rank 0).
+        labels: a conditional model's labels (default: the split's own); the estimate is then of log p(x|y).
+        seed: seed of the per-block generators (instead of `generator`).
+        reductions: name -> `factory(num_samples, batch, device)` of a per-datum summary of the log-weights
+            (`add(lw [c, B])` per chunk, `value() -> [B]`), streamed through the same pass; the values are in
+            the result's `reduced`.
     """
     require_protocol(model, "log_importance_weights", what="importance sampling")
     keep_freed_memory()
@@ -189,7 +223,8 @@ def importance_sampling(
         raise ConfigError(f"the number of importance samples K must be >= 1, got {num_samples}")
     if seed is not None and generator is not None:
         raise ConfigError("importance_sampling takes a generator or a seed, not both")
-    cost = max(1, int(getattr(model, "importance_cost", 1)))
+    reductions = dict(reductions or {})
+    cost = capabilities(model).importance_cost
     chunk = max(1, min(chunk, num_samples, max(1, max_elements // cost)))
     if batch_size is None:
         batch_size = max(1, max_elements // (chunk * cost))
@@ -222,6 +257,7 @@ def importance_sampling(
         lse2 = lse.clone()
         total = torch.zeros(b, dtype=torch.float64, device=x.device)
         groups = {k: _GroupMeans(k, b, x.device) for k in ks}
+        reducers = {name: make(num_samples, b, x.device) for name, make in reductions.items()}
         done = 0
         while done < num_samples:
             c = min(chunk, num_samples - done)
@@ -229,8 +265,8 @@ def importance_sampling(
             lse = torch.logaddexp(lse, lw.logsumexp(0))
             lse2 = torch.logaddexp(lse2, (2 * lw).logsumexp(0))
             total += lw.sum(0)
-            for gm in groups.values():
-                gm.add(lw)
+            for acc in (*groups.values(), *reducers.values()):
+                acc.add(lw)
             done += c
             bar.update(c * b)
         out = {
@@ -239,9 +275,10 @@ def importance_sampling(
             "elbo": total / num_samples,
         }
         out.update({f"curve_{k}": gm.value() for k, gm in groups.items()})
+        out.update({f"reduced_{name}": r.value() for name, r in reducers.items()})
         return out
 
-    keys = ("log_px", "ess", "elbo", *(f"curve_{k}" for k in ks))
+    keys = ("log_px", "ess", "elbo", *(f"curve_{k}" for k in ks), *(f"reduced_{r}" for r in reductions))
     if seed is None:
         got = [one_block(i, sl) for i, sl in mine]
         cat = {
@@ -262,4 +299,5 @@ def importance_sampling(
         curve={k: cat[f"curve_{k}"] for k in ks},
         seconds=time.perf_counter() - start,
         dims=int(torch.Size(data.shape if isinstance(data, Prepared) else data.shape[1:]).numel()),
+        reduced={name: cat[f"reduced_{name}"] for name in reductions},
     )
