@@ -163,12 +163,12 @@ def test_figures_that_do_not_apply_are_refused(runs, capsys, one_line_error):
 def test_estimators_that_do_not_apply_are_refused_before_importance_sampling(
     run, flag, needle, runs, capsys, one_line_error, monkeypatch
 ):
-    import vaelab.evaluate as ev
+    from vaelab.evaluate import importance as ev
 
     def never(*_a, **_k):
         raise AssertionError("importance sampling ran before the refusal")
 
-    monkeypatch.setattr(ev, "_importance_parts", never)
+    monkeypatch.setattr(ev, "importance_sampling", never)
     args = [flag] if flag == "--decomposition" else [flag, "5"]
     code = main(["eval", str(runs / run), "--importance", "2", *args, "--limit", "4", "--quiet"])
     one_line_error(capsys, code, needle)
