@@ -127,3 +127,29 @@ def test_missing_checkpoint_and_wrong_shape(runs, tmp_path, capsys, one_line_err
         main(["eval", str(tmp_path / "moved.pt"), "--quiet"]),
         "mnist-5k images are (1, 28, 28), the model was built for (1, 8, 8)",
     )
+
+
+def test_the_printed_table_is_made_from_the_estimates():
+    """A row per estimate of log p(x) (its registration's label and settings column, bits/dim from the image
+    size), then each estimator's lines."""
+    from vaelab.commands.eval import format_table
+    from vaelab.evaluate import Estimate, Evaluation
+
+    psis = {"k_hat_mean": 0.25, "k_hat_max": 0.75, "share_above_threshold": 0.25}
+    ev = Evaluation(
+        {"split": "test", "seed": 0},
+        {
+            "exact": Estimate("exact", "m", log_px=-10.0, stderr=0.5, n=4, seconds=1.0),
+            "psis": Estimate("psis", "m", n=4, extras=psis),
+        },
+        dims=64,
+        seconds=2.0,
+    )
+    assert format_table(ev).splitlines() == [
+        "model: ? test split, 4 images, seed 0",
+        "estimate                 log p(x)   stderr        NLL bits/dim   settings (nats per image)",
+        "exact (chain rule)         -10.00     0.50      10.00   0.2254   no sampling",
+        "PSIS k-hat of the IS weights (Vehtari et al.): mean 0.25, max 0.75; 25.0% of 4 images above 0.7 "
+        "(their IS log p(x) is not to be trusted)",
+        "time 2.0 s",
+    ]

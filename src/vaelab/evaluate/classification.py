@@ -16,6 +16,7 @@ from torch import nn
 
 from vaelab.data import Prepared
 from vaelab.errors import DataError, VaelabError
+from vaelab.evaluate import importance
 from vaelab.evaluate.estimators import Context, Estimate, register_estimator
 from vaelab.models.protocol import capabilities
 
@@ -67,7 +68,7 @@ def _notes(est: Estimate, _meta: Mapping[str, Any]) -> list[str]:
 
 @register_estimator(
     "classification",
-    applies=lambda caps, settings: caps.classifier,
+    applies=lambda caps, settings: caps.classifier and importance.applies(caps, settings),
     needs=("importance",),
     every_rank=False,
     notes=_notes,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vaelab.evaluate import importance
 from vaelab.evaluate.estimators import (
     Context,
     Estimate,
@@ -38,7 +39,7 @@ def _row(est: Estimate) -> str:
 
 @register_estimator(
     "elbo",
-    applies=lambda caps, settings: True,
+    applies=importance.applies,
     needs=("importance",),
     label="ELBO",
     row=_row,

@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaelab.evaluate import importance
 from vaelab.evaluate.estimators import Context, Estimate, register_estimator
+from vaelab.evaluate.settings import EvalSettings
+from vaelab.models.protocol import Capabilities
 
 THRESHOLD = 0.7
 MIN_SAMPLES = 21
@@ -113,6 +116,16 @@ def summarize(k: torch.Tensor, num_samples: int) -> dict[str, Any]:
     }
 
 
+def applies(caps: Capabilities, settings: EvalSettings) -> bool:
+    """With importance sampling, when K leaves a tail to fit.
+
+    Args:
+        caps: the model's capabilities.
+        settings: the evaluation's settings.
+    """
+    return importance.applies(caps, settings) and settings.importance >= MIN_SAMPLES
+
+
 def _notes(est: Estimate, _meta: Mapping[str, Any]) -> list[str]:
     x = est.extras
     return [
@@ -124,7 +137,7 @@ def _notes(est: Estimate, _meta: Mapping[str, Any]) -> list[str]:
 
 @register_estimator(
     "psis",
-    applies=lambda caps, settings: settings.importance >= MIN_SAMPLES,
+    applies=applies,
     needs=("importance",),
     weights=ParetoTail,
     notes=_notes,

@@ -73,7 +73,12 @@ def _row(name: str, part: dict[str, Any], log_px_key: str, detail: str, pixels: 
 
 
 def estimator_table(ev: dict[str, Any], pixels: int) -> str:
-    """One row per estimator present: ELBO, importance sampling, AIS, and the BDMC sandwich."""
+    """One row per estimator present: ELBO, importance sampling, AIS, the BDMC sandwich and the PSIS k-hat.
+
+    Args:
+        ev: eval.json as a dict.
+        pixels: dimensions of one image (for bits/dim when eval.json has none).
+    """
     rows = []
     elbo, imp, ais, bdmc = (_part(ev, k) for k in ("elbo", "importance", "ais", "bdmc"))
     if elbo:
@@ -98,6 +103,17 @@ def estimator_table(ev: dict[str, Any], pixels: int) -> str:
             f"<td>gap {fmt(bdmc.get('gap'), 3)} ± {fmt(bdmc.get('gap_stderr'), 3)} nats "
             f"(the AIS error bound on simulated data)</td></tr>"
         )
+    psis = _part(ev, "psis")
+    if psis:
+        share = num(psis.get("share_above_threshold"))
+        rows.append(
+            f"<tr><th>PSIS k̂ of the IS weights</th>"
+            f"<td colspan=4>{fmt(None if share is None else 100 * share, 1)}% of images above "
+            f"{fmt(psis.get('threshold'), 1)}</td>"
+            f"<td>k̂ mean {fmt(psis.get('k_hat_mean'))}, max {fmt(psis.get('k_hat_max'))}, "
+            f"K = {fmt(psis.get('num_samples'))} (Vehtari et al.: above 0.7 an image's IS log p(x) "
+            f"is not to be trusted)</td></tr>"
+        )
     if not rows:
         return ""
     head = (
@@ -119,7 +135,7 @@ META_KEYS = (
     "checkpoint",
 )
 KNOWN_KEYS = frozenset(
-    (*META_KEYS, "run", "model", "data", "elbo", "importance", "ais", "bdmc", "decomposition")
+    (*META_KEYS, "run", "model", "data", "elbo", "importance", "psis", "ais", "bdmc", "decomposition")
 )
 
 
