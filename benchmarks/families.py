@@ -188,7 +188,7 @@ def train_for_budget(cfg, out: Path, budget_s: float, max_epochs: int) -> dict[s
 
 def evaluate_run(name: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
     """NLL with the estimator that applies, and sample quality, through `vaelab.evaluate`."""
-    from vaelab import evaluate as ev
+    from vaelab.evaluate import evaluate
 
     q = QUICK if a.quick else {}
     images = q.get("eval_images", a.eval_images)
@@ -198,7 +198,7 @@ def evaluate_run(name: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
         kw["limit"] = q.get("ais_images", a.ais_images)
     else:
         kw["importance"] = q.get("importance", a.importance)
-    r = ev.evaluate(out, **kw)
+    r = evaluate(out, **kw)
     row: dict[str, Any] = {"eval_seconds": r["seconds"]}
     if "exact" in r:
         e = r["exact"]
@@ -234,8 +234,8 @@ def gan_bernoulli_ais(out: Path, kw: dict[str, Any]) -> dict[str, Any]:
     is in the units of the other rows (the observation model has no parameters, so no retraining)."""
     import dataclasses
 
-    from vaelab import evaluate as ev
     from vaelab.data import prepare_split
+    from vaelab.evaluate import evaluate
     from vaelab.models.registry import build_model
     from vaelab.train.checkpoint import config_of, read_checkpoint, resolve_checkpoint
 
@@ -245,7 +245,7 @@ def gan_bernoulli_ais(out: Path, kw: dict[str, Any]) -> dict[str, Any]:
     model.load_state_dict(ck["model"])
     test = prepare_split(cfg.data, "test")
     opts = {k: kw[k] for k in ("ais", "chains", "leapfrog", "limit", "seed")}
-    s = ev.evaluate(model, test, **opts)["ais"]
+    s = evaluate(model, test, **opts)["ais"]
     return {
         "value": s["nll"],
         "stderr": s["stderr"],

@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
+    from vaelab.plugins import load_plugins
+
+    load_plugins(args.plugin)  # the ranks of --nproc call run() without cli.main
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_assignments(args.set))
     if args.quiet:
