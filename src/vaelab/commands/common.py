@@ -29,7 +29,12 @@ class OpenRun:
     epoch: int | None = None  # the checkpoint's epoch
 
     def split(self, name: str = "test", data_dir: str | None = None) -> Prepared:
-        """A split of the run's data on the model's device, drawn as the trainer evaluated it."""
+        """A split of the run's data on the model's device, drawn as the trainer evaluated it.
+
+        Args:
+            name: test, valid or train.
+            data_dir: where the data set lives, if not where it was.
+        """
         cfg = self.config.data
         if data_dir is not None:
             cfg = self.config.replace(**{"data.data_dir": data_dir}).data
@@ -41,7 +46,13 @@ class OpenRun:
 
 
 def open_run(path: str, device: str = "cpu", which: str = "best") -> OpenRun:
-    """Load a run folder (or checkpoint file) for use by a command."""
+    """Load a run folder (or checkpoint file) for use by a command.
+
+    Args:
+        path: a run folder or a checkpoint file.
+        device: cpu, cuda, cuda:N or auto.
+        which: best or last, the checkpoint of a run folder.
+    """
     ckpt_path = resolve_checkpoint(path, which)
     ck = read_checkpoint(ckpt_path)
     model = model_from_checkpoint(ck, ckpt_path).to(resolve_device(device)).eval()
@@ -51,7 +62,11 @@ def open_run(path: str, device: str = "cpu", which: str = "best") -> OpenRun:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """RUN positional plus --device, --checkpoint and --data-dir."""
+    """The shared run options of the commands that read a run: RUN plus --device, --checkpoint and --data-dir.
+
+    Args:
+        p: the command's parser.
+    """
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
@@ -61,7 +76,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+    """argparse type: an integer >= 1.
+
+    Args:
+        text: the flag's value as typed.
+    """
     try:
         v = int(text)
     except ValueError:
@@ -72,12 +91,21 @@ def positive_int(text: str) -> int:
 
 
 def done(*paths: Path | str) -> None:
-    """Every command ends by printing where its outputs are."""
+    """Every command ends by printing where its outputs are.
+
+    Args:
+        *paths: the files written.
+    """
     for p in paths:
         print(f"wrote {p}")
 
 
 def require(cond: bool, message: str) -> None:
-    """Raise a one-line user error unless `cond`."""
+    """Raise a one-line user error unless `cond`.
+
+    Args:
+        cond: what must hold.
+        message: the error's line.
+    """
     if not cond:
         raise VaelabError(message)

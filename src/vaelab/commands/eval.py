@@ -75,6 +75,11 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vaelab eval`: evaluate, print the table, write eval.json (or start --nproc ranks that do).
+
+    Args:
+        args: the parsed command line.
+    """
     given = vars(args)
     nproc, threads = given.get("nproc"), given.get("threads")
     if threads is not None and threads < 1:
@@ -110,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab eval` to the command line: the shared run options, one flag per EvalSettings field, and
+    --out, --nproc and --threads.
+
+    Args:
+        sub: the subcommands of `vaelab`.
+    """
     p = sub.add_parser(
         "eval",
         help="ELBO, importance sampling (or exact log p(x)), AIS, BDMC, decomposition, sample quality -> RUN/eval.json",

@@ -26,8 +26,13 @@ def blocks(n: int, size: int, min_blocks: int = MIN_BLOCKS, min_size: int = 1) -
     """Contiguous blocks covering range(n), at most `size` long (sizes differ by at most 1).
 
     There are at least min(min_blocks, n // min_size) of them, so that ranks can share the work without
-    cutting it into blocks of fewer than `min_size` data (AIS on 6 images at a time ran 40% slower per
-    image than on 30).
+    cutting it into blocks of fewer than `min_size` data (small decoder calls cost more per image).
+
+    Args:
+        n: how many data.
+        size: the most data in a block.
+        min_blocks: at least this many blocks, when there are data enough.
+        min_size: but no block of fewer data than this (when it can be helped).
     """
     if n <= 0:
         return []
@@ -42,23 +47,44 @@ def blocks(n: int, size: int, min_blocks: int = MIN_BLOCKS, min_size: int = 1) -
 
 
 def min_block_size(rows_per_datum: int) -> int:
-    """The fewest data per block that keep a decoder call at MIN_ROWS rows or more."""
+    """The fewest data per block that keep a decoder call at MIN_ROWS rows or more.
+
+    Args:
+        rows_per_datum: decoder rows each datum contributes (samples, chains + pilots, ...).
+    """
     return max(1, math.ceil(MIN_ROWS / max(1, rows_per_datum)))
 
 
 def block_seed(seed: int, stream: str, index: int) -> int:
-    """A 63-bit seed for block `index` of estimator `stream`, derived from the user's `seed`."""
+    """A 63-bit seed for block `index` of estimator `stream`, derived from the user's `seed`.
+
+    Args:
+        seed: the evaluation's seed.
+        stream: the estimator ("importance", "ais", ...).
+        index: the block.
+    """
     digest = hashlib.blake2b(f"vaelab/{seed}/{stream}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def block_generator(seed: int, stream: str, index: int, device: torch.device | str) -> torch.Generator:
-    """The generator of block `index` of estimator `stream` on `device`."""
+    """The generator of block `index` of estimator `stream` on `device`.
+
+    Args:
+        seed: the evaluation's seed.
+        stream: the estimator ("importance", "ais", ...).
+        index: the block.
+        device: where the generator draws.
+    """
     return torch.Generator(device=device).manual_seed(block_seed(seed, stream, index))
 
 
 def my_blocks(all_blocks: list[slice]) -> list[tuple[int, slice]]:
-    """This rank's contiguous share of `all_blocks`, each with its index (all of them outside a process group)."""
+    """This rank's contiguous share of `all_blocks`, each with its index (all of them outside a process group).
+
+    Args:
+        all_blocks: every block of the evaluation, in order.
+    """
     return list(enumerate(all_blocks))[distributed.shard(len(all_blocks))]
 
 
@@ -71,6 +97,12 @@ def run_blocks(
     """`fn(index, rows)` on this rank's blocks; each of `keys` (per-datum 1-D values) gathered in data order.
 
     Returns float64 CPU tensors covering every block, on every rank.
+
+    Args:
+        all_blocks: every block of the evaluation, in order.
+        fn: the work of one block, returning per-datum values by key.
+        keys: the keys of `fn`'s result to gather.
+        device: where the gather happens (the process group's device).
     """
     parts = [fn(i, rows) for i, rows in my_blocks(all_blocks)]
     out = {}

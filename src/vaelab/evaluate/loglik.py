@@ -45,7 +45,13 @@ DEFAULT_CURVE = (1, 5, 50, 500, 5000)
 def batches_of(
     data: Prepared | torch.Tensor, batch_size: int, limit: int | None = None
 ) -> Iterator[torch.Tensor]:
-    """Float batches of a prepared split (its fixed draw) or of a float tensor, up to `limit` items."""
+    """Float batches of a prepared split (its fixed draw) or of a float tensor, up to `limit` items.
+
+    Args:
+        data: a prepared split or a float tensor of images.
+        batch_size: items per batch.
+        limit: only the first `limit` items.
+    """
     n = len(data) if limit is None else min(limit, len(data))
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))

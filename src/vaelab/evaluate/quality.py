@@ -56,7 +56,14 @@ __all__ = [
 
 def frechet_from_moments(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
     """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Fréchet (2-Wasserstein squared) distance of two
-    Gaussians. Tr (S1 S2)^(1/2) is the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2)."""
+    Gaussians. Tr (S1 S2)^(1/2) is the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2).
+
+    Args:
+        mu1: the first Gaussian's mean [F].
+        s1: its covariance [F, F].
+        mu2: the second Gaussian's mean [F].
+        s2: its covariance [F, F].
+    """
     mu1, s1, mu2, s2 = (t.double() for t in (mu1, s1, mu2, s2))
     w, v = torch.linalg.eigh((s1 + s1.T) / 2)
     root = (v * w.clamp(min=0).sqrt()) @ v.T
