@@ -164,7 +164,8 @@ class Estimator:
             `weights(num_samples, batch, device) -> WeightReduction`; its values reach the IS result.
         label: the label of its row in the `vaelab eval` table (rows need a log_px).
         row: `row(est) -> str`: the settings column of its row.
-        notes: `notes(est, result) -> [line, ...]`: its lines under the rows (`result` is eval.json's dict).
+        notes: `notes(est, meta) -> [line, ...]`: its lines under the rows (`meta`: what was evaluated, e.g.
+            split, seed and the "likelihood" note of a model without one).
         to_json: `to_json(est, dims) -> dict` when its block is not `Estimate.to_json`'s.
         description: one line for listings.
     """

@@ -153,7 +153,7 @@ class EvalSettings:
         Args:
             **changes: setting name -> new value; an unknown name is a TypeError, as for a function.
         """
-        known = {f.name for f in fields(self)}
+        known = [f.name for f in fields(self)]
         for name in changes:
             if name not in known:
                 raise TypeError(f"unknown evaluation setting '{name}'; the settings are: {', '.join(known)}")
