@@ -161,8 +161,7 @@ MODELS: Registry[ModelSpec] = Registry(
             "conditional VAE: q(z|x,y), p(x|z,y), p(z) = N(0, I); needs labels (Sohn et al. 2015)",
             needs_labels=True,
             objectives=("iwae",),
-            # A small z leaves the class to y and keeps the style in z: with D = 20 on mnist-5k the decoder
-            # learned to read the class off z and many draws for one label showed other digits.
+            # A small z leaves the class to y and keeps the style in z (docs/benchmarks.md, notes from the code).
             defaults={"model.latent_dim": 2},
             check=_fully_labelled,
             extra_keys=("classes",),
