@@ -39,6 +39,17 @@ class DataConfig:
     download: bool = True
     labelled: int = 0  # semi-supervised: keep N training labels, balanced and seeded; the rest become -1
     labelled_share: float = 0.1  # ...and repeat the labelled images to about this share of each epoch
+    skip_bad: bool = False  # folder: sources: leave unreadable image files out (counted) instead of stopping
+
+    def __post_init__(self) -> None:
+        """A folder:PATH and a data_dir are stored absolute (~ expanded), so that a run's config names
+        the same folders from any working directory; an empty folder: path stays empty (the data layer
+        refuses it rather than read the current folder)."""
+        kind, sep, path = self.name.partition(":")
+        if sep and kind == "folder" and path.strip():
+            object.__setattr__(self, "name", f"folder:{os.path.abspath(os.path.expanduser(path))}")
+        if self.data_dir is not None and str(self.data_dir).strip():
+            object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(str(self.data_dir))))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import io
 import json
 import os
 import shutil
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from PIL import Image
 from vaelab.commands.common import open_run
 from vaelab.config import Config
 from vaelab.data.binarize import static_draw
+from vaelab.data.folder import read_image as read_folder_image
 from vaelab.distributions.sampling import sample
 from vaelab.errors import VaelabError
 from vaelab.serve import create_app
@@ -285,6 +288,51 @@ def test_encode_flattens_transparency_onto_white(client):
     files = {"file": ("t.png", png_of(rgba), "image/png")}
     seen = uri_array(client.post("/api/encode", data={"run": "grey3d"}, files=files).json()["input"])
     assert seen.min() == 255
+
+
+def test_a_transparent_upload_is_seen_as_the_folder_loader_reads_it(client, tmp_path):
+    # one rule for both (vaelab.data.pictures): what a model trained on is what its explorer shows it
+    rgba = np.zeros((8, 8, 4), np.uint8)  # transparent black, an opaque red square, a half-transparent column
+    rgba[2:6, 2:6] = (200, 30, 30, 255)
+    rgba[:, 7] = (0, 0, 0, 128)
+    png = png_of(rgba)
+    (tmp_path / "t.png").write_bytes(png)
+    trained = read_folder_image(tmp_path / "t.png", 8, 1)[0]
+    files = {"file": ("t.png", png, "image/png")}
+    seen = uri_array(client.post("/api/encode", data={"run": "grey3d"}, files=files).json()["input"])
+    np.testing.assert_array_equal(seen, trained)
+    assert seen[0, 0] == 255 and seen[3, 3] == 81 and seen[0, 7] == 127
+
+
+def test_a_phones_multi_picture_jpeg_is_a_jpeg(client):
+    # cameras and phones write MPO: a JPEG whose first picture is the photo (Pillow names the format MPO)
+    buf = io.BytesIO()
+    first, second = Image.new("L", (8, 8), 255), Image.new("L", (8, 8), 0)
+    first.convert("RGB").save(buf, format="MPO", save_all=True, append_images=[second.convert("RGB")])
+    files = {"file": ("photo.jpg", buf.getvalue(), "image/jpeg")}
+    r = client.post("/api/encode", data={"run": "grey3d"}, files=files)
+    assert r.status_code == 200, r.text
+    assert uri_array(r.json()["input"]).min() >= 250  # the first picture (white), not the second
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header claims width x height grey pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 100 and 400 megapixels: past Pillow's warning, its error
+def test_encode_answers_413_for_a_picture_past_pillows_own_pixel_guard(client, side):
+    files = {"file": ("big.png", header_only_png(side, side), "image/png")}
+    r = client.post("/api/encode", data={"run": "vae2d"}, files=files)
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == f"image of {side}x{side} pixels is over the limit of 25000000 pixels"
 
 
 def _gif() -> bytes:

@@ -48,10 +48,28 @@ class DataSplits:
 
 
 def load_source(cfg: DataConfig) -> Splits:
-    """The published train/test split of the source `cfg.name`."""
+    """The published train/test split of the source `cfg.name`; a named source refuses the folder-only
+    settings (image_size, channels, skip_bad) when they differ from their defaults, rather than ignore them.
+
+    Args:
+        cfg: the data settings (name, data_dir, download; image_size, channels and skip_bad for folder:).
+    """
     if cfg.name.startswith(FOLDER_PREFIX):
-        return load_folder(cfg.name[len(FOLDER_PREFIX) :], cfg.image_size, cfg.channels)
-    return get_source(cfg.name).load(cfg.data_dir, allow_download=cfg.download)
+        path = cfg.name[len(FOLDER_PREFIX) :]
+        return load_folder(path, cfg.image_size, cfg.channels, cfg.skip_bad, cfg.data_dir)
+    source = get_source(cfg.name)
+    default = DataConfig()
+    folder_only = (  # (what was asked, in the user's words; whether it differs from the default)
+        (f"--image-size {cfg.image_size} (data.image_size)", cfg.image_size != default.image_size),
+        (f"--channels {cfg.channels} (data.channels)", cfg.channels != default.channels),
+        ("data.skip_bad=true", cfg.skip_bad != default.skip_bad),
+    )
+    for asked, differs in folder_only:
+        if differs:
+            raise DataError(
+                f"{asked} applies to folder:PATH images only; {cfg.name} is read as published: leave it out"
+            )
+    return source.load(cfg.data_dir, allow_download=cfg.download)
 
 
 MAX_IMAGE_SIZE = 1024  # folder images are resized to a square this side at most: 1024^2 x 3 bytes a picture

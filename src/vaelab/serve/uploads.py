@@ -4,8 +4,9 @@ The body limit is an ASGI middleware: a declared Content-Length over the limit i
 before a byte of the body is read, and a body without one (chunked) is counted as it streams and cut
 off with 413 as soon as it passes the limit, so an oversize upload is never read whole. An uploaded
 image must be a PNG or JPEG (by its declared type and by its content), within a pixel budget checked
-from its header before it is decoded; it is then converted like the run's data (grey or RGB, centre
-crop to the model's aspect, bilinear resize) and, for a binarized run, binarized as the run's test
+from its header before it is decoded; it is then converted by the very function a `folder:` data set's
+images go through (`vaelab.data.pictures.read_picture`: transparency onto white, grey or RGB, centre crop
+to the model's aspect, bilinear resize) and, for a binarized run, binarized as the run's test
 split was evaluated: one Bernoulli draw with the run's test seed.
 """
 
@@ -14,16 +15,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from fastapi import HTTPException
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from vaelab.data import ImageSet, prepare
+from vaelab.data.pictures import OtherFormat, OverPixelLimit, UnreadableImage, read_picture
 from vaelab.serve.errors import BadRequest, NotAnImage, TooLarge
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -93,8 +93,10 @@ async def _plain(send: Send, status: int, detail: str) -> None:
 def read_image(
     data: bytes, content_type: str | None, shape: tuple[int, int, int], invert: bool, max_pixels: int
 ) -> torch.Tensor:
-    """An uploaded PNG/JPEG as uint8 [1, C, H, W] in the model's shape: NotAnImage (415), TooLarge (413) or
-    BadRequest (422, empty) when it is not one.
+    """An uploaded PNG/JPEG as uint8 [1, C, H, W] in the model's shape, converted by the very rule a
+    `folder:` data set's images are (`vaelab.data.pictures.read_picture`: transparency onto white, EXIF
+    rotation, 16-bit greys scaled, centre crop, bilinear resize): NotAnImage (415), TooLarge (413, also for a
+    header past Pillow's own decompression-bomb limit) or BadRequest (422, empty) when it is not one.
 
     Args:
         data: the uploaded bytes.
@@ -110,37 +112,18 @@ def read_image(
         raise BadRequest("the uploaded file is empty")
     c, h, w = shape
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                if im.format not in ("PNG", "JPEG"):
-                    raise NotAnImage(f"the file is {im.format}, not a PNG or JPEG image")
-                if im.width * im.height > max_pixels:
-                    raise TooLarge(
-                        f"image of {im.width}x{im.height} pixels is over the limit of {max_pixels} pixels"
-                    )
-                im.draft("L" if c == 1 else "RGB", (w, h))
-                im = ImageOps.exif_transpose(im)
-                im = _flatten_alpha(im).convert("L" if c == 1 else "RGB")
-                im = ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR)
-                if invert:
-                    im = ImageOps.invert(im)
-                arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise NotAnImage("the file is not a readable PNG or JPEG image") from None
-    except (OSError, ValueError, SyntaxError) as e:
+        arr = read_picture(data, c, h, w, max_pixels, formats=("PNG", "JPEG"))
+    except OverPixelLimit as e:
+        raise TooLarge(f"image of {e}") from None
+    except OtherFormat as e:
+        raise NotAnImage(f"{e}, not a PNG or JPEG image") from None
+    except UnreadableImage as e:
+        if not e.opened:
+            raise NotAnImage("the file is not a readable PNG or JPEG image") from None
         raise NotAnImage(f"the image could not be decoded ({e})") from None
-    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy())[None]
-
-
-def _flatten_alpha(im: Image.Image) -> Image.Image:
-    """Transparent pixels shown as on a white page (how a drawing with a transparent background looks)."""
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(page, rgba).convert("RGB")
-    return im
+    if invert:
+        arr = 255 - arr
+    return torch.from_numpy(arr)[None]
 
 
 def model_input(images: torch.Tensor, binarize: str, seed: int, device: torch.device) -> torch.Tensor:
