@@ -11,7 +11,7 @@ import scipy.io
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data import load_data
+from vaelab.data import load_data, load_source, prepare_split
 from vaelab.data.idx import write_idx
 from vaelab.data.sources import (
     FREY_FACE,
@@ -20,6 +20,7 @@ from vaelab.data.sources import (
     cache_dir,
     get_source,
     load_digits,
+    offline,
     parse_frey,
 )
 from vaelab.errors import DataError
@@ -244,3 +245,55 @@ def test_every_registered_source_searches_in_the_documented_order(name, tmp_path
     assert used() == explicit
     plant(explicit / name)
     assert used() == explicit / name
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ({"image_size": 32}, "--image-size 32 (data.image_size) applies to folder:PATH images only"),
+        ({"channels": 3}, "--channels 3 (data.channels) applies to folder:PATH images only"),
+        ({"skip_bad": True}, "data.skip_bad=true applies to folder:PATH images only"),
+    ],
+)
+def test_folder_only_settings_on_a_named_source_are_refused_not_ignored(setting, needle):
+    cfg = DataConfig(name="digits", **setting)
+    for load in (load_data, load_source, lambda c: prepare_split(c, "test")):
+        with pytest.raises(DataError) as e:
+            load(cfg)
+        assert str(e.value).startswith(needle) and "digits" in str(e.value)
+
+
+def test_the_defaults_of_folder_only_settings_do_not_trigger_the_refusal():
+    d = load_data(DataConfig(name="digits", image_size=64, channels=1))  # what every named run carries
+    assert d.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("value", "is_offline"),
+    [
+        *((v, True) for v in ("1", "true", "TRUE", "yes", "Yes", "on", " on ")),
+        *((v, False) for v in ("", "0", "false", "False", "no", "NO", "off", " ")),
+    ],
+)
+def test_vaelab_offline_reads_booleans_as_people_write_them(monkeypatch, value, is_offline):
+    monkeypatch.setenv("VAELAB_OFFLINE", value)
+    assert offline() is is_offline
+
+
+def test_vaelab_offline_unset_is_online_and_other_words_are_one_error(monkeypatch, tiny_mnist):
+    monkeypatch.delenv("VAELAB_OFFLINE")
+    assert offline() is False
+    monkeypatch.setenv("VAELAB_OFFLINE", "maybe")
+    with pytest.raises(DataError) as e:
+        offline()
+    assert str(e.value) == (
+        "VAELAB_OFFLINE='maybe': expected 1, true, yes or on (no downloads), or 0, false, no, off or empty "
+        "(downloads allowed)"
+    )
+    monkeypatch.setenv("VAELAB_OFFLINE", "false")  # online: the mirror is tried (and here refuses)
+    src = tiny_source(tiny_mnist, name="tiny-false", mirrors=("http://127.0.0.1:9/",))
+    with pytest.raises(DataError, match=r"download failed: http://127\.0\.0\.1:9/"):
+        src.load(None)
+    monkeypatch.setenv("VAELAB_OFFLINE", "on")
+    with pytest.raises(DataError, match=r"downloads are off \(\$VAELAB_OFFLINE\)"):
+        src.load(None)

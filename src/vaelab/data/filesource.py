@@ -27,9 +27,24 @@ def cache_dir() -> Path:
     return Path(base) / "vaelab"
 
 
+# $VAELAB_OFFLINE's words (any case, spaces ignored): True switches downloads off.
+OFFLINE_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("", "0", "false", "no", "off"), False),
+}
+
+
 def offline() -> bool:
-    """True when downloads are switched off ($VAELAB_OFFLINE=1)."""
-    return os.environ.get("VAELAB_OFFLINE", "") not in ("", "0")
+    """True when downloads are switched off: $VAELAB_OFFLINE is 1, true, yes or on (any case); unset, empty,
+    0, false, no or off leave them on; anything else is a DataError naming the value."""
+    raw = os.environ.get("VAELAB_OFFLINE", "")
+    word = raw.strip().lower()
+    if word not in OFFLINE_WORDS:
+        raise DataError(
+            f"VAELAB_OFFLINE={raw!r}: expected 1, true, yes or on (no downloads), or 0, false, no, off or "
+            "empty (downloads allowed)"
+        )
+    return OFFLINE_WORDS[word]
 
 
 @dataclass(frozen=True)
