@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from vaelab.config import Config, build_config, parse_assignments
+from vaelab.config import RANGES, Config, build_config, check_numbers, parse_assignments
 from vaelab.errors import ConfigError
 
 
@@ -90,3 +91,94 @@ def test_the_top_level_api_works_after_a_bare_import_vaelab():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
+
+
+def _float_keys() -> list[str]:
+    """Every float setting of Config, as a dotted key (from the dataclasses, so a new one is covered)."""
+    import typing
+
+    return [
+        f"{section}.{name}"
+        for section, part in typing.get_type_hints(Config).items()
+        for name, tp in typing.get_type_hints(part).items()
+        if tp is float
+    ]
+
+
+def test_every_float_setting_is_covered():
+    assert {"train.lr", "train.dist_timeout", "model.gaussian_sigma", "data.valid_fraction"} <= set(
+        _float_keys()
+    )
+    assert len(_float_keys()) >= 16
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_non_finite_number_is_refused_naming_its_key(key, value):
+    """train.lr=inf was accepted (then diverged) while lr=nan was refused: every float is checked up front."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be a finite number, got {value}$"):
+        check_numbers(Config().replace(**{key: value}))
+
+
+def test_a_non_finite_number_in_model_extra_is_refused_by_its_key():
+    cfg = Config().replace(**{"model.extra": "{pseudo_inputs: 10, temperature: .inf, steps: [1, .nan]}"})
+    with pytest.raises(ConfigError, match=r"^model\.extra\.temperature must be a finite number, got inf$"):
+        check_numbers(cfg)
+    cfg = Config().replace(**{"model.extra": "{steps: [1.5, .nan]}"})
+    with pytest.raises(ConfigError, match=r"^model\.extra\.steps\[1\] must be a finite number, got nan$"):
+        check_numbers(cfg)
+
+
+def test_a_config_file_with_an_infinite_rate_is_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: .inf\n")
+    with pytest.raises(ConfigError, match=r"^train\.lr must be a finite number, got inf$"):
+        check_numbers(build_config(f))
+
+
+# one bad value per range, and the whole message: the key, its rule and the value, nothing else
+BAD = {
+    "data.labelled": (-1, "must be >= 0 (0: keep every label), got -1"),
+    "model.latent_dim": (0, "must be >= 1, got 0"),
+    "objective.beta": (-0.5, "must be >= 0, got -0.5"),
+    "objective.warmup_epochs": (-1, "must be >= 0 (0: no warm-up), got -1.0"),
+    "objective.kl_cycle_epochs": (-2, "must be >= 0 (0: no cycles), got -2.0"),
+    "objective.kl_cycle_ramp": (1.5, "must be in (0, 1], got 1.5"),
+    "objective.free_bits": (-0.1, "must be >= 0, got -0.1"),
+    "objective.num_samples": (0, "must be >= 1, got 0"),
+    "train.epochs": (-1, "must be >= 0 (0: save the untrained model), got -1"),
+    "train.batch_size": (0, "must be >= 1, got 0"),
+    "train.lr": (0, "must be > 0, got 0.0"),
+    "train.lr_step_epochs": (0, "must be >= 1, got 0"),
+    "train.lr_gamma": (0, "must be > 0, got 0.0"),
+    "train.weight_decay": (-1e-4, "must be >= 0, got -0.0001"),
+    "train.grad_clip": (-1, "must be >= 0 (0: no clipping), got -1.0"),
+    "train.threads": (-1, "must be >= 0 (0: the default), got -1"),
+    "train.eval_batch_size": (0, "must be >= 1, got 0"),
+    "train.dist_timeout": (0, "must be > 0 seconds, got 0.0"),
+    "train.max_restarts": (-1, "must be >= 0, got -1"),
+    "train.restart_lr_factor": (1, "must be in (0, 1), got 1.0"),
+}
+
+
+def test_every_range_has_a_bad_value_here():
+    assert set(BAD) | {"model.hidden", "model.conv_channels"} == set(RANGES)
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_a_range_error_names_the_one_key_and_its_value(key):
+    """They listed every constraint of a group ("need train.epochs >= 0, train.batch_size >= 1, ... and
+    train.lr > 0") whichever one broke, without the value."""
+    value, rule = BAD[key]
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'{key} {rule}')}$"):
+        check_numbers(Config().replace(**{key: value}))
+
+
+def test_a_range_error_names_the_flag_when_one_sets_the_key():
+    cfg = Config().replace(**{"train.epochs": -1, "model.hidden": (32, 0)})
+    with pytest.raises(ConfigError, match=r"^--hidden: need every model\.hidden size >= 1, got \[32, 0\]$"):
+        check_numbers(cfg, {"train.epochs": "--epochs", "model.hidden": "--hidden"})
+    with pytest.raises(
+        ConfigError, match=r"^--epochs / train\.epochs must be >= 0 \(0: save the untrained model\), got -1$"
+    ):
+        check_numbers(cfg.replace(**{"model.hidden": (32,)}), {"train.epochs": "--epochs"})

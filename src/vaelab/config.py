@@ -1,7 +1,8 @@
 """Configuration: a frozen dataclass per part, overridden by a YAML/JSON file and `key=value` flags.
 
 The merged config is saved with every run (`config.json`) and inside every checkpoint, so a checkpoint
-alone rebuilds its model and names its data. `check_numbers` refuses numbers out of their range here; each
+alone rebuilds its model and names its data. `check_numbers` refuses a non-finite number, or one outside its
+range in the `RANGES` table (key -> range), naming the one setting; each
 name (model, objective, likelihood, optimiser, ...) is checked by the table it picks from
 (`vaelab.train.validate.validate_config` asks them all).
 """
@@ -14,6 +15,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,44 +146,100 @@ class Config:
         return apply_overrides(self, flat)
 
 
-def check_numbers(cfg: Config) -> None:
-    """A ConfigError naming the setting when a number is not finite or out of its range.
+@dataclass(frozen=True)
+class Range:
+    """What a numeric setting must be: `test(value)` true, described as `text` (">= 1", "in (0, 1)")."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+def at_least(n: float, note: str = "") -> Range:
+    """A range `>= n`, with an optional note on what the boundary means (e.g. "0: the default").
+
+    Args:
+        n: the smallest allowed value.
+        note: shown in brackets after the rule.
+    """
+    return Range(lambda v: v >= n, f">= {n:g}" + (f" ({note})" if note else ""))
+
+
+def above(n: float, unit: str = "") -> Range:
+    """A range `> n`.
+
+    Args:
+        n: the value that must be exceeded.
+        unit: appended to the rule ("seconds").
+    """
+    return Range(lambda v: v > n, f"> {n:g}" + (f" {unit}" if unit else ""))
+
+
+# key -> the range of its value (of each size, for the lists model.hidden and model.conv_channels). Every float
+# setting must also be finite (`check_numbers`); names are checked by the tables they pick from.
+RANGES: dict[str, Range] = {
+    "data.labelled": at_least(0, "0: keep every label"),
+    "model.hidden": at_least(1),
+    "model.conv_channels": at_least(1),
+    "model.latent_dim": at_least(1),
+    "objective.beta": at_least(0),
+    "objective.warmup_epochs": at_least(0, "0: no warm-up"),
+    "objective.kl_cycle_epochs": at_least(0, "0: no cycles"),
+    "objective.kl_cycle_ramp": Range(lambda v: 0 < v <= 1, "in (0, 1]"),
+    "objective.free_bits": at_least(0),
+    "objective.num_samples": at_least(1),
+    "train.epochs": at_least(0, "0: save the untrained model"),
+    "train.batch_size": at_least(1),
+    "train.lr": above(0),
+    "train.lr_step_epochs": at_least(1),
+    "train.lr_gamma": above(0),
+    "train.weight_decay": at_least(0),
+    "train.grad_clip": at_least(0, "0: no clipping"),
+    "train.threads": at_least(0, "0: the default"),
+    "train.eval_batch_size": at_least(1),
+    "train.dist_timeout": above(0, "seconds"),
+    "train.max_restarts": at_least(0),
+    "train.restart_lr_factor": Range(lambda v: 0 < v < 1, "in (0, 1)"),
+}
+
+
+def _floats(value: Any, key: str) -> Iterator[tuple[str, float]]:
+    """Every (key, float) below a setting's value: lists by position, mappings (model.extra) by key."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _floats(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _floats(v, f"{key}[{i}]")
+    elif isinstance(value, float):
+        yield key, value
+
+
+def check_numbers(cfg: Config, flags: Mapping[str, str] | None = None) -> None:
+    """A ConfigError naming the one setting (and its flag) whose number is not finite or out of its range.
 
     Args:
         cfg: the config to check.
+        flags: dotted key -> the command-line flag that sets it (e.g. "train.epochs" -> "--epochs"), named
+            in the message beside the key.
     """
-    t, o = cfg.train, cfg.objective
-    finite = {
-        "train.lr_gamma": t.lr_gamma,
-        "train.weight_decay": t.weight_decay,
-        "train.grad_clip": t.grad_clip,
-        "objective.warmup_epochs": o.warmup_epochs,
-        "objective.beta": o.beta,
-    }
-    bad = [k for k, v in finite.items() if not math.isfinite(v)]
-    if bad:
-        raise ConfigError(f"{', '.join(bad)} must be a finite number")
-    if t.lr_step_epochs < 1 or not t.lr_gamma > 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.threads < 0:
-        raise ConfigError(
-            "need train.lr_step_epochs >= 1, train.lr_gamma > 0, train.weight_decay >= 0, train.grad_clip >= 0 "
-            f"and train.threads >= 0 (0: the default), got {t.lr_step_epochs}, {t.lr_gamma}, {t.weight_decay}, "
-            f"{t.grad_clip} and {t.threads}"
-        )
-    if t.epochs < 0 or t.batch_size < 1 or not t.lr > 0 or t.eval_batch_size < 1:
-        raise ConfigError(
-            "need train.epochs >= 0, train.batch_size >= 1, train.eval_batch_size >= 1 and train.lr > 0"
-        )
-    if cfg.model.latent_dim < 1 or o.num_samples < 1:
-        raise ConfigError("need model.latent_dim >= 1 and objective.num_samples >= 1")
-    for key, sizes in (("hidden", cfg.model.hidden), ("conv_channels", cfg.model.conv_channels)):
-        if any(n < 1 for n in sizes):
-            raise ConfigError(f"need every model.{key} size >= 1, got {list(sizes)}")
-    if not t.dist_timeout > 0:
-        raise ConfigError(f"need train.dist_timeout > 0 seconds, got {t.dist_timeout}")
-    if t.max_restarts < 0 or not 0 < t.restart_lr_factor < 1:
-        raise ConfigError("need train.max_restarts >= 0 and 0 < train.restart_lr_factor < 1")
-    if cfg.data.labelled < 0:
-        raise ConfigError(f"need data.labelled >= 0, got {cfg.data.labelled}")
+    flags = flags or {}
+
+    def name(key: str) -> str:
+        return f"{flags[key]} / {key}" if key in flags else key
+
+    flat = _flatten(cfg.to_dict())
+    for key, value in flat.items():
+        for where, v in _floats(value, key):
+            if not math.isfinite(v):
+                raise ConfigError(f"{name(where)} must be a finite number, got {v}")
+    for key, rule in RANGES.items():
+        value = flat[key]
+        if isinstance(value, list):
+            if not all(rule.test(n) for n in value):
+                lead = f"{flags[key]}: " if key in flags else ""
+                raise ConfigError(f"{lead}need every {key} size {rule.text}, got {value}")
+        elif not rule.test(value):
+            raise ConfigError(f"{name(key)} must be {rule.text}, got {value}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

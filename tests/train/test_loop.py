@@ -274,18 +274,19 @@ def test_a_cosine_schedule_extended_on_resume_follows_the_new_curve(config_facto
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("train.lr_step_epochs", 0, "train.lr_step_epochs >= 1"),
-        ("train.lr_gamma", -1.0, "train.lr_gamma > 0"),
-        ("train.weight_decay", -5.0, "train.weight_decay >= 0"),
-        ("train.grad_clip", -1.0, "train.grad_clip >= 0"),
-        ("train.threads", -3, "train.threads >= 0"),
-        ("objective.warmup_epochs", float("nan"), "objective.warmup_epochs must be a finite number"),
-        ("train.lr_gamma", float("inf"), "train.lr_gamma must be a finite number"),
+        ("train.lr_step_epochs", 0, "train.lr_step_epochs must be >= 1, got 0"),
+        ("train.lr_gamma", -1.0, "train.lr_gamma must be > 0, got -1.0"),
+        ("train.weight_decay", -5.0, "train.weight_decay must be >= 0, got -5.0"),
+        ("train.grad_clip", -1.0, "train.grad_clip must be >= 0 (0: no clipping), got -1.0"),
+        ("train.threads", -3, "train.threads must be >= 0 (0: the default), got -3"),
+        ("objective.warmup_epochs", float("nan"), "objective.warmup_epochs must be a finite number, got nan"),
+        ("train.lr_gamma", float("inf"), "train.lr_gamma must be a finite number, got inf"),
     ],
 )
 def test_out_of_range_training_settings_are_refused(key, value, message, config_factory):
-    """They gave a ZeroDivisionError or torch ValueError traceback, a negative rate, or were silently ignored."""
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    """They gave a ZeroDivisionError or torch ValueError traceback, a negative rate, or were silently ignored.
+    The message is the one setting and its value (it listed every constraint of the group)."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         train(config_factory(**{key: value}))
 
 
