@@ -266,6 +266,14 @@ def test_an_empty_png_is_named_and_can_be_left_out(tmp_path, capsys):
     ]
 
 
+def test_a_folder_of_files_vaelab_does_not_read_says_so_in_its_one_line(tmp_path, capsys):
+    _noise(tmp_path / "a.tif", 0, fmt="TIFF")
+    with pytest.raises(DataError) as e:
+        load_folder(tmp_path, 8)
+    assert str(e.value).endswith(f"need at least 2 (1 other files left out, first: {tmp_path / 'a.tif'})")
+    assert capsys.readouterr().err == ""  # no note before the error: a failing load is one line
+
+
 def test_skipping_bad_files_still_needs_two_images(tmp_path):
     _images(tmp_path, 1)
     (tmp_path / "zero.png").write_bytes(b"")

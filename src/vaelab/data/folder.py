@@ -185,7 +185,7 @@ def _read_all(
             f"{bad[0]}; {n} of {len(files)} image files in {root} cannot be read: fix or remove {what}, "
             "or leave unreadable files out with --set data.skip_bad=true"
         )
-    if bad:
+    if bad and len(arrays) >= 2:
         note(f"{root}: left out {len(bad)} of {len(files)} image files that cannot be read (first: {bad[0]})")
     return kept, arrays
 
@@ -210,16 +210,17 @@ def load_folder(
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     scan = scan_folder(root)
-    if scan.others:
+    kept, images = _read_all(scan.images, root, image_size, channels, skip_bad)
+    if len(images) < 2:
+        others = f" ({len(scan.others)} other files left out, first: {scan.others[0]})" if scan.others else ""
+        raise DataError(f"{root}: found {len(images)} readable images ({KINDS}), need at least 2{others}")
+    if scan.others:  # said once the load succeeded: a failing load is one line, its error
         note(
             f"{root}: left out {len(scan.others)} file(s) that are not {KINDS} images "
             f"(first: {scan.others[0]})"
         )
     if scan.runs:
         note(f"{root}: left out {len(scan.runs)} vaelab run folder(s) (first: {scan.runs[0]})")
-    kept, images = _read_all(scan.images, root, image_size, channels, skip_bad)
-    if len(images) < 2:
-        raise DataError(f"{root}: found {len(images)} readable images ({KINDS}), need at least 2")
     tensor = torch.from_numpy(np.stack(images))
     classes = sorted({f.parent for f in kept})
     labels = None
