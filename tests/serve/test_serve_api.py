@@ -304,6 +304,25 @@ def test_a_transparent_upload_is_seen_as_the_folder_loader_reads_it(client, tmp_
     assert seen[0, 0] == 255 and seen[3, 3] == 81 and seen[0, 7] == 127
 
 
+@pytest.mark.parametrize(
+    "picture",
+    [
+        np.linspace(0, 65535, 256)
+        .round()
+        .astype(np.uint16)
+        .reshape(16, 16),  # 16-bit grey: scaled, not clipped
+        np.random.default_rng(3).integers(0, 256, (12, 9), dtype=np.uint8),  # odd crop: whole-pixel offsets
+    ],
+    ids=["16-bit", "odd-crop"],
+)
+def test_an_upload_is_converted_exactly_as_the_folder_loader_converts_it(client, tmp_path, picture):
+    png = png_of(picture)
+    (tmp_path / "p.png").write_bytes(png)
+    files = {"file": ("p.png", png, "image/png")}
+    seen = uri_array(client.post("/api/encode", data={"run": "grey3d"}, files=files).json()["input"])
+    np.testing.assert_array_equal(seen, read_folder_image(tmp_path / "p.png", 8, 1)[0])
+
+
 def test_a_phones_multi_picture_jpeg_is_a_jpeg(client):
     # cameras and phones write MPO: a JPEG whose first picture is the photo (Pillow names the format MPO)
     buf = io.BytesIO()
