@@ -2,49 +2,69 @@
 
 Each module exposes `register(subparsers)`; its parser sets `func`. Every subcommand also takes
 `--plugin MODULE_OR_FILE` (repeatable), imported before the parser is built so that a plugin's models appear
-in `--help` and `--model` (`vaelab.plugins`). Errors meant for the user (`VaelabError`) print as one line on
-stderr with exit code 1; bad usage exits with 2 (argparse).
+in `--help` and `--model` (`vaelab.plugins`).
+
+Building the parser imports no torch (the command modules import their heavy modules when they run), so
+`vaelab --help`, `--version`, each `--help` and `vaelab data list` answer at once.
+
+Exit codes: 0 done; 1 an error meant for the user (`VaelabError`, one line on stderr); 2 bad usage (argparse);
+130 interrupted by Ctrl-C (one line, no traceback, at any moment, the imports included); 141 stdout closed
+early (`vaelab train ... | head -1`): silently, as a shell reports any program stopped by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from vaelab.device import flush_denormals, keep_freed_memory
+from vaelab.commands.common import CommandParser, add_plugin_option
+from vaelab.commands.runtime import matplotlib_config_dir, say, silence_stdout
 from vaelab.errors import VaelabError
 from vaelab.plugins import load_plugins
 
 # Order is the order `vaelab --help` lists them in.
 COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "viz", "data", "report", "serve", "vi", "mcmc")
 
-PLUGIN_HELP = (
-    "import a module or .py file that registers models or objectives (vaelab.register_model) first; "
-    "repeatable, e.g. --plugin my_models.py"
-)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
-def add_plugin_option(p: argparse.ArgumentParser) -> None:
-    """`--plugin MODULE_OR_FILE`, repeatable, on one subcommand's parser.
+class VersionAction(argparse.Action):
+    """`--version`: print `vaelab VERSION` (the installed package's, `vaelab.__version__`) and exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        import vaelab
+
+        print(f"vaelab {vaelab.__version__}")
+        parser.exit()
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The full argument parser, assembled from every command module (each subcommand with `--plugin`).
 
     Args:
-        p: the subcommand's parser.
+        lazy: leave the options a subcommand defers (`common.defer`, e.g. eval's, which import torch) until
+            that subcommand parses or shows its help; by default every option is added now.
     """
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE", help=PLUGIN_HELP)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, assembled from every command module (each subcommand with `--plugin`)."""
     parser = argparse.ArgumentParser(
         prog="vaelab",
         description="Variational autoencoders and variational inference: train, evaluate, explore.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action=VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"vaelab.commands.{name}").register(sub)
     for p in sub.choices.values():
         add_plugin_option(p)
+        if not lazy:
+            p.complete()
     return parser
 
 
@@ -61,6 +81,25 @@ def _fail(command: str | None, e: VaelabError) -> int:
     return 1
 
 
+def _run(argv: list[str], command: str | None) -> int:
+    try:
+        load_plugins(_early_plugins(argv))
+    except VaelabError as e:
+        return _fail(command, e)
+    args = build_parser(lazy=True).parse_args(argv)
+    try:
+        load_plugins(args.plugin)  # the same plugins again (a no-op), or an abbreviated --plug
+        if not vars(args).get("uses_torch", True):
+            return int(args.func(args) or 0)
+        from vaelab.device import flush_denormals, keep_freed_memory
+
+        keep_freed_memory()
+        with flush_denormals():  # set before any parallel region: torch's worker threads inherit it
+            return int(args.func(args) or 0)
+    except VaelabError as e:
+        return _fail(args.command, e)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
@@ -68,23 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments after `vaelab` (default: sys.argv[1:]).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
     try:
-        load_plugins(_early_plugins(argv))
-    except VaelabError as e:
-        return _fail(argv[0] if argv and not argv[0].startswith("-") else None, e)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    keep_freed_memory()
-    try:
-        load_plugins(args.plugin)  # the same plugins again (a no-op), or an abbreviated --plug
-        with flush_denormals():  # set before any parallel region: torch's worker threads inherit it
-            code = args.func(args)
-    except VaelabError as e:
-        return _fail(args.command, e)
+        matplotlib_config_dir(os.environ)  # before anything imports matplotlib
+        try:
+            return _run(argv, command)
+        finally:  # --help's SystemExit too: a closed stdout shows here, not in a traceback at exit
+            sys.stdout.flush()
     except KeyboardInterrupt:
-        print(f"vaelab {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(code or 0)
+        say(f"vaelab{' ' + command if command else ''}: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,13 +1,24 @@
-"""`vaelab data list | get | info`: the named data sets, where they are, and fetching them."""
+"""`vaelab data list | get | info`: the named data sets, where they are, and fetching them.
+
+`data list` reads the built-in table (`vaelab.commands.catalog`) and imports no torch; `get` and `info` import
+the data layer when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vaelab.config import DataConfig
-from vaelab.data import load_data
-from vaelab.data.sources import SOURCES, FileSource, FileSpec, get_source
+from vaelab.commands.catalog import DATA_SETS
+from vaelab.commands.common import add_shared_options
+
+if TYPE_CHECKING:
+    from vaelab.data.sources import FileSource, FileSpec
+
+FOLDER_LINE = "any folder of PNG/JPEG images, centre-cropped and resized (--image-size, --channels)"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -16,11 +27,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags (none are read).
     """
-    for name, src in SOURCES.items():
+    for name, src in DATA_SETS.items():
         print(f"{name:<14} {src.description}")
-    print(
-        f"{'folder:PATH':<14} any folder of PNG/JPEG images, centre-cropped and resized (--image-size, --channels)"
-    )
+    print(f"{'folder:PATH':<14} {FOLDER_LINE}")
     return 0
 
 
@@ -38,11 +47,16 @@ def cmd_get(args: argparse.Namespace) -> int:
     """`vaelab data get NAME`: find (or download and verify) a data set and say what was checked.
 
     Args:
-        args: the parsed flags: name, data_dir, no_download.
+        args: the parsed flags: name, data_dir, no_download, quiet.
     """
+    from vaelab.data.sources import FileSource, get_source
+
     src = get_source(args.name)
     if isinstance(src, FileSource):
-        found = src.locate(args.data_dir, allow_download=not args.no_download)
+        # --quiet: the download's progress bar (its only output on stderr; errors are raised) goes nowhere
+        hush = contextlib.redirect_stderr(io.StringIO()) if args.quiet else contextlib.nullcontext()
+        with hush:
+            found = src.locate(args.data_dir, allow_download=not args.no_download)
         for spec in src.files:
             path = found[spec.name]
             print(f"found {path} ({_how_checked(src, spec, path)})")
@@ -58,6 +72,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: name, data_dir, no_download.
     """
+    from vaelab.config import DataConfig
+    from vaelab.data import load_data
+
     cfg = DataConfig(
         name=args.name, data_dir=args.data_dir, download=not args.no_download, valid_fraction=0.0
     )
@@ -80,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="list, fetch and inspect the named data sets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = dsub.add_parser("list", help="the named data sets")
-    q.set_defaults(func=cmd_list)
+    add_shared_options(q, "quiet")
+    q.set_defaults(func=cmd_list, uses_torch=False)
     for name, func, text in (
         ("get", cmd_get, "find (or download and verify) a data set"),
         ("info", cmd_info, "sizes and shapes"),
@@ -89,4 +107,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("name", metavar="NAME")
         q.add_argument("--data-dir", default=None, help="searched first")
         q.add_argument("--no-download", action="store_true", help="only look on disk")
+        add_shared_options(q, "quiet")
         q.set_defaults(func=func)

@@ -3,24 +3,24 @@ decomposition and sample quality, into eval.json.
 
 The flags are the shared run options (`add_run_options`) and one per `EvalSettings` field (its metadata holds
 the flag, metavar and help), plus this command's own --out, --nproc and --threads. The printed table is made
-from the Estimates: each estimator's registration gives its row and its lines.
+from the Estimates: each estimator's registration gives its row and its lines. The EvalSettings flags are
+added when `vaelab eval` is used (`common.defer`): the settings module imports torch, `vaelab --help` does not.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from vaelab.commands.common import add_run_options, done
+from vaelab.commands.common import add_run_options, add_shared_options, defer, done
 from vaelab.errors import ConfigError
-from vaelab.evaluate.estimators import ESTIMATORS, bits_per_dim
-from vaelab.evaluate.run import Evaluation, run_evaluation
-from vaelab.evaluate.settings import EvalSettings, flags
 from vaelab.io import atomic_write_json
 from vaelab.runs import RunDir
-from vaelab.train import distributed
+
+if TYPE_CHECKING:
+    from vaelab.evaluate.run import Evaluation
+    from vaelab.evaluate.settings import EvalSettings
 
 
 def _row(name: str, est: float, se: float, bpd: float | None, settings: str) -> str:
@@ -34,6 +34,8 @@ def format_table(ev: Evaluation) -> str:
     Args:
         ev: the evaluation (its Estimates and what they were of).
     """
+    from vaelab.evaluate.estimators import ESTIMATORS, bits_per_dim
+
     r = ev.meta
     lines = [
         f"{r.get('run', 'model')}: {r.get('data', '?')} {r['split']} split, {ev.num_images} images, seed {r['seed']}"
@@ -67,6 +69,8 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
     Args:
         args: the parsed command line of `vaelab eval`.
     """
+    from vaelab.evaluate.settings import EvalSettings, flags
+
     given = vars(args)
     values = {}
     for name, _, flag, _ in flags():
@@ -80,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
+    import torch
+
+    from vaelab.evaluate.run import run_evaluation
+    from vaelab.train import distributed
+
     given = vars(args)
     nproc, threads = given.get("nproc"), given.get("threads")
     if threads is not None and threads < 1:
@@ -114,19 +123,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `vaelab eval` to the command line: the shared run options, one flag per EvalSettings field, and
-    --out, --nproc and --threads.
+def _settings_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per EvalSettings field that is not a shared run option."""
+    from vaelab.evaluate.settings import flags
 
-    Args:
-        sub: the subcommands of `vaelab`.
-    """
-    p = sub.add_parser(
-        "eval",
-        help="ELBO, importance sampling (or exact log p(x)), AIS, BDMC, decomposition, sample quality -> RUN/eval.json",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_run_options(p)
     for _, default, flag, kind in flags():
         if flag.shared:
             continue
@@ -139,6 +139,20 @@ def register(sub: argparse._SubParsersAction) -> None:
             if flag.choices is not None:
                 extra["choices"] = flag.choices
             p.add_argument(flag.flag, default=default, help=flag.help, **extra)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `vaelab eval` to the command line: the shared run options, one flag per EvalSettings field, and
+    --out, --nproc and --threads.
+
+    Args:
+        sub: the subcommands of `vaelab`.
+    """
+    p = sub.add_parser(
+        "eval",
+        help="ELBO, importance sampling (or exact log p(x)), AIS, BDMC, decomposition, sample quality -> RUN/eval.json",
+    )
+    add_run_options(p)
     p.add_argument("--out", default=None, help="JSON file (default RUN/eval.json)")
     p.add_argument(
         "--nproc",
@@ -148,7 +162,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="share IS, AIS and BDMC among N local processes (same per-image numbers as one); several "
         "nodes: torchrun -m vaelab eval",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads per process (default: cores / processes)"
-    )
+    add_shared_options(p, "threads", threads="torch threads per process (default: cores / processes)")
+    defer(p, _settings_flags)  # --importance, --ais, ..., --seed, --quiet
     p.set_defaults(func=run)

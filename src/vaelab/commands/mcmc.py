@@ -13,26 +13,33 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
+from vaelab.commands import catalog
+from vaelab.commands.common import add_shared_options
 from vaelab.commands.vi import choose, one_thread, update_summary
 from vaelab.errors import VaelabError
-from vaelab.inference import diagnostics, mcmc, toy
 from vaelab.io import atomic_save, check_can_create, ensure_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaelab.inference import mcmc, toy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `vaelab mcmc`.
+
+    Args:
+        subparsers: the `vaelab` command's subparsers.
+    """
     p = subparsers.add_parser(
         "mcmc",
         help="MCMC (Metropolis-Hastings, HMC) on a toy posterior whose truth is known",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help=f"toy model: {', '.join(toy.MODELS)}")
-    p.add_argument("--sampler", default="hmc", help=f"sampler: {', '.join(mcmc.SAMPLERS)}")
+    p.add_argument("--model", help=f"toy model: {', '.join(catalog.TOY_MODELS)}")
+    p.add_argument("--sampler", default="hmc", help=f"sampler: {', '.join(catalog.SAMPLERS)}")
     p.add_argument("--chains", type=int, default=4, help="independent chains (R-hat needs 2 or more)")
     p.add_argument("--draws", type=int, default=2000, help="draws per chain after warm-up")
     p.add_argument("--warmup", type=int, default=500, help="warm-up iterations per chain (step size adapted)")
@@ -53,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init", default=None, help="start every chain at this point, e.g. 1.5,-1.5 (default: prior draws)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the run's torch.Generator")
+    add_shared_options(p, "seed", "quiet", seed="seed of the run's torch.Generator")
     p.add_argument("--out", help="output folder")
     p.set_defaults(func=run)
 
@@ -69,6 +76,8 @@ def initial_points(
         chains: C, the number of chains.
         generator: the random stream of the prior draws.
     """
+    import torch
+
     if text is None:
         return model.initial_points(chains, generator)
     try:
@@ -81,6 +90,16 @@ def initial_points(
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vaelab mcmc`: sample, check the draws against the truth, write the figures and summary.json.
+
+    Args:
+        args: the parsed flags.
+    """
+    import numpy as np
+    import torch
+
+    from vaelab.inference import mcmc, toy
+
     model = toy.get_model(choose(args.model, "--model", toy.MODELS))
     sampler = choose(args.sampler, "--sampler", mcmc.SAMPLERS)
     if args.out is None:
@@ -95,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     with one_thread():
         chains = mcmc.sample(
             model.log_joint, x0, sampler, args.draws, args.warmup, args.step_size, args.leapfrog,
-            adapt=not args.no_adapt, generator=generator, progress=True, target_accept=args.target_accept,
+            adapt=not args.no_adapt, generator=generator, progress=not args.quiet, target_accept=args.target_accept,
         )  # fmt: skip
         entry = measure(model, chains)
         entry["settings"] = {
@@ -130,6 +149,10 @@ def measure(model: toy.ToyModel, chains: mcmc.Chains) -> dict[str, Any]:
         model: the toy model.
         chains: the draws and acceptance of `mcmc.sample`.
     """
+    import numpy as np
+
+    from vaelab.inference import diagnostics
+
     s = diagnostics.summarize(chains.samples, chains.accept_prob)
     ex = model.exact
     sd = np.sqrt(np.diag(ex.cov))
@@ -147,6 +170,8 @@ def measure(model: toy.ToyModel, chains: mcmc.Chains) -> dict[str, Any]:
 
 
 def _slope_line(curve: dict[str, Any]) -> str:
+    import numpy as np
+
     tau = float(np.mean(curve["autocorrelation_time"]))
     if np.isnan(curve["slope"]):
         return f"  error of the mean: too few draws past the autocorrelation time (τ = {tau:.0f}) to fit its slope"
@@ -161,6 +186,8 @@ def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
         sampler: the sampler's name.
         s: what `measure` returned.
     """
+    import numpy as np
+
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"  # noqa: E731
     rhat = max(s["rhat"])
     lines = [

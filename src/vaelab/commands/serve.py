@@ -1,14 +1,25 @@
-"""`vaelab serve RUNS_DIR_OR_RUN`: the latent explorer in the browser (FastAPI app served by uvicorn)."""
+"""`vaelab serve RUNS_DIR_OR_RUN`: the latent explorer in the browser (FastAPI app served by uvicorn).
+
+FastAPI, uvicorn and torch load when the command runs (`vaelab serve --help` imports none of them).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 
+from vaelab.commands.catalog import MAX_UPLOAD_BYTES
+from vaelab.commands.common import add_shared_options, with_threads
+from vaelab.commands.lazy import lazy_function
 from vaelab.errors import VaelabError
-from vaelab.serve import bind, create_app, is_loopback, make_server
-from vaelab.serve.runs import shown, skipped_text
-from vaelab.serve.uploads import MAX_UPLOAD_BYTES
+
+# bound here (tests replace them on this module), imported when first called
+bind = lazy_function("vaelab.serve.bind")
+create_app = lazy_function("vaelab.serve.create_app")
+is_loopback = lazy_function("vaelab.serve.is_loopback")
+make_server = lazy_function("vaelab.serve.make_server")
+shown = lazy_function("vaelab.serve.runs.shown")
+skipped_text = lazy_function("vaelab.serve.runs.skipped_text")
 
 
 def port_number(text: str) -> int:
@@ -45,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """`vaelab serve`: serve the explorer until Ctrl-C.
 
     Args:
-        args: the parsed flags: runs, host, port, device, data_dir, max_upload_mb.
+        args: the parsed flags: runs, host, port, device, data_dir, max_upload_mb, threads.
     """
     app = create_app(args.runs, args.device, args.data_dir, max_upload_bytes=int(args.max_upload_mb * 2**20))
     sock = bind(args.host, args.port)
@@ -89,12 +100,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="the latent explorer in the browser",
         description="Serve a run (or a folder of runs) as an interactive latent explorer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("runs", metavar="RUNS_DIR_OR_RUN", help="a run folder, or a folder of run folders")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only by default)")
     p.add_argument("--port", type=port_number, default=8000, help="TCP port (0: any free port)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_shared_options(p, "device")
     p.add_argument("--data-dir", default=None, help="where the runs' data sets live, if not where they were")
     p.add_argument(
         "--max-upload-mb",
@@ -102,4 +112,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=MAX_UPLOAD_BYTES / 2**20,
         help="largest accepted upload (MiB)",
     )
-    p.set_defaults(func=cmd_serve)
+    add_shared_options(p, "threads", "quiet")
+    p.set_defaults(func=with_threads(cmd_serve))

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from vaelab.commands.catalog import LIKELIHOODS, MLP_ACTIVATIONS, MODELS, MODES, OPTIMIZERS, PRECISIONS
+from vaelab.commands.lazy import lazy_function, lazy_module
 from vaelab.config import build_config, load_config_file, parse_assignments
-from vaelab.data.binarize import MODES
-from vaelab.distributions.likelihoods import LIKELIHOODS
 from vaelab.errors import ConfigError
-from vaelab.models.registry import MODELS, get_spec, model_config
-from vaelab.nets.mlp import MLP_ACTIVATIONS
-from vaelab.objectives.noise import parse_noise
 from vaelab.runs import RunDir
-from vaelab.train import distributed
-from vaelab.train.checkpoint import config_of, read_checkpoint
-from vaelab.train.loop import train
-from vaelab.train.optim import OPTIMIZERS
-from vaelab.train.precision import PRECISIONS
-from vaelab.train.resume import resume_config
-from vaelab.train.validate import check_world
+
+# The parser's tables come from the catalog (the built-in names, or the registries once a --plugin loaded
+# them); the training code, and torch with it, loads when `run` calls it, not for `vaelab train --help`.
+distributed = lazy_module("vaelab.train.distributed")
+get_spec = lazy_function("vaelab.models.registry.get_spec")
+model_config = lazy_function("vaelab.models.registry.model_config")
+parse_noise = lazy_function("vaelab.objectives.noise.parse_noise")
+config_of = lazy_function("vaelab.train.checkpoint.config_of")
+read_checkpoint = lazy_function("vaelab.train.checkpoint.read_checkpoint")
+train = lazy_function("vaelab.train.loop.train")
+resume_config = lazy_function("vaelab.train.resume.resume_config")
+check_world = lazy_function("vaelab.train.validate.check_world")
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {

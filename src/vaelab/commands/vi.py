@@ -17,27 +17,32 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
+from vaelab.commands import catalog
+from vaelab.commands.common import add_shared_options
 from vaelab.errors import VaelabError
-from vaelab.inference import mcmc, toy, vi
 from vaelab.io import atomic_write_json, atomic_write_text, check_can_create, ensure_dir
 
-ALL_DIVERGENCES = (*vi.DIVERGENCES, "both")
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaelab.inference import toy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `vaelab vi`.
+
+    Args:
+        subparsers: the `vaelab` command's subparsers.
+    """
     p = subparsers.add_parser(
         "vi",
         help="variational inference on a toy posterior whose truth is known",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help=f"toy model: {', '.join(toy.MODELS)}")
-    p.add_argument("--family", default="full", help=f"family of q: {', '.join(vi.FAMILIES)}")
+    p.add_argument("--model", help=f"toy model: {', '.join(catalog.TOY_MODELS)}")
+    p.add_argument("--family", default="full", help=f"family of q: {', '.join(catalog.FAMILIES)}")
     p.add_argument(
         "--divergence",
         default="reverse",
@@ -49,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--estimator", default="reparam", help="ELBO gradient estimator: reparam or score")
     p.add_argument("--components", type=int, default=2, help="mixture components (--family mixture)")
     p.add_argument("--kl-every", type=int, default=10, help="record the exact KL every this many steps")
-    p.add_argument("--seed", type=int, default=0, help="seed of the run's torch.Generator")
+    add_shared_options(p, "seed", "quiet", seed="seed of the run's torch.Generator")
     p.add_argument("--out", help="output folder")
     p.add_argument("--list", action="store_true", help="list the models, families, divergences and samplers")
     p.set_defaults(func=run)
@@ -57,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def listing() -> str:
     """What `vaelab vi --list` prints."""
+    from vaelab.inference import mcmc, toy, vi
+
     lines = ["models (--model, for vaelab vi and vaelab mcmc):"]
     lines += [f"  {name:<14} {cls.description}" for name, cls in toy.MODELS.items()]
     lines.append("families (--family):")
@@ -89,6 +96,8 @@ def choose(value: str | None, option: str, choices: Any) -> str:
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """These problems are tiny: intra-op threads only add waiting (badly so on a busy machine)."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -107,6 +116,8 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
         section: 'vi' or 'mcmc'.
         entries: this run's results, by name.
     """
+    import numpy as np
+
     path = out / "summary.json"
     old: dict[str, Any] = {}
     if path.exists():
@@ -153,6 +164,8 @@ def write_trace(path: Path, trace: dict[str, np.ndarray], log_evidence: float) -
         trace: the per-step record of `vi.fit`.
         log_evidence: the exact log p(D).
     """
+    import numpy as np
+
     buf = io.StringIO()
     buf.write("step,elbo,elbo_se,kl_q_p,kl_p_q,q_mass_on_grid,log_evidence,elbo_plus_kl\n")
     for i, step in enumerate(trace["step"]):
@@ -163,12 +176,21 @@ def write_trace(path: Path, trace: dict[str, np.ndarray], log_evidence: float) -
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vaelab vi`: fit q (or both KLs' q), write the figures, the trace and summary.json, print the numbers.
+
+    Args:
+        args: the parsed flags.
+    """
     if args.list:
         print(listing())
         return 0
+    import torch
+
+    from vaelab.inference import toy, vi
+
     model = toy.get_model(choose(args.model, "--model", toy.MODELS))
     family = choose(args.family, "--family", vi.FAMILIES)
-    divergence = choose(args.divergence, "--divergence", ALL_DIVERGENCES)
+    divergence = choose(args.divergence, "--divergence", (*vi.DIVERGENCES, "both"))
     choose(args.estimator, "--estimator", vi.ESTIMATORS)
     if args.out is None:
         raise VaelabError("--out is required: the folder to write the figures and summary.json into")
@@ -186,18 +208,9 @@ def run(args: argparse.Namespace) -> int:
         for div in divergences:
             r = vi.fit(
                 model, family, div, args.steps, args.lr, args.samples, args.estimator,
-                args.components, generator, args.kl_every, progress=True,
+                args.components, generator, args.kl_every, progress=not args.quiet,
             )  # fmt: skip
-            variance = {
-                est: vi.gradient_variance(model, r.family, est, args.samples, 100, generator)
-                for est in vi.ESTIMATORS
-            }
-            r.summary["gradient_variance"] = {
-                "at": "final q",
-                "samples": args.samples,
-                "repeats": 100,
-                **variance,
-            }
+            r.summary["gradient_variance"] = vi.compare_estimators(model, r.family, args.samples, generator)
             r.summary["seed"] = args.seed
             results[div] = r
             written.append(
@@ -227,8 +240,7 @@ def _title(family: str, divergence: str) -> str:
 
 
 def _report(model: toy.ToyModel, family: str, divergence: str, s: dict[str, Any]) -> str:
-    gv = s["gradient_variance"]
-    ratio = gv["score"]["total_variance"] / max(gv["reparam"]["total_variance"], 1e-300)
+    ratio = s["gradient_variance"]["score_over_reparam"]
     warning = ""
     if abs(s["q_mass_on_grid"] - 1) > 1e-3:
         warning = (
@@ -239,5 +251,6 @@ def _report(model: toy.ToyModel, family: str, divergence: str, s: dict[str, Any]
         f"{model.name}, {family} q, {divergence} KL: ELBO {s['elbo']:.4f} ± {s['elbo_standard_error']:.4f}, "
         f"KL(q‖p) {s['kl_q_p']:.4f} ({s['kl_q_p_method']}), ELBO + KL {s['elbo_plus_kl']:.4f} vs "
         f"log p(D) {s['log_evidence']:.4f} (off by {s['identity_residual_in_tolerance']:+.1f} tolerances); "
-        f"KL(p‖q) {s['kl_p_q']:.4f}; gradient variance at the final q, score / reparam: {ratio:.3g}" + warning
+        f"KL(p‖q) {s['kl_p_q']:.4f}; typical gradient spread at the final q, score / reparam: {ratio:.3g}"
+        + warning
     )

@@ -1,23 +1,37 @@
-"""`vaelab sample | reconstruct | manifold | interpolate | latents | curves | figures`: pictures of a run."""
+"""`vaelab sample | reconstruct | manifold | interpolate | latents | curves | figures`: pictures of a run.
+
+The figure code (torch, matplotlib) is imported when a command runs, not when the parser is built.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vaelab.commands.common import OpenRun, add_run_options, done, open_run, positive_int
+from vaelab.commands.common import (
+    OpenRun,
+    add_run_options,
+    add_shared_options,
+    done,
+    open_run,
+    positive_int,
+    with_threads,
+)
 from vaelab.errors import VaelabError
-from vaelab.models.protocol import capabilities
-from vaelab.objectives.noise import parse_noise
 from vaelab.runs import RunDir
-from vaelab.viz import figures as fig
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _out(args: argparse.Namespace, opened: OpenRun, name: str) -> Path:
     return Path(args.out) if args.out else opened.run.figures / f"{name}.png"
 
 
-def _train_codes(opened: OpenRun, data_dir: str | None):
+def _train_codes(opened: OpenRun, data_dir: str | None) -> torch.Tensor:
+    from vaelab.viz import figures as fig
+
     return fig.codes(opened.model, opened.split("train", data_dir), limit=10000)
 
 
@@ -27,6 +41,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, device, checkpoint, data_dir, n, seed, out.
     """
+    from vaelab.models.protocol import capabilities
+    from vaelab.viz import figures as fig
+
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "samples")
     needs_codes = not capabilities(o.model).generative
@@ -36,6 +53,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _need(o: OpenRun, what: str) -> None:
+    from vaelab.viz import figures as fig
+
     if not fig.applicable(o.model)[what]:
         raise VaelabError(
             f"{what} do not apply to {type(o.model).__name__}: it has no encoder and decoder of one latent layer"
@@ -48,6 +67,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, device, checkpoint, data_dir, n, noise, seed, out.
     """
+    from vaelab.objectives.noise import parse_noise
+    from vaelab.viz import figures as fig
+
     noise = parse_noise(args.noise) if args.noise else None
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "reconstructions")
@@ -64,6 +86,8 @@ def cmd_manifold(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, device, checkpoint, data_dir, n, dims, out.
     """
+    from vaelab.viz import figures as fig
+
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "manifold")
     dims = None
@@ -88,6 +112,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, device, checkpoint, data_dir, pairs, steps, seed, out.
     """
+    from vaelab.viz import figures as fig
+
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "interpolations")
     data = o.split("test", args.data_dir)
@@ -105,6 +131,8 @@ def cmd_latents(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, device, checkpoint, data_dir, limit, out.
     """
+    from vaelab.viz import figures as fig
+
     o = open_run(args.run, args.device, args.checkpoint)
     _need(o, "latents")
     done(
@@ -121,6 +149,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
     Args:
         args: the parsed flags: run, out.
     """
+    from vaelab.viz import figures as fig
+
     run = RunDir.at(args.run)
     history = run.read_metrics()
     if not history:
@@ -140,6 +170,9 @@ def write_figures(
         data_dir: where the run's data set lives, if not where it was.
         seed: the seed of the samples and interpolation pairs.
     """
+    from vaelab.models.protocol import capabilities
+    from vaelab.viz import figures as fig
+
     o = open_run(str(run_path), device)
     figs = o.run.figures
     can = fig.applicable(o.model)
@@ -185,53 +218,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the `vaelab` command's subparsers.
     """
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("sample", help="grid of decoded prior draws", formatter_class=fmt)
+    p = sub.add_parser("sample", help="grid of decoded prior draws")
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    add_shared_options(p, "seed", "threads", "quiet", seed="seed of the draws")
     p.add_argument("--out", help="PNG file (default RUN/figures/samples.png)")
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=with_threads(cmd_sample))
 
-    p = sub.add_parser("reconstruct", help="test images beside their reconstructions", formatter_class=fmt)
+    p = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=32, help="number of test images")
     p.add_argument(
         "--noise", help="show denoising: corrupt the encoder's input, gaussian:SIGMA or masking:SHARE"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    add_shared_options(p, "seed", "threads", "quiet", seed="seed of the noise")
     p.add_argument("--out", help="PNG file (default RUN/figures/reconstructions.png)")
-    p.set_defaults(func=cmd_reconstruct)
+    p.set_defaults(func=with_threads(cmd_reconstruct))
 
-    p = sub.add_parser("manifold", help="decoded grid over a 2-D latent plane", formatter_class=fmt)
+    p = sub.add_parser("manifold", help="decoded grid over a 2-D latent plane")
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=20, help="grid side")
     p.add_argument(
         "--dims", help="two latent dimensions, e.g. 0,3 (default: the plane for D=2, else top two PCs)"
     )
+    add_shared_options(p, "threads", "quiet")
     p.add_argument("--out", help="PNG file (default RUN/figures/manifold.png)")
-    p.set_defaults(func=cmd_manifold)
+    p.set_defaults(func=with_threads(cmd_manifold))
 
-    p = sub.add_parser("interpolate", help="linear and spherical latent interpolations", formatter_class=fmt)
+    p = sub.add_parser("interpolate", help="linear and spherical latent interpolations")
     add_run_options(p)
     p.add_argument("--pairs", type=positive_int, default=6, help="pairs of test images")
     p.add_argument("--steps", type=positive_int, default=10, help="points on each path")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    add_shared_options(p, "seed", "threads", "quiet", seed="seed of the pairs")
     p.add_argument("--out", help="PNG file (default RUN/figures/interpolations.png)")
-    p.set_defaults(func=cmd_interpolate)
+    p.set_defaults(func=with_threads(cmd_interpolate))
 
-    p = sub.add_parser("latents", help="test-set posterior means coloured by label", formatter_class=fmt)
+    p = sub.add_parser("latents", help="test-set posterior means coloured by label")
     add_run_options(p)
     p.add_argument("--limit", type=positive_int, default=5000, help="at most this many test images")
+    add_shared_options(p, "threads", "quiet")
     p.add_argument("--out", help="PNG file (default RUN/figures/latents.png)")
-    p.set_defaults(func=cmd_latents)
+    p.set_defaults(func=with_threads(cmd_latents))
 
-    p = sub.add_parser("curves", help="training curves from metrics.jsonl", formatter_class=fmt)
+    p = sub.add_parser("curves", help="training curves from metrics.jsonl")
     p.add_argument("run", metavar="RUN")
+    add_shared_options(p, "quiet")
     p.add_argument("--out", help="PNG file (default RUN/figures/curves.png)")
     p.set_defaults(func=cmd_curves)
 
-    p = sub.add_parser("figures", help="every figure of a run into RUN/figures/", formatter_class=fmt)
+    p = sub.add_parser("figures", help="every figure of a run into RUN/figures/")
     add_run_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    p.set_defaults(func=cmd_figures)
+    add_shared_options(p, "seed", "threads", "quiet", seed="seed of the samples and interpolation pairs")
+    p.set_defaults(func=with_threads(cmd_figures))
