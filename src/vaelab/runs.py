@@ -1,15 +1,26 @@
-"""The run folder: where a run keeps its config, checkpoints, metrics, evaluation, figures and report."""
+"""The run folder: where a run keeps its config, checkpoints, metrics, evaluation, figures and report.
+
+One training at a time writes a run folder: `hold_lock(run)` takes `RUN/.lock` (an flock held for as long as
+the training runs, the file naming its pid and host), refuses a second training in one line, and takes over a
+lock its holder left behind when it was killed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import socket
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import VaelabError
-from vaelab.io import atomic_write_text, json_safe
+from vaelab.errors import ConfigError, VaelabError
+from vaelab.io import atomic_write_text, check_can_create, ensure_dir, json_safe
 
 
 @dataclass(frozen=True)
@@ -23,14 +34,21 @@ class RunDir:
         """The run folder at `path` (not created).
 
         Args:
-            path: the run's folder.
+            path: the run's folder (an empty path is refused: it would be the current folder).
         """
+        if not str(path).strip():
+            raise ConfigError("the run folder is an empty path: name a folder, e.g. runs/mine")
         return cls(Path(path))
 
     @property
     def config(self) -> Path:
         """config.json: the run's config (editable; the checkpoints hold their own)."""
         return self.root / "config.json"
+
+    @property
+    def lock(self) -> Path:
+        """.lock: held by the one training that writes this folder (`hold_lock`)."""
+        return self.root / ".lock"
 
     @property
     def checkpoints(self) -> Path:
@@ -111,3 +129,132 @@ def _is_record(row: Any) -> bool:
     if not isinstance(row, dict) or type(row.get("epoch")) is not int:
         return False
     return all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in row.values())
+
+
+# flock errors that mean "this file system cannot lock", not "someone holds the lock"
+_NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_held: dict[Path, int] = {}  # lock files this process holds -> how many hold_lock calls share each
+
+
+def _holder(fd: int) -> tuple[int | None, str]:
+    """The pid and host written in an open lock file (None, "" if it holds nothing readable)."""
+    text = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+    if len(text) >= 2 and text[0].isdigit():
+        return int(text[0]), text[1]
+    return None, ""
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _in_use(run: RunDir, pid: int | None, host: str) -> VaelabError:
+    who = f"pid {pid} on {host}" if pid is not None else "a training that is starting"
+    return VaelabError(
+        f"{run.root} is in use by another training ({who}; lock {run.lock}): wait for it to end, or train "
+        "into another --out"
+    )
+
+
+def _flock(fd: int, run: RunDir, pid: int | None, host: str) -> bool:
+    """flock the open lock file; False on a file system that cannot lock (the recorded pid decides there)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        raise _in_use(run, pid, host) from None
+    except OSError as e:
+        if e.errno not in _NO_LOCKING:
+            raise
+    if pid is not None and pid != os.getpid() and (host != socket.gethostname() or _alive(pid)):
+        raise _in_use(run, pid, host)  # another host's pid cannot be asked: it counts as running
+    return False
+
+
+def _take(run: RunDir) -> int:
+    """Open and lock RUN/.lock and write this process's pid and host into it; the open descriptor."""
+    while True:
+        try:
+            fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise VaelabError(f"cannot lock {run.root}: {e.strerror or e}") from None
+        try:
+            pid, host = _holder(fd)
+            if _flock(fd, run, pid, host) and os.fstat(fd).st_ino != os.stat(run.lock).st_ino:
+                os.close(fd)  # its holder removed the file as we opened it: lock the one there now
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except FileNotFoundError:  # removed by its holder as we opened it: lock a new one
+            os.close(fd)
+            continue
+        except OSError as e:
+            os.close(fd)
+            raise VaelabError(f"cannot lock {run.root}: {e.strerror or e}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if pid is not None:
+            print(
+                f"vaelab: note: {run.lock} was left by pid {pid} on {host}, which has ended; taking the run "
+                "folder over",
+                file=sys.stderr,
+            )
+        return fd
+
+
+@contextlib.contextmanager
+def hold_lock(run: RunDir) -> Iterator[None]:
+    """Hold the run folder's lock while the block runs (created if need be, and removed again if it is
+    still empty at the end); a VaelabError naming the folder and the holder's pid if another process holds
+    it. Re-entrant within a process; released on every exit (the kernel drops it if the process dies).
+
+    Args:
+        run: the run folder to lock.
+    """
+    key = run.lock.absolute()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    check_can_create(run.root)
+    created = []
+    for folder in (run.root, *run.root.absolute().parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    ensure_dir(run.root)
+    try:
+        fd = _take(run)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):  # e.g. a folder turned read-only: the kernel still drops the flock
+            run.lock.unlink()
+        os.close(fd)
+        _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a lock created (deepest first) while they are empty: a run refused before writing
+    anything leaves nothing behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
