@@ -307,5 +307,11 @@ def test_resume_on_images_of_another_size_is_refused(tmp_path, config_factory):
     with pytest.raises(
         DataError, match=r"--resume: the data's images are \(1, 28, 28\), .* built for \(1, 8, 8\)"
     ):
-        train(config_factory(**{"train.epochs": 2}), out=tmp_path / "r", resume=True, data=bigger)
+        train(
+            config_factory(**{"train.epochs": 2}),
+            out=tmp_path / "r",
+            resume=True,
+            data=bigger,
+            explicit={"train.epochs"},  # a second epoch to train (without it, nothing is left to train)
+        )
     assert (tmp_path / "r/checkpoints/last.pt").read_bytes() == before

@@ -52,6 +52,11 @@ FLAGS = {
     "threads": "train.threads",
     "precision": "train.precision",
 }
+# config key -> the flag that sets it, named with the key when its value is refused
+FLAG_OF = {
+    **{key: "--" + flag.replace("_", "-") for flag, key in FLAGS.items()},
+    "objective.noise_level": "--noise",
+}
 
 
 def _defaults(defaults: dict) -> str:
@@ -166,9 +171,14 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
+    from vaelab.config import check_numbers
     from vaelab.plugins import load_plugins
+    from vaelab.train.resume import check_start
 
     load_plugins(args.plugin)  # the ranks of --nproc call run() without cli.main
+    if not args.out.strip():  # an unset shell variable: the run would land in the current folder
+        raise ConfigError("--out is empty: name the run folder to write, e.g. --out runs/mine")
+    check_start(args.resume, args.overwrite)
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_assignments(args.set))
     if args.quiet:
@@ -183,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args.config, overrides)
     get_spec(config.model.name)
     config = build_config(args.config, overrides, base=model_config(config.model.name))
+    check_numbers(config, FLAG_OF)
     # on --resume, a key set in --config counts as asked for, as a flag does: changed if it may, else refused
     from_file = set(load_config_file(args.config)) if args.config else set()
     explicit = set(overrides) | from_file if args.resume else None
@@ -199,10 +210,27 @@ def run(args: argparse.Namespace) -> int:
         check_world(checked, distributed.World(0, args.nproc, 0, args.nproc))
         distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
         return 0
-    result = train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
     if not distributed.world().main:
+        train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
         return 0
-    last = result.history[-1] if result.history else {}
+    from vaelab.runs import hold_lock
+
+    with hold_lock(RunDir.at(args.out)):  # the figures too: no other training may start in between
+        result = train(config, out=args.out, resume=args.resume, explicit=explicit, overwrite=args.overwrite)
+        if result.nothing_to_train:  # said so on stderr; every file stays as it was
+            return 0
+        _print_last(result.history)
+        if not args.no_figures:  # after train.epochs 0 too: the untrained model's figures are the baseline
+            from vaelab.commands.viz import write_figures
+
+            write_figures(args.out, device=result.config.train.device)
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def _print_last(history: list[dict]) -> None:
+    """The last epoch's numbers per split, as STATS names them (nothing after train.epochs 0)."""
+    last = history[-1] if history else {}
     for split in ("test", "valid"):
         for stat, name in STATS:
             if f"{split}_{stat}" in last:
@@ -217,9 +245,3 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{split} classification error: {100 * last[f'{split}_error']:.2f}% (epoch {last['epoch']})"
             )
-    if not args.no_figures and result.history:
-        from vaelab.commands.viz import write_figures
-
-        write_figures(args.out, device=result.config.train.device)
-    print(f"run folder: {args.out}")
-    return 0

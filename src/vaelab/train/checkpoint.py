@@ -142,6 +142,8 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         path: a checkpoint file or a run folder.
         which: "best" or "last": the run folder's checkpoint tried first.
     """
+    if not str(path).strip():  # an unset shell variable: "" would be the current folder
+        raise CheckpointError("the run folder or checkpoint is an empty path: name one, e.g. runs/mine")
     p = Path(path)
     if p.is_dir():
         run = RunDir(p)

@@ -15,8 +15,10 @@ lives beside it: `validate` (the config), `optim` (optimisers, schedules), `prec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,16 +38,23 @@ from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_st
 from vaelab.models.protocol import capabilities
 from vaelab.models.registry import build_model, get_spec, objective_name
 from vaelab.objectives import OBJECTIVES, kl_weight
-from vaelab.runs import RunDir
+from vaelab.runs import RunDir, hold_lock
 from vaelab.train import distributed
-from vaelab.train.checkpoint import save_checkpoint
+from vaelab.train.checkpoint import model_from_checkpoint, save_checkpoint
 from vaelab.train.compiled import Compiled
 from vaelab.train.distributed import World
 from vaelab.train.finite import FiniteWatch
 from vaelab.train.optim import OPTIMIZERS, SCHEDULES, iwae_lr_factor, make_optimizer, make_scheduler
 from vaelab.train.precision import PRECISIONS, autocast, warn_if_emulated
 from vaelab.train.restarts import DIVERGE_ACTIONS, scale_rates, with_restarts
-from vaelab.train.resume import RESUMABLE_CHANGES, open_run, restore, resume_config, rng_state
+from vaelab.train.resume import (
+    RESUMABLE_CHANGES,
+    check_start,
+    open_run,
+    restore,
+    resume_config,
+    rng_state,
+)
 from vaelab.train.scoring import ObjectiveModule, evaluate_split, label_args
 from vaelab.train.validate import check_compatible, check_world, validate_config
 
@@ -84,6 +93,7 @@ class TrainResult:
     config: Config
     run_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    nothing_to_train: bool = False  # a resumed run that already had train.epochs epochs: no file was written
 
 
 def primary_stat(stats: dict[str, float]) -> str:
@@ -107,7 +117,10 @@ def train(
 ) -> TrainResult:
     """Train `config.model` on `config.data`; with `out`, write the run folder; with `resume`, continue it.
 
-    Under torchrun every rank calls this with the same arguments; rank 0 alone writes the run folder.
+    Under torchrun every rank calls this with the same arguments; rank 0 alone writes the run folder, and holds
+    its lock (`vaelab.runs.hold_lock`: a second training into the same folder is refused) while it trains.
+    `train.epochs` 0 saves the untrained model as last.pt (a baseline). A resumed run that already has
+    `train.epochs` epochs says so on stderr and returns its saved model, writing nothing.
     Denormal floats are flushed to zero while it runs, and freed memory stays in the process (`vaelab.device`).
 
     Args:
@@ -123,11 +136,37 @@ def train(
             ranks stop together), e.g. for a time budget.
     """
     keep_freed_memory()
+    check_start(resume, overwrite)
     run = RunDir.at(out) if out is not None else None
+    w = distributed.world()
+    with hold_lock(run) if run is not None and w.main else contextlib.nullcontext():
+        return _start(config, run, resume, data, explicit, overwrite, on_epoch, w)
+
+
+def _start(
+    config: Config,
+    run: RunDir | None,
+    resume: bool,
+    data: DataSplits | None,
+    explicit: set[str] | None,
+    overwrite: bool,
+    on_epoch: Callable[[dict[str, Any]], bool | None] | None,
+    w: World,
+) -> TrainResult:
+    """`train` once the run folder is locked."""
     ckpt, config = open_run(run, config, resume, overwrite, explicit)
     validate_config(config)
-    w = distributed.world()
     check_world(config, w)
+    if ckpt is not None and run is not None and ckpt["epoch"] >= config.train.epochs:
+        if w.main:
+            done = f"{ckpt['epoch']} epoch{'s' * (ckpt['epoch'] != 1)}"
+            print(
+                f"vaelab: note: {run.root} already has {done} (train.epochs is {config.train.epochs}): "
+                "nothing to train; ask for more (--epochs / train.epochs) to continue it",
+                file=sys.stderr,
+            )
+        model = model_from_checkpoint(ckpt, run.last).eval()
+        return TrainResult(model, list(ckpt["history"]), config, run.root, nothing_to_train=True)
     device = distributed.device_for(config.train.device, w)
     if w.main:
         warn_if_emulated(device, config.train.precision)
@@ -289,5 +328,11 @@ def _train(
             run.write_metrics(history)
         if on_epoch is not None and distributed.any_rank(on_epoch(dict(record)) is True, device):
             break
+    if ckpt is None and epoch == 0 and run is not None and w.main:  # train.epochs 0: the untrained model
+        save_checkpoint(run.last, payload())
+        print(
+            f"vaelab: note: train.epochs is 0: saved the untrained model as {run.last} (epoch 0), a baseline",
+            file=sys.stderr,
+        )
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
     return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)

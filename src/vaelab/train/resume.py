@@ -53,6 +53,19 @@ def resume_config(requested: Config, saved: Config, explicit: set[str]) -> Confi
     return saved.replace(**changes)
 
 
+def check_start(resume: bool, overwrite: bool) -> None:
+    """Refuse asking to continue a run and to start it again at once.
+
+    Args:
+        resume: continue the run from its last checkpoint (--resume).
+        overwrite: start it again (--overwrite).
+    """
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues the run and --overwrite starts it again: pass one of them, not both"
+        )
+
+
 def open_run(
     run: RunDir | None, config: Config, resume: bool, overwrite: bool, explicit: set[str] | None
 ) -> tuple[dict[str, Any] | None, Config]:
@@ -65,6 +78,7 @@ def open_run(
         overwrite: start again in a folder that already holds a run.
         explicit: on resume, the dotted keys the caller set on purpose (see `resume_config`).
     """
+    check_start(resume, overwrite)
     if run is not None and not resume and not overwrite and run.last.is_file():
         raise ConfigError(
             f"{run.root} already holds a trained run ({run.last}); pass --resume to continue it, "
