@@ -60,6 +60,12 @@ def test_bad_files(tmp_path):
         build_config(tmp_path / "missing.yaml")
 
 
+def test_an_empty_config_path_is_refused():
+    """`--config ""` said "cannot read config file .: [Errno 21] Is a directory: '.'"."""
+    with pytest.raises(ConfigError, match="^the config file is an empty path: name a YAML or JSON file$"):
+        build_config("")
+
+
 def test_assignments():
     assert parse_assignments(["a.b=1", "c.d = x=y"]) == {"a.b": "1", "c.d": "x=y"}
     with pytest.raises(ConfigError, match="--set expects key=value"):
@@ -138,8 +144,13 @@ def test_a_config_file_with_an_infinite_rate_is_refused(tmp_path):
 
 # one bad value per range, and the whole message: the key, its rule and the value, nothing else
 BAD = {
+    "data.valid_fraction": (1, "must be in [0, 1) (0: no validation split), got 1.0"),
+    "data.train_limit": (-5, "must be >= 0 (0: every training image), got -5"),
     "data.labelled": (-1, "must be >= 0 (0: keep every label), got -1"),
+    "data.labelled_share": (-0.1, "must be in [0, 1), got -0.1"),
     "model.latent_dim": (0, "must be >= 1, got 0"),
+    "model.gaussian_sigma": (0, "must be > 0, got 0.0"),
+    "model.variance_floor": (-1e-4, "must be >= 0, got -0.0001"),
     "objective.beta": (-0.5, "must be >= 0, got -0.5"),
     "objective.warmup_epochs": (-1, "must be >= 0 (0: no warm-up), got -1.0"),
     "objective.kl_cycle_epochs": (-2, "must be >= 0 (0: no cycles), got -2.0"),

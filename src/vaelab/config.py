@@ -177,10 +177,15 @@ def above(n: float, unit: str = "") -> Range:
 # key -> the range of its value (of each size, for the lists model.hidden and model.conv_channels). Every float
 # setting must also be finite (`check_numbers`); names are checked by the tables they pick from.
 RANGES: dict[str, Range] = {
+    "data.valid_fraction": Range(lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split)"),
+    "data.train_limit": at_least(0, "0: every training image"),
     "data.labelled": at_least(0, "0: keep every label"),
+    "data.labelled_share": Range(lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.hidden": at_least(1),
     "model.conv_channels": at_least(1),
     "model.latent_dim": at_least(1),
+    "model.gaussian_sigma": above(0),
+    "model.variance_floor": at_least(0),
     "objective.beta": at_least(0),
     "objective.warmup_epochs": at_least(0, "0: no warm-up"),
     "objective.kl_cycle_epochs": at_least(0, "0: no cycles"),
@@ -351,6 +356,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: the file (sections data, model, objective, train).
     """
+    if not str(path).strip():  # an unset shell variable: Path("") is the current folder
+        raise ConfigError("the config file is an empty path: name a YAML or JSON file")
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
