@@ -4,6 +4,11 @@ Only the public protocol is used (`encode`, `decode`, `prior`, and `generate(n, 
 sample without a single latent layer), and `capabilities(model)` says which of these a model has, so every
 model draws what applies to it (`applicable`). The manifold follows Kingma & Welling (2014, figure 4): a grid
 of z at Gaussian quantiles, decoded.
+
+Every figure works with the split it is given, however small: fewer pairs, fewer rows, a strip instead of a
+plane for a 1-d latent space; what cannot be drawn at all (interpolations of one image) raises `NotDrawn`
+with one line saying why. A model with a prior has a posterior, whose means are drawn; a model without one
+(an autoencoder) has codes f(x), and the figures say "codes".
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from torch import nn
 from vaelab.data import Prepared, iterate
 from vaelab.distributions.sampling import sample
 from vaelab.models.protocol import capabilities
-from vaelab.viz.grids import plt, save_figure, save_panels, tile
+from vaelab.viz.curves import curves_figure as curves_figure  # re-exported: every figure from one module
+from vaelab.viz.geometry import principal, slerp  # slerp: also the explorer's (vaelab.serve)
+from vaelab.viz.grids import GRID_SIDE, NotDrawn, capped, plt, save_figure, save_panels, tile
 from vaelab.viz.labelled import samples_by_label_figure
 
 
@@ -40,7 +47,8 @@ def decoded(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def codes(model: nn.Module, data: Prepared, limit: int | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means E_q[z|x] [N, D] over (the first `limit` images of) a split.
+    """The encoder's means E_q[z|x] [N, D] (an autoencoder's codes f(x)) over (the first `limit` images of) a
+    split; [0, D] for an empty split.
 
     Args:
         model: a model that encodes.
@@ -55,19 +63,24 @@ def codes(model: nn.Module, data: Prepared, limit: int | None = None, batch_size
         seen += len(x)
         if limit is not None and seen >= limit:
             break
+    if not out:
+        return torch.zeros(0, capabilities(model).latent_dim or 0, device=_device(model))
     z = torch.cat(out)
     return z if limit is None else z[:limit]
 
 
-def latent_dim(model: nn.Module, data: Prepared) -> int:
-    """D, read off the encoder.
+def code_name(model: object) -> str:
+    """What the encoder's output is called: "posterior means" for a model with a prior (so a posterior),
+    "codes" for one without (an autoencoder's f(x)).
 
     Args:
         model: a model that encodes.
-        data: a prepared split (its first image is encoded).
     """
-    with torch.inference_mode():
-        return model.encode(data.batch(slice(0, 1))).mean.shape[-1]
+    return "posterior means" if capabilities(model).prior else "codes"
+
+
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
 
 
 def samples_figure(
@@ -79,32 +92,40 @@ def samples_figure(
 ) -> Path:
     """A grid of model samples: `generate(n, generator)` when the model has it (ancestral samplers), else
     decoded prior draws; for a model without a prior (an autoencoder), two grids that show why. A model whose
-    generator takes a label (`num_classes`) gets one row of samples per label.
+    generator takes a label (`num_classes`) gets one row of samples per label. A grid holds at most
+    `GRID_SIDE` squared samples (a note says so when n is more).
 
     Args:
         model: a model that samples or decodes (`applicable(model)["samples"]`).
         path: the PNG to write.
         n: how many samples (per label: n / num_classes, rounded up).
         seed: the seed of the draws.
-        train_codes: posterior means of training images [N, D], for a model without a prior or sampler
-            (the Gaussian fitted to them is the second grid).
+        train_codes: codes of training images [N, D], for a model without a prior or sampler (the Gaussian
+            fitted to them is the second grid).
     """
     from vaelab.models.autoencoder import fitted_gaussian
 
     caps = capabilities(model)
     if caps.labelled:
-        return samples_by_label_figure(model, path, per_label=math.ceil(n / caps.num_classes), seed=seed)
+        per_label = capped(math.ceil(n / caps.num_classes), GRID_SIDE, "samples per label", path)
+        return samples_by_label_figure(model, path, per_label=per_label, seed=seed)
 
+    asked, n = n, capped(n, GRID_SIDE**2, "samples", path)
+    title = (
+        f"{n} samples (seed {seed})" if n == asked else f"{n:,} of the {asked:,} samples asked (seed {seed})"
+    )
     dev = _device(model)
     g = torch.Generator(device=dev).manual_seed(seed)
     ncol = math.ceil(math.sqrt(n))
     if caps.sampler:
         with torch.inference_mode():
             images = model.generate(n, g)
-        return save_panels(path, [("samples", tile(images, ncol))], f"{n} samples (seed {seed})")
+        return save_panels(path, [("samples", tile(images, ncol))], title)
     if caps.prior:
         z = sample(model.prior(), (n,), g)
-        return save_panels(path, [("z ~ p(z)", tile(decoded(model, z), ncol))], f"{n} samples (seed {seed})")
+        return save_panels(path, [("z ~ p(z)", tile(decoded(model, z), ncol))], title)
+    if train_codes is None or len(train_codes) == 0:
+        raise NotDrawn(f"{type(model).__name__} has no prior: its samples need the codes of training images")
     d = train_codes.shape[1]
     z_std = torch.randn(n, d, generator=g, device=dev)
     fit = fitted_gaussian(train_codes.to(dev))
@@ -127,12 +148,13 @@ def reconstructions_figure(
     noise: tuple[str, float] | None = None,
     seed: int = 0,
 ) -> Path:
-    """Test images (as the model sees them) beside the decoded means of their posterior means; with `noise`
-    (e.g. ("masking", 0.5)) the encoder sees a corrupted copy, shown between input and reconstruction.
+    """Test images (as the model sees them) beside the decoded means of their posterior means (an
+    autoencoder: of their codes); with `noise` (e.g. ("masking", 0.5)) the encoder sees a corrupted copy,
+    shown between input and reconstruction.
 
     Args:
         model: a model that encodes and decodes one latent layer.
-        data: the prepared test split (its first n images are shown).
+        data: the prepared test split (its first n images are shown, as many as it has).
         path: the PNG to write.
         n: how many images.
         noise: the encoder's input corruption (kind, level), or None.
@@ -140,6 +162,9 @@ def reconstructions_figure(
     """
     from vaelab.objectives.noise import corrupt
 
+    if len(data) == 0:
+        raise NotDrawn(f"reconstructions need a test image, and {data.name or 'the split'} has none")
+    n = capped(min(n, len(data)), GRID_SIDE**2, "reconstructions", path)
     x = data.batch(slice(0, n))
     seen = x
     if noise is not None:
@@ -150,15 +175,18 @@ def reconstructions_figure(
     panels = [("input", tile(x, ncol))]
     if noise is not None:
         panels.append((f"{noise[0]} noise {noise[1]:g} (encoder input)", tile(seen, ncol)))
-    return save_panels(path, [*panels, ("reconstruction", tile(rec, ncol))], f"{data.name}")
+    return save_panels(
+        path, [*panels, ("reconstruction", tile(rec, ncol))], f"{data.name}: {_images(len(x))}"
+    )
 
 
 def manifold_plane(
-    model: nn.Module, data: Prepared, dims: tuple[int, int] | None = None
+    model: nn.Module, data: Prepared, dims: tuple[int, ...] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """(centre [D], axes [2, D], scales [2], description) of the plane the manifold is drawn on: the plane of
-    `dims` (or z itself when D = 2), at unit scale for a model with a prior and at the codes' spread without
-    one; else the top two principal directions of the test codes.
+    """(centre [D], axes [k, D], scales [k], description) of the plane (k = 2; a line, k = 1, when D = 1) the
+    manifold is drawn on: the plane of `dims` (or z itself when D <= 2), at unit scale for a model with a
+    prior and at the codes' spread without one; else the top two principal directions of the test codes (a
+    model with a prior falls back to z[0], z[1] when the test codes span fewer than two directions).
 
     Args:
         model: a model that encodes and decodes one latent layer.
@@ -166,26 +194,40 @@ def manifold_plane(
         dims: two latent dimensions to span the plane, or None.
     """
     dev = _device(model)
-    d = latent_dim(model, data)
-    generative = capabilities(model).prior
-    z = None if (generative and d == 2 and dims is None) else codes(model, data, limit=5000)
-    if d == 2 and dims is None:
-        dims = (0, 1)
-    if dims is not None:
-        if max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]:
-            raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
-        centre = torch.zeros(d, device=dev) if generative else z.mean(0)
-        axes = torch.zeros(2, d, device=dev)
-        axes[0, dims[0]] = axes[1, dims[1]] = 1.0
-        scales = torch.ones(2, device=dev) if generative else z[:, list(dims)].std(0)
-        what = f"z[{dims[0]}], z[{dims[1]}] at Gaussian quantiles" + (
-            "" if generative else " of the codes' spread"
-        )
-        return centre, axes, scales, what
-    centre = z.mean(0)
-    _, s, v = torch.linalg.svd(z - centre, full_matrices=False)
-    scales = s[:2] / math.sqrt(max(len(z) - 1, 1))
-    return centre, v[:2], scales, "top two principal directions of the test codes, at Gaussian quantiles"
+    d = capabilities(model).latent_dim
+    has_prior = capabilities(model).prior
+    if dims is not None and (len(dims) != 2 or max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]):
+        raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
+    z = None if (has_prior and (d <= 2 or dims is not None)) else codes(model, data, limit=5000)
+    why = ""
+    if dims is None and d > 2:
+        centre, axes, scales, _ = principal(z)
+        if len(axes) == 2:
+            return (
+                centre,
+                axes,
+                scales,
+                "top two principal directions of the test codes, at Gaussian quantiles",
+            )
+        if not has_prior:
+            raise NotDrawn(
+                f"the manifold of {type(model).__name__} lies on its test codes' top two principal directions, "
+                f"and {len(z)} test codes span {len(axes)} (need 3 test images that differ)"
+            )
+        why = f" ({len(z)} test codes span fewer than two directions)"
+    dims = tuple(range(min(d, 2))) if dims is None else dims
+    axes = torch.eye(d, device=dev)[list(dims)]
+    if has_prior:
+        centre, scales = torch.zeros(d, device=dev), torch.ones(len(dims), device=dev)
+    else:
+        if len(z) < 2:
+            raise NotDrawn(
+                f"the manifold of {type(model).__name__} spans its test codes' spread, "
+                f"and {data.name or 'the split'} has {_images(len(z))} (need 2)"
+            )
+        centre, scales = z.mean(0), z[:, list(dims)].std(0)
+    what = ", ".join(f"z[{i}]" for i in dims) + " at Gaussian quantiles"
+    return centre, axes, scales, what + ("" if has_prior else " of the codes' spread") + why
 
 
 def manifold_figure(
@@ -195,55 +237,48 @@ def manifold_figure(
     n: int = 20,
     dims: tuple[int, int] | None = None,
 ) -> Path:
-    """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4).
+    """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4); a
+    row of n for a 1-d latent space.
 
     Args:
         model: a model that encodes and decodes one latent layer.
         data: the prepared test split (see `manifold_plane`).
         path: the PNG to write.
-        n: the grid's side.
+        n: the grid's side (at most `GRID_SIDE`).
         dims: two latent dimensions to span the plane, or None (see `manifold_plane`).
     """
+    n = capped(n, GRID_SIDE, "pictures per side", path)
     centre, axes, scales, what = manifold_plane(model, data, dims)
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n)).to(centre.device)
-    u, v = torch.meshgrid(q, q.flip(0), indexing="xy")  # rows top to bottom: second axis decreasing
-    z = centre + u.reshape(-1, 1) * scales[0] * axes[0] + v.reshape(-1, 1) * scales[1] * axes[1]
+    if len(axes) == 1:
+        z = centre + q.reshape(-1, 1) * scales[0] * axes[0]
+    else:
+        u, v = torch.meshgrid(q, q.flip(0), indexing="xy")  # rows top to bottom: second axis decreasing
+        z = centre + u.reshape(-1, 1) * scales[0] * axes[0] + v.reshape(-1, 1) * scales[1] * axes[1]
     img = tile(decoded(model, z), n, pad=0)
     return save_panels(path, [(what, img)], "latent manifold", inches=7)
-
-
-def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of z0 and z1 at fractions t [T] -> [B, T, D] (linear where the two
-    are nearly parallel).
-
-    Args:
-        z0: start points [B, D].
-        z1: end points [B, D].
-        t: fractions of the way, [T] in [0, 1].
-    """
-    a = torch.nn.functional.normalize(z0, dim=-1)
-    b = torch.nn.functional.normalize(z1, dim=-1)
-    omega = torch.acos((a * b).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]
-    t = t[None, :, None]
-    so = torch.sin(omega)
-    lin = (1 - t) * z0[:, None] + t * z1[:, None]
-    sph = (torch.sin((1 - t) * omega) * z0[:, None] + torch.sin(t * omega) * z1[:, None]) / so
-    return torch.where(so.abs() < 1e-4, lin, sph)
 
 
 def interpolations_figure(
     model: nn.Module, data: Prepared, path: str | os.PathLike, pairs: int = 6, steps: int = 10, seed: int = 0
 ) -> Path:
-    """Linear and spherical paths between the posterior means of random pairs of test images.
+    """Linear and spherical paths between the posterior means (an autoencoder: the codes) of random pairs of
+    test images: as many pairs as the split has, up to `pairs`.
 
     Args:
         model: a model that encodes and decodes one latent layer.
-        data: the prepared test split.
+        data: the prepared test split (at least two images).
         path: the PNG to write.
-        pairs: how many pairs of images.
-        steps: points on each path.
+        pairs: how many pairs of images (at most `GRID_SIDE`).
+        steps: points on each path (at most `GRID_SIDE`).
         seed: the seed that picks the pairs.
     """
+    if len(data) < 2:
+        raise NotDrawn(
+            f"interpolations need two test images, and {data.name or 'the split'} has {_images(len(data))}"
+        )
+    steps = capped(steps, GRID_SIDE, "steps", path)
+    pairs = capped(min(pairs, len(data) // 2), GRID_SIDE, "pairs", path)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
     x = data.batch(idx.to(data.images.device))
@@ -260,12 +295,21 @@ def interpolations_figure(
             ("linear", tile(decoded(model, lin.reshape(-1, d)), steps)),
             ("spherical", tile(decoded(model, sph.reshape(-1, d)), steps)),
         ],
-        f"interpolations between {pairs} pairs of test images",
+        f"interpolations between {pairs} pair{'s' if pairs > 1 else ''} of test images ({code_name(model)})",
     )
 
 
+def _label_colours(labels: np.ndarray) -> dict:
+    """scatter's colour arguments: one distinct colour per label (tab10 up to 10 labels, tab20 up to 20,
+    else a continuous map), whatever the labels' number."""
+    k = int(labels.max()) + 1 if len(labels) else 1
+    cmap, top = ("tab10", 10) if k <= 10 else ("tab20", 20) if k <= 20 else ("viridis", k)
+    return {"c": labels, "cmap": cmap, "vmin": -0.5, "vmax": top - 0.5}
+
+
 def latents_figure(model: nn.Module, data: Prepared, path: str | os.PathLike, limit: int = 5000) -> Path:
-    """Test-set posterior means coloured by label (the top two principal components when D > 2).
+    """Test-set posterior means (an autoencoder: codes) coloured by label: z itself when D <= 2, else the
+    top two principal components (as many as the points span).
 
     Args:
         model: a model that encodes.
@@ -274,50 +318,31 @@ def latents_figure(model: nn.Module, data: Prepared, path: str | os.PathLike, li
         limit: at most this many images.
     """
     z = codes(model, data, limit=limit).float().cpu()
+    if len(z) == 0:
+        raise NotDrawn(f"the latent scatter needs a test image, and {data.name or 'the split'} has none")
     labels = data.labels_at(slice(0, len(z)))
     if z.shape[1] > 2:
-        centred = z - z.mean(0)
-        _, s, v = torch.linalg.svd(centred, full_matrices=False)
-        xy = centred @ v[:2].T
-        share = (s[:2] ** 2 / (s**2).sum()).tolist()
-        names = (f"PC1 ({share[0]:.0%} of variance)", f"PC2 ({share[1]:.0%})")
+        centre, axes, _, share = principal(z)
+        xy = torch.cat([(z - centre) @ axes.T, torch.zeros(len(z), 2 - len(axes))], 1)
+        names = [
+            f"PC{i + 1} ({s:.0%}{' of variance' if i == 0 else ''})" for i, s in enumerate(share.tolist())
+        ]
+        names += [f"PC{i + 1} (none: {len(z)} codes span {len(axes)})" for i in range(len(axes), 2)]
     elif z.shape[1] == 2:
-        xy, names = z, ("z[0]", "z[1]")
+        xy, names = z, ["z[0]", "z[1]"]
     else:
-        xy = torch.cat([z, torch.zeros_like(z)], 1)
-        names = ("z[0]", "")
+        xy, names = torch.cat([z, torch.zeros_like(z)], 1), ["z[0]", ""]
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6)
+        ax.scatter(xy[:, 0], xy[:, 1], s=3 if len(z) > 100 else 12, alpha=0.6)
     else:
         lab = labels.cpu().numpy()
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=lab, cmap="tab10", s=3, alpha=0.7, vmin=-0.5, vmax=9.5)
-        fig.colorbar(sc, ax=ax, ticks=np.unique(lab)[:10], label="label")
+        sc = ax.scatter(xy[:, 0], xy[:, 1], s=3 if len(z) > 100 else 12, alpha=0.7, **_label_colours(lab))
+        present = np.unique(lab)
+        fig.colorbar(sc, ax=ax, ticks=present if len(present) <= 20 else None, label="label")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title(f"posterior means of {len(z)} {data.name} images")
-    return save_figure(fig, path)
-
-
-def curves_figure(history: list[dict], path: str | os.PathLike) -> Path:
-    """Per-epoch ELBO, reconstruction and KL for train / valid / test.
-
-    Args:
-        history: metrics.jsonl's records, one per epoch.
-        path: the PNG to write.
-    """
-    stats = [s for s in ("elbo", "rec", "kl") if any(f"train_{s}" in r for r in history)]
-    titles = {"elbo": "ELBO (nats)", "rec": "E_q log p(x|z) (nats)", "kl": "KL(q || p) (nats)"}
-    fig, axes = plt.subplots(1, max(len(stats), 1), figsize=(4.5 * max(len(stats), 1), 3.6), squeeze=False)
-    for ax, s in zip(axes[0], stats):
-        for split, style in (("train", "-"), ("valid", "--"), ("test", ":")):
-            pts = [(r["epoch"], r[f"{split}_{s}"]) for r in history if f"{split}_{s}" in r]
-            if pts:
-                ax.plot(*zip(*pts), style, marker="o", ms=2, label=split)
-        ax.set_title(titles[s], fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax.set_title(f"{code_name(model)} of {_images(len(z))} of {data.name}")
     return save_figure(fig, path)
 
 

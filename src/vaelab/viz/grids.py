@@ -1,4 +1,10 @@
-"""Image grids and labelled panels of them (matplotlib), written atomically as PNG."""
+"""Image grids and labelled panels of them (matplotlib), written atomically as PNG.
+
+A grid panel holds at most `GRID_SIDE` x `GRID_SIDE` pictures (`capped` says so in one line when a request
+is cut), and a panel is drawn at least at the grid's own resolution, so no picture is shrunk below one
+screen pixel per image pixel (a 100,000-sample grid squeezed into 500 pixels is moiré, not samples). A
+figure that cannot be drawn from what a run has raises `NotDrawn`, whose message says why in one line.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from vaelab.errors import VaelabError
 from vaelab.io import atomic_save
+
+GRID_SIDE = 32  # the most pictures along either side of one grid panel
+DPI = 110  # the resolution every figure is saved at
+
+
+class NotDrawn(VaelabError):
+    """A figure that cannot be drawn from what the run has (too few test images, no metrics yet); the
+    message says why, in one line."""
+
+
+def capped(asked: int, most: int, what: str, where: str | os.PathLike) -> int:
+    """min(asked, most), with one `note:` line on stdout when the request is cut.
+
+    Args:
+        asked: how many were asked for.
+        most: how many one grid holds.
+        what: what is counted, plural ("samples", "pairs").
+        where: the file drawn (named in the note).
+    """
+    if asked <= most:
+        return asked
+    print(
+        f"note: {Path(where).name} holds {most:,} of the {asked:,} {what} asked "
+        f"(a grid shows at most {GRID_SIDE} x {GRID_SIDE} pictures)"
+    )
+    return most
 
 
 def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
@@ -34,7 +67,7 @@ def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
     return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Save a matplotlib figure as PNG atomically and close it.
 
     Args:
@@ -54,14 +87,17 @@ def save_panels(
     title: str | None = None,
     inches: float = 4.5,
 ) -> Path:
-    """One row of titled image panels (tiles from `tile`) saved as a PNG.
+    """One row of titled image panels (tiles from `tile`) saved as a PNG, each at least as many screen pixels
+    wide and high as its image has.
 
     Args:
         path: the PNG to write.
         panels: (title, tiled image) pairs, drawn left to right.
         title: the figure's title.
-        inches: each panel's width.
+        inches: each panel's width, at least.
     """
+    widest = max(img.shape[1] for _, img in panels)
+    inches = max(inches, 1.1 * widest / DPI + 0.2)  # the height follows the aspect
     aspect = max(img.shape[0] / img.shape[1] for _, img in panels)
     height = inches * aspect + (0.7 if title else 0.4)
     fig, axes = plt.subplots(

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vaelab.models.protocol import capabilities
 from vaelab.viz.grids import save_panels, tile
 
 
@@ -27,13 +28,15 @@ def samples_by_label_figure(
         per_label: samples in each row.
         seed: the seed of the draws.
     """
+    classes = capabilities(model).num_classes
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    labels = torch.arange(model.num_classes, device=device).repeat_interleave(per_label)
+    labels = torch.arange(classes, device=device).repeat_interleave(per_label)
     with torch.inference_mode():
         images = model.generate(len(labels), g, y=labels)
+    rows = "one row: label 0" if classes == 1 else f"rows: labels 0 to {classes - 1}"
     return save_panels(
         path,
-        [(f"rows: labels 0 to {model.num_classes - 1}; columns: z ~ p(z)", tile(images, per_label))],
-        f"{per_label} samples per label (seed {seed})",
+        [(f"{rows}; columns: z ~ p(z)", tile(images, per_label))],
+        f"{per_label} sample{'s' if per_label > 1 else ''} per label (seed {seed})",
     )
