@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import math
+import re
 import shutil
 from html.parser import HTMLParser
 
@@ -265,6 +266,15 @@ CLASS_NAMES = {
 }
 
 
+SAMPLES_CAPTION = {
+    "pixelcnn": "Images the model draws itself (ancestral sampling, or its generator fed z ~ p(z)).",
+    "gan": "Images the model draws itself (ancestral sampling, or its generator fed z ~ p(z)).",
+    "hierarchical": "Images the model draws itself (ancestral sampling, or its generator fed z ~ p(z)).",
+    "cvae": "One row per label: along a row only z ~ p(z) changes.",
+    "m2": "One row per label: along a row only z ~ p(z) changes.",
+}
+
+
 @pytest.mark.parametrize(
     ("model", "flags"),
     [
@@ -286,6 +296,10 @@ def test_report_of_every_family_draws_what_applies_and_says_why_not_the_rest(mod
     assert page.external == [] and "Samples" in page.headings
     assert f"{CLASS_NAMES[model]} has no single latent layer to show" in text
     assert len(page.images) == 2
+    # how its samples are drawn; none of them is an autoencoder without a prior (PixelCNN and the
+    # hierarchical VAE were called one: their top-level prior is not the one-layer protocol's)
+    assert re.search(r"<h3>Samples</h3>.*?<figcaption>([^<]*)", text).group(1) == SAMPLES_CAPTION[model]
+    assert "This model has no prior" not in text and "deterministic autoencoder" not in text
     for uri in page.images:
         with decode_png(uri) as im:
             assert im.size[0] > 50 and im.size[1] > 50
@@ -311,3 +325,26 @@ def test_an_eval_of_another_epoch_is_flagged_and_kept_out_of_the_headline(runs, 
     assert main(["report", str(run), "--checkpoint", "last"]) == 0
     fresh = (run / "report.html").read_text(encoding="utf-8")
     assert "eval.json scored" not in fresh and "log p(x)" in fresh.split("<h2>")[0]
+
+
+def test_the_config_panel_reads_like_config_json_and_shows_only_what_applies(runs):
+    """Python's None/True became null/true, and a named data set's image_size/channels (which only an image
+    folder uses) are left out (issue 22, item 22)."""
+    text = build_report(runs / "vae")
+    config = text.split("<h2>Config</h2>")[1]
+    data = re.search(r'<h3>data</h3><table class="kv">(.*?)</table>', config).group(1)
+    rows = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", data))
+    assert rows["name"] == "digits" and rows["data_dir"] == "null" and rows["download"] == "true"
+    assert "image_size" not in rows and "channels" not in rows
+    assert re.search(r"<th>dreg</th><td>false</td>", config)
+    assert not re.search(r"<td>(None|True|False)</td>", config)
+
+
+def test_an_autoencoder_report_speaks_of_codes_not_posterior_means(runs):
+    """An autoencoder has no prior, so no posterior: its captions say "codes" (issue 22, item 22)."""
+    ae = build_report(runs / "ae")
+    assert "posterior means" not in ae
+    assert "beside the decoded means of their codes." in ae
+    assert "between the codes of pairs of test images" in ae
+    vae = build_report(runs / "vae")
+    assert "beside the decoded means of their posterior means." in vae

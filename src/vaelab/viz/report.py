@@ -22,18 +22,24 @@ from typing import Any
 
 from vaelab import __version__
 from vaelab.commands.common import OpenRun, open_run
+from vaelab.data.sources import FOLDER_PREFIX
 from vaelab.errors import VaelabError
 from vaelab.io import atomic_write_text
-from vaelab.models.protocol import capabilities
+from vaelab.models.protocol import Capabilities, capabilities
 from vaelab.viz import figures as fig
+from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
+from vaelab.viz.figureset import figure_plan
 
+LATENT_PICTURES = ("reconstructions", "manifold", "interpolations", "latents")
+
+# {codes}: "posterior means" for a model with a prior, "codes" for one without (figures.code_name)
 PICTURES = (
-    ("samples", "Samples", "Decoded draws from the prior p(z)."),
+    ("samples", "Samples", ""),  # samples_caption
     (
         "reconstructions",
         "Reconstructions",
-        "Test images (as the model sees them) beside the decoded means of their posterior means.",
+        "Test images (as the model sees them) beside the decoded means of their {codes}.",
     ),
     (
         "manifold",
@@ -43,15 +49,40 @@ PICTURES = (
     (
         "interpolations",
         "Interpolations",
-        "Linear and spherical paths between the posterior means of pairs of test images.",
+        "Linear and spherical paths between the {codes} of pairs of test images.",
     ),
     (
         "latents",
         "Latent scatter",
-        "Posterior means of test images coloured by label (the top two "
+        "The {codes} of test images coloured by label (the top two "
         "principal components when the latent space has more than two dimensions).",
     ),
 )
+
+
+# How the samples figure draws (figures.samples_figure, in its order): the first that applies.
+SAMPLES_CAPTIONS: tuple[tuple[Callable[[Capabilities], bool], str], ...] = (
+    (lambda c: c.labelled, "One row per label: along a row only z ~ p(z) changes."),
+    (
+        lambda c: c.sampler,
+        "Images the model draws itself (ancestral sampling, or its generator fed z ~ p(z)).",
+    ),
+    (lambda c: c.prior, "Decoded draws from the prior p(z)."),
+    (
+        lambda c: True,
+        "A model without a prior: decoded draws of N(0, I) and of a Gaussian fitted to its codes.",
+    ),
+)
+
+
+def samples_caption(model: object) -> str:
+    """The samples figure's caption: how this model's samples are drawn.
+
+    Args:
+        model: the run's model.
+    """
+    caps = capabilities(model)
+    return next(text for applies, text in SAMPLES_CAPTIONS if applies(caps))
 
 
 PAGE_CSS = """
@@ -118,8 +149,12 @@ def _draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[
     try:
         drawn = make(tmp / f"{key}.png")
         return None if drawn is None else _png_uri(drawn)
-    except (VaelabError, ValueError, RuntimeError) as e:
+    except VaelabError as e:  # NotDrawn among them: the figure's own line
         notes[key] = f"not drawn: {' '.join(str(e).split())}"
+        return None
+    except (ValueError, RuntimeError) as e:  # not foreseen: one line, not the page
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        notes[key] = f"not drawn: {type(e).__name__} ({first.strip()[:200]})"
         return None
 
 
@@ -155,53 +190,57 @@ def _stale_eval(o: OpenRun, ev: dict[str, Any] | None) -> str | None:
 
 
 def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[dict[str, str | None], dict]:
-    """The figures `vaelab figures` draws for this model; the others get a note saying why not."""
+    """The figures `vaelab figures` draws for this model (`figure_plan`); the others get a note saying why not."""
     notes: dict[str, str] = {}
     uris: dict[str, str | None] = {}
     model = o.model
     can = fig.applicable(model)
-    latent_figures = ("reconstructions", "manifold", "interpolations", "latents")
     test = train_codes = None
-    if not can["reconstructions"]:  # the four latent pictures apply together (one latent layer)
-        notes.update(
-            dict.fromkeys(
-                latent_figures, f"not drawn: {type(model).__name__} has no single latent layer to show"
-            )
-        )
-    else:
+    no_test = "the run's test data is not loaded"
+    if any(can[k] for k in LATENT_PICTURES):  # the four latent pictures apply together (one latent layer)
         try:
             test = o.split("test", data_dir)
         except VaelabError as e:
-            notes["data"] = f"not drawn: the run's test data could not be loaded ({' '.join(str(e).split())})"
-    needs_codes = can["samples"] and not capabilities(model).generative
-    if needs_codes:
+            no_test = f"the run's test data could not be loaded ({' '.join(str(e).split())})"
+    if can["samples"] and not capabilities(model).generative:
         try:
             train_codes = fig.codes(model, o.split("train", data_dir), limit=10000)
         except VaelabError as e:
-            notes["samples"] = f"not drawn: the training codes could not be computed ({e})"
-    if can["samples"] and (not needs_codes or train_codes is not None):
-        uris["samples"] = _draw(
-            tmp, "samples", lambda p: fig.samples_figure(model, p, seed=seed, train_codes=train_codes), notes
-        )
-    if test is not None:
-        uris["reconstructions"] = _draw(
-            tmp, "reconstructions", lambda p: fig.reconstructions_figure(model, test, p), notes
-        )
-        uris["manifold"] = _draw(tmp, "manifold", lambda p: fig.manifold_figure(model, test, p), notes)
-        uris["interpolations"] = _draw(
-            tmp, "interpolations", lambda p: fig.interpolations_figure(model, test, p, seed=seed), notes
-        )
-        uris["latents"] = _draw(tmp, "latents", lambda p: fig.latents_figure(model, test, p), notes)
+            notes["samples"] = (
+                f"not drawn: the training codes could not be computed ({' '.join(str(e).split())})"
+            )
+    for key, make in figure_plan(model, test, train_codes, None, seed, no_test).items():
+        if key == "curves" or key in notes:
+            continue
+        if isinstance(make, str):
+            notes[key] = f"not drawn: {make}"
+        else:
+            uris[key] = _draw(tmp, key, make, notes)
     return uris, notes
 
 
+FOLDER_ONLY = ("image_size", "channels")  # data settings that only an image folder uses
+
+
+def config_value(v: Any) -> str:
+    """A config value as config.json writes it: null, true, 0.001, [32], {"h1_dim": 4}; strings bare.
+
+    Args:
+        v: the value.
+    """
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
 def _config_tables(cfg: dict[str, Any]) -> str:
+    """The config as one table per section; a named data set's image_size and channels (which only an image
+    folder uses) are left out."""
     out = []
     for section, values in cfg.items():
-        rows = "".join(
-            f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (dict, list)) else v)}</td></tr>"
-            for k, v in (values.items() if isinstance(values, dict) else [("value", values)])
-        )
+        items = values.items() if isinstance(values, dict) else [("value", values)]
+        if section == "data" and isinstance(values, dict):
+            folder = str(values.get("name", "")).startswith(FOLDER_PREFIX)
+            items = [(k, v) for k, v in items if folder or k not in FOLDER_ONLY]
+        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(config_value(v))}</td></tr>" for k, v in items)
         out.append(f'<div class="card"><h3>{_esc(section)}</h3><table class="kv">{rows}</table></div>')
     return f'<div class="cols">{"".join(out)}</div>'
 
@@ -280,14 +319,16 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     ev, ev_note = read_eval(o.run.eval)
     stale = _stale_eval(o, ev)
     cfg = o.config
-    generative = capabilities(o.model).prior
+    generative = capabilities(o.model).generative  # a prior to decode, or a sampler: not an autoencoder
     pixels = math.prod(o.shape)
     with tempfile.TemporaryDirectory(prefix="vaelab-report-") as tmpdir:
         tmp = Path(tmpdir)
         uris, pic_notes = _pictures(o, tmp, data_dir, seed)
         notes.update(pic_notes)
         if history:
-            uris["curves"] = _draw(tmp, "curves", lambda p: fig.curves_figure(history, p), notes)
+            uris["curves"] = _draw(
+                tmp, "curves", lambda p: fig.curves_figure(history, p, model=o.model), notes
+            )
         charts = {}
         if ev is not None:
             for key, draw in (
@@ -315,9 +356,7 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     parts.append(
         '<div class="cols">'
         + (
-            _figure(
-                curves, "ELBO, reconstruction and KL per epoch", "From metrics.jsonl.", notes.get("curves")
-            )
+            _figure(curves, curves_title(history), "From metrics.jsonl.", notes.get("curves"))
             if history or "curves" in notes
             else ""
         )
@@ -332,10 +371,8 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     parts.append("<h2>Pictures</h2>")
     pictures = {}
     for key, name, caption in PICTURES:
-        cap = caption
-        if key == "samples" and not generative:
-            cap = "A model without a prior: decoded draws of N(0, I) and of a Gaussian fitted to its codes."
-        pictures[key] = _figure(uris.get(key), name, cap, notes.get(key) or notes.get("data"))
+        cap = samples_caption(o.model) if key == "samples" else caption.format(codes=fig.code_name(o.model))
+        pictures[key] = _figure(uris.get(key), name, cap, notes.get(key))
     for row in (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",)):
         parts.append(f'<div class="cols">{"".join(pictures[k] for k in row)}</div>')
     parts.append("<h2>Config</h2>")
