@@ -30,60 +30,28 @@ from tqdm.auto import tqdm
 
 from vaelab.errors import VaelabError
 from vaelab.inference.families import FAMILIES, Family, make_family
+from vaelab.inference.gradients import (
+    ESTIMATORS,
+    GRADIENT_REPEATS,
+    compare_estimators,
+    gradient_variance,
+    reparam_elbo,
+    score_elbo,
+)
 from vaelab.inference.toy import GRID_POINTS, Grid, ToyModel
 
-__all__ = ["FAMILIES", "Family", "fit", "make_family"]
-
-
-def reparam_elbo(
-    model: ToyModel, family: Family, num_samples: int, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """z = g(ε; φ) with ε ~ N(0, I): the gradient flows through the sample into log p(D, z) - log q(z).
-
-    Args:
-        model: the toy model.
-        family: the fitted q.
-        num_samples: draws from q.
-        generator: the random stream; None: torch's global one.
-    """
-    seen: list[Tensor] = []
-
-    def integrand(z: Tensor, q: Distribution) -> Tensor:
-        seen.append(z)
-        return model.log_joint(z) - q.log_prob(z)
-
-    values = family.expectation(integrand, num_samples, generator)
-    return values, values.detach(), seen[0]
-
-
-def score_elbo(
-    model: ToyModel, family: Family, num_samples: int, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """∇ELBO = E_q[(f(z) - b) ∇log q(z)] with f = log p(D, z) - log q(z) and a leave-one-out baseline b.
-
-    Needs only log q, not a differentiable sampler (REINFORCE); unbiased, but its variance grows with
-    how much f varies under q.
-
-    Args:
-        model: the toy model.
-        family: the fitted q.
-        num_samples: draws from q.
-        generator: the random stream; None: torch's global one.
-    """
-    z = family.sample(num_samples, generator)
-    log_q = family.distribution().log_prob(z)
-    f = (model.log_joint(z) - log_q).detach()
-    n = f.shape[0]
-    baseline = (f.sum() - f) / (n - 1) if n > 1 else torch.zeros_like(f)
-    # The surrogate's value is not the ELBO, but its gradient is the estimator; shift it to equal f.
-    surrogate = (f - baseline) * log_q
-    return surrogate - surrogate.detach() + f, f, z
-
-
-ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, Tensor]]] = {
-    "reparam": reparam_elbo,
-    "score": score_elbo,
-}
+__all__ = [
+    "ESTIMATORS",
+    "FAMILIES",
+    "GRADIENT_REPEATS",
+    "Family",
+    "compare_estimators",
+    "fit",
+    "gradient_variance",
+    "make_family",
+    "reparam_elbo",
+    "score_elbo",
+]
 
 
 # ---- Independent measures of the fit: KL divergences by closed form or by quadrature on the grid
@@ -345,35 +313,3 @@ def evaluate(
         "mean": z.mean(0).tolist(),
         "cov": torch.atleast_2d(torch.cov(z.T)).tolist(),
     }
-
-
-def gradient_variance(
-    model: ToyModel,
-    family: Family,
-    estimator: str,
-    num_samples: int = 16,
-    repeats: int = 200,
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """Spread of the ELBO gradient estimator at q's current parameters over `repeats` fresh estimates.
-
-    Returns the total variance (trace of the covariance of the flattened gradient) and the norm of the
-    mean gradient, so estimators are compared on the same problem and the same q.
-
-    Args:
-        model: the toy model.
-        family: the q at which to measure.
-        estimator: a key of ESTIMATORS.
-        num_samples: draws from q per estimate.
-        repeats: how many fresh estimates.
-        generator: the random stream; None: torch's global one.
-    """
-    grads = []
-    for _ in range(repeats):
-        family.zero_grad(set_to_none=True)
-        objective, _, _ = ESTIMATORS[estimator](model, family, num_samples, generator)
-        (-objective.mean()).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in family.parameters() if p.grad is not None]))
-    family.zero_grad(set_to_none=True)
-    g = torch.stack(grads)
-    return {"total_variance": float(g.var(0).sum()), "mean_gradient_norm": float(g.mean(0).norm())}
