@@ -162,7 +162,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
 def write_figures(
     run_path: str | Path, device: str = "cpu", data_dir: str | None = None, seed: int = 0
 ) -> list[Path]:
-    """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`).
+    """Every figure of a run that applies to its model into RUN/figures/ (`vaelab figures`, end of `vaelab train`):
+    the set `vaelab.viz.figureset` plans, one line per reason for those not drawn.
 
     Args:
         run_path: the run folder.
@@ -172,32 +173,17 @@ def write_figures(
     """
     from vaelab.models.protocol import capabilities
     from vaelab.viz import figures as fig
+    from vaelab.viz.figureset import draw_figures, skipped_lines
 
     o = open_run(str(run_path), device)
-    figs = o.run.figures
     can = fig.applicable(o.model)
     test = o.split("test", data_dir) if any(v for k, v in can.items() if k != "samples") else None
-    paths = []
-    if can["samples"]:
-        needs_codes = not capabilities(o.model).generative
-        codes = _train_codes(o, data_dir) if needs_codes else None
-        paths.append(fig.samples_figure(o.model, figs / "samples.png", seed=seed, train_codes=codes))
-    if can["reconstructions"]:
-        paths.append(fig.reconstructions_figure(o.model, test, figs / "reconstructions.png"))
-    if can["manifold"]:
-        paths.append(fig.manifold_figure(o.model, test, figs / "manifold.png"))
-    if can["interpolations"]:
-        paths.append(fig.interpolations_figure(o.model, test, figs / "interpolations.png", seed=seed))
-    if can["latents"]:
-        paths.append(fig.latents_figure(o.model, test, figs / "latents.png"))
-    history = o.run.read_metrics()
-    if history:
-        paths.append(fig.curves_figure(history, figs / "curves.png"))
-    skipped = [k for k, v in can.items() if not v]
-    if skipped:
-        print(
-            f"not drawn ({type(o.model).__name__} has no single latent layer to show): {', '.join(skipped)}"
-        )
+    needs_codes = can["samples"] and not capabilities(o.model).generative
+    codes = _train_codes(o, data_dir) if needs_codes else None
+    drawn, skipped = draw_figures(o.model, o.run.figures, test, codes, o.run.read_metrics(), seed)
+    for line in skipped_lines(skipped):
+        print(line)
+    paths = list(drawn.values())
     done(*paths)
     return paths
 
