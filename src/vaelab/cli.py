@@ -61,11 +61,22 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"vaelab.commands.{name}").register(sub)
-    for p in sub.choices.values():
+    for p in _parsers(sub):
         add_plugin_option(p)
         if not lazy:
             p.complete()
     return parser
+
+
+def _parsers(sub: argparse._SubParsersAction) -> list[CommandParser]:
+    """Every subcommand's parser, those of nested actions too (`data`, `data list`, ...)."""
+    found = []
+    for p in sub.choices.values():
+        found.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found += _parsers(action)
+    return found
 
 
 def _early_plugins(argv: list[str]) -> list[str]:

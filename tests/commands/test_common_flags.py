@@ -40,14 +40,15 @@ def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in parser._actions for s in a.option_strings}
 
 
-def test_every_subcommand_accepts_quiet():
+def test_every_subcommand_accepts_quiet_and_plugin():
+    """On the subcommand itself: `vaelab data list --quiet --plugin X` too (--plugin was on `data` alone)."""
     for path, parser in LEAVES.items():
         positionals = [a for a in parser._actions if not a.option_strings]
         required = [
             w for a in parser._actions if a.option_strings and a.required for w in (a.option_strings[0], "x")
         ]
-        args = parser.parse_args(["x"] * len(positionals) + required + ["--quiet"])
-        assert args.quiet is True, path
+        args = parser.parse_args(["x"] * len(positionals) + required + ["--quiet", "--plugin", "p.py"])
+        assert args.quiet is True and args.plugin == ["p.py"], path
 
 
 RUNS_A_MODEL = {
