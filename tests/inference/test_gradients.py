@@ -24,9 +24,12 @@ def test_one_huge_estimate_leaves_the_typical_spread_alone():
     assert s["median_squared_deviation"] == pytest.approx(1000, rel=0.05)
     assert s["total_variance"] > 4e9  # (1e6)² / 200: one estimate makes it
     assert s["p99_squared_deviation"] < 1200  # 1% of 200 is two estimates; only one is huge
-    g_light = g.clone()
-    g_light[17] = 0
-    assert gradients.spread(g_light)["total_variance"] == pytest.approx(1000, rel=0.05)
+    assert s["top_1pct_variance_share"] > 0.99  # it pulls the mean: the others lie 1e6 / 200 from it
+    g[17] = 0
+    light = gradients.spread(g)
+    assert light["total_variance"] == pytest.approx(1000, rel=0.05)
+    assert light["median_squared_deviation"] == pytest.approx(1000, rel=0.05)
+    assert light["top_1pct_variance_share"] == pytest.approx(0.01, rel=0.15)  # 2 of 200, each about as far
 
 
 def fake_estimator(scale: float, rare: float, rare_scale: float):
@@ -57,17 +60,24 @@ def test_printed_score_over_reparam_is_a_property_of_q_not_of_the_stream(monkeyp
     summary = {"elbo": -7.2, "elbo_standard_error": 0.01, "kl_q_p": 0.2, "kl_q_p_method": "quadrature"}
     summary |= {"elbo_plus_kl": -7.0, "log_evidence": -6.99, "identity_residual_in_tolerance": -0.5}
     summary |= {"kl_p_q": 1.2, "q_mass_on_grid": 1.0}
-    printed, variance_ratio = [], []
+    printed, variance_ratio, shares = [], [], []
     for seed in range(6):
         summary["gradient_variance"] = vi.compare_estimators(
             model, q, 16, torch.Generator().manual_seed(seed)
         )
         line = vi_command._report(model, "flow", "reverse", summary)
-        printed.append(float(re.search(r"score / reparam: (\S+)$", line.splitlines()[0]).group(1)))
+        printed.append(float(re.search(r"score / reparam: (\S+) \(", line).group(1)))
+        shares.append(
+            re.search(r"make (\d+)% of the score function's variance, (\d+)% of reparam's\)$", line).groups()
+        )
         gv = summary["gradient_variance"]
         variance_ratio.append(gv["score"]["total_variance"] / gv["reparam"]["total_variance"])
     assert printed == pytest.approx([0.25] * 6, rel=0.03), printed
     assert min(variance_ratio) < 0.3 and max(variance_ratio) > 30, variance_ratio  # why it is not printed
+    # where a stream drew a tail estimate, the line says the score function's variance is all in it
+    assert [share for share, ratio in zip(shares, variance_ratio) if ratio > 30] == [("99", "1")] * sum(
+        ratio > 30 for ratio in variance_ratio
+    )
 
 
 def test_reparam_is_tighter_from_the_start_score_typically_tighter_at_the_optimum():

@@ -240,7 +240,8 @@ def _title(family: str, divergence: str) -> str:
 
 
 def _report(model: toy.ToyModel, family: str, divergence: str, s: dict[str, Any]) -> str:
-    ratio = s["gradient_variance"]["score_over_reparam"]
+    from vaelab.inference.gradients import describe
+
     warning = ""
     if abs(s["q_mass_on_grid"] - 1) > 1e-3:
         warning = (
@@ -251,6 +252,5 @@ def _report(model: toy.ToyModel, family: str, divergence: str, s: dict[str, Any]
         f"{model.name}, {family} q, {divergence} KL: ELBO {s['elbo']:.4f} ± {s['elbo_standard_error']:.4f}, "
         f"KL(q‖p) {s['kl_q_p']:.4f} ({s['kl_q_p_method']}), ELBO + KL {s['elbo_plus_kl']:.4f} vs "
         f"log p(D) {s['log_evidence']:.4f} (off by {s['identity_residual_in_tolerance']:+.1f} tolerances); "
-        f"KL(p‖q) {s['kl_p_q']:.4f}; typical gradient spread at the final q, score / reparam: {ratio:.3g}"
-        + warning
+        f"KL(p‖q) {s['kl_p_q']:.4f}; {describe(s['gradient_variance'])}" + warning
     )

@@ -8,6 +8,7 @@ with a leave-one-out baseline (Williams 1992; Ranganath et al. 2014). `gradient_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -118,12 +119,31 @@ def spread(grads: Tensor) -> dict[str, float]:
         grads: the estimates, one flattened gradient a row [R, P].
     """
     squared = ((grads - grads.median(0).values) ** 2).sum(1)
+    from_mean = ((grads - grads.mean(0)) ** 2).sum(1).sort(descending=True).values
+    top = math.ceil(len(from_mean) / 100)
     return {
         "total_variance": float(grads.var(0).sum()),
         "median_squared_deviation": float(torch.quantile(squared, 0.5)),
         "p99_squared_deviation": float(torch.quantile(squared, 0.99)),
+        # the share of the variance made by the 1% of estimates farthest from the mean: about 1% where they
+        # all lie about as far out (Gaussian estimates in many dimensions), near 100% where a rare few make it
+        "top_1pct_variance_share": float(from_mean[:top].sum() / from_mean.sum().clamp_min(1e-300)),
         "mean_gradient_norm": float(grads.mean(0).norm()),
     }
+
+
+def describe(comparison: dict[str, Any]) -> str:
+    """`compare_estimators`' result in the words `vaelab vi` prints.
+
+    Args:
+        comparison: what `compare_estimators` returned.
+    """
+    share = {est: comparison[est]["top_1pct_variance_share"] for est in ESTIMATORS}
+    return (
+        f"typical gradient spread at the {comparison['at']}, score / reparam: {comparison['score_over_reparam']:.3g} "
+        f"(the top 1% of estimates make {share['score']:.0%} of the score function's variance, "
+        f"{share['reparam']:.0%} of reparam's)"
+    )
 
 
 def compare_estimators(
