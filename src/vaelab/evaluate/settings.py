@@ -10,6 +10,7 @@ ConfigError naming the flag and the value, raised when the settings are made, be
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -107,7 +108,7 @@ class EvalSettings:
     def __post_init__(self) -> None:
         for name in ("importance", "ais", "chains", "leapfrog", "bdmc", "quality", "seed", "limit"):
             self._integer(name)
-        if not isinstance(self.dist_timeout, numbers.Real) or not self.dist_timeout > 0:
+        if not isinstance(self.dist_timeout, numbers.Real) or not 0 < self.dist_timeout < math.inf:
             raise ConfigError(f"dist_timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.importance < 1:
             raise ConfigError(f"--importance K must be >= 1, got {self.importance}")

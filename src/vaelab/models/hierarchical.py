@@ -45,10 +45,10 @@ class HierarchicalVAE(nn.Module):
         super().__init__()
         h1 = cfg.extra.get("h1_dim", H1_DIM)
         hidden2 = tuple(cfg.extra.get("h2_hidden", H2_HIDDEN))
-        if not isinstance(h1, int) or h1 < 1 or cfg.latent_dim < 1:
-            raise ConfigError(
-                f"need model.extra.h1_dim >= 1 and model.latent_dim >= 1, got {h1!r}, {cfg.latent_dim}"
-            )
+        if not isinstance(h1, int) or isinstance(h1, bool) or h1 < 1:
+            raise ConfigError(f"model.extra.h1_dim must be an integer >= 1, got {h1!r}")
+        if cfg.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {cfg.latent_dim}")
         if not hidden2 or not all(isinstance(w, int) and w > 0 for w in hidden2):
             raise ConfigError(f"model.extra.h2_hidden must be a list of widths, got {hidden2!r}")
         self.shape = tuple(shape)

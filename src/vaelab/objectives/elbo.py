@@ -292,7 +292,14 @@ def check_schedule(cfg: ObjectiveConfig) -> None:
         raise ConfigError(
             "choose one KL schedule: objective.warmup_epochs or objective.kl_cycle_epochs, not both"
         )
-    if cfg.kl_cycle_epochs < 0 or cfg.warmup_epochs < 0 or cfg.free_bits < 0 or cfg.beta < 0:
-        raise ConfigError("need objective.beta, warmup_epochs, kl_cycle_epochs and free_bits >= 0")
+    named = {
+        "beta": cfg.beta,
+        "warmup_epochs": cfg.warmup_epochs,
+        "kl_cycle_epochs": cfg.kl_cycle_epochs,
+        "free_bits": cfg.free_bits,
+    }
+    for key, value in named.items():
+        if not value >= 0:
+            raise ConfigError(f"need objective.{key} >= 0, got {value}")
     if not 0 < cfg.kl_cycle_ramp <= 1:
         raise ConfigError(f"objective.kl_cycle_ramp must be in (0, 1], got {cfg.kl_cycle_ramp}")
