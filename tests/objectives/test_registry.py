@@ -45,6 +45,15 @@ def test_the_table_is_whole_whichever_module_is_imported_first(first):
     assert set(out.split()) == ALL
 
 
+@pytest.mark.parametrize(
+    "first", ["vaelab.baselines", "vaelab.baselines.pixelcnn", "vaelab.models", "vaelab", "vaelab.evaluate"]
+)
+def test_the_table_has_one_order_whichever_module_is_imported_first(first):
+    code = f"import {first}\nfrom vaelab.objectives import OBJECTIVES\nprint(' '.join(OBJECTIVES))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["elbo", "reconstruction", "iwae", "m2", "exact-nll", "gan"]
+
+
 def test_an_unknown_name_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match=r"^unknown objective 'elbow'; choose one of: ") as e:
         OBJECTIVES.lookup("elbow")

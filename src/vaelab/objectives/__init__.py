@@ -13,10 +13,6 @@ Importing this package imports every module that registers one, so the table is 
 objective joins it with `@register_objective("name")`.
 """
 
-# Each import below registers objectives. The baselines import vaelab.objectives.registry, which runs this file
-# first when they are imported first: `import vaelab.baselines` then finds that package half-built and returns,
-# and the baselines register as their own import completes (before any top-level import of vaelab returns).
-import vaelab.baselines  # noqa: F401  (registers exact-nll and gan)
 from vaelab.objectives.elbo import ElboTerms, elbo_terms, iwae_bound, kl_weight
 from vaelab.objectives.iwae import iwae_objective
 from vaelab.objectives.registry import OBJECTIVES, Objective, Step, register_objective
@@ -34,3 +30,9 @@ __all__ = [
     "m2_objective",
     "register_objective",
 ]
+
+# Each import above registers objectives; the baselines' two come last, so the table's order is the same
+# whichever module is imported first. The baselines import vaelab.objectives.registry, which runs this file
+# first when they are imported first: `import vaelab.baselines` then finds that package half-built and returns,
+# and the baselines register as their own import completes (before any top-level import of vaelab returns).
+import vaelab.baselines  # noqa: F401  (registers exact-nll and gan)
