@@ -96,3 +96,23 @@ def test_evaluate_keywords_override_given_settings_and_unknown_ones_are_refused(
     )
     with pytest.raises(TypeError, match="unknown evaluation setting 'samples'"):
         evaluate(model, data, samples=3)
+
+
+def test_the_help_names_are_the_real_tables() -> None:
+    from vaelab.data import SPLIT_SEED_OFFSET
+    from vaelab.evaluate.settings import SCHEDULE_NAMES, SPLIT_NAMES
+    from vaelab.inference.ais import SCHEDULES
+
+    assert tuple(SCHEDULES) == SCHEDULE_NAMES
+    assert tuple(SPLIT_SEED_OFFSET) == SPLIT_NAMES
+
+
+def test_the_estimator_table_is_whole_from_the_package() -> None:
+    import subprocess
+    import sys
+
+    code = "from vaelab.evaluate import ESTIMATORS\nprint(' '.join(ESTIMATORS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [
+        "exact", "elbo", "importance", "psis", "ais", "bdmc", "classification", "decomposition", "quality"
+    ]  # fmt: skip

@@ -3,21 +3,11 @@ the importance weights, the ELBO's decomposition, classification error and sampl
 
 `evaluate(run_or_model, ...)` returns the dict that `vaelab eval` writes to `eval.json`: every estimate with
 its method, settings, seed, standard error and time. Its settings are one `EvalSettings`; its estimators are
-a table (`ESTIMATORS`, `register_estimator`), each returning a typed `Estimate`.
+a table (`ESTIMATORS`, `register_estimator`), each returning a typed `Estimate`. The names load on first use
+(PEP 562), so `vaelab eval --help`, built from `EvalSettings`, imports no torch.
 """
 
-from vaelab.evaluate.classification import classification_error
-from vaelab.evaluate.decomposition import decompose
-from vaelab.evaluate.estimators import (
-    ESTIMATORS,
-    Context,
-    Estimate,
-    Estimator,
-    register_estimator,
-)
-from vaelab.evaluate.loglik import ImportanceResult, importance_sampling
-from vaelab.evaluate.run import Evaluation, evaluate, run_evaluation
-from vaelab.evaluate.settings import EvalSettings
+from vaelab.exports import lazy_exports
 
 __all__ = [
     "ESTIMATORS",
@@ -34,3 +24,18 @@ __all__ = [
     "register_estimator",
     "run_evaluation",
 ]
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "classification_error": "vaelab.evaluate.classification",
+        "decompose": "vaelab.evaluate.decomposition",
+        # the whole table: run.py imports every estimator module, each registering its own
+        "ESTIMATORS": "vaelab.evaluate.run",
+        **dict.fromkeys(
+            ["Context", "Estimate", "Estimator", "register_estimator"], "vaelab.evaluate.estimators"
+        ),
+        **dict.fromkeys(["ImportanceResult", "importance_sampling"], "vaelab.evaluate.loglik"),
+        **dict.fromkeys(["Evaluation", "evaluate", "run_evaluation"], "vaelab.evaluate.run"),
+        "EvalSettings": "vaelab.evaluate.settings",
+    },
+)

@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
-from vaelab.data import SPLIT_SEED_OFFSET
 from vaelab.errors import ConfigError
-from vaelab.inference.ais import SCHEDULES
+
+# The built-in names, for the flags' help without importing torch (`vaelab eval --help` answers at once);
+# values are checked against the real tables (vaelab.inference.ais.SCHEDULES, vaelab.data.SPLIT_SEED_OFFSET),
+# and tests/evaluate/test_settings.py checks these lists equal them.
+SCHEDULE_NAMES = ("sigmoid", "geometric", "linear")
+SPLIT_NAMES = ("test", "valid", "train")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class EvalSettings:
     ais: int = _setting(0, Flag("--ais", "AIS intermediate distributions (0: no AIS)", "T"))
     chains: int = _setting(16, Flag("--chains", "AIS chains per image", "C"))
     leapfrog: int = _setting(10, Flag("--leapfrog", "leapfrog steps per HMC transition", "L"))
-    schedule: str = _setting("sigmoid", Flag("--schedule", f"AIS schedule: {' | '.join(SCHEDULES)}"))
+    schedule: str = _setting("sigmoid", Flag("--schedule", f"AIS schedule: {' | '.join(SCHEDULE_NAMES)}"))
     bdmc: int = _setting(0, Flag("--bdmc", "BDMC on N simulated images (0: none)", "N"))
     decomposition: bool = _setting(
         False, Flag("--decomposition", "the ELBO's parts, gap, active units, I(x; z)")
@@ -120,6 +124,9 @@ class EvalSettings:
             raise ConfigError(f"--leapfrog L must be >= 1, got {self.leapfrog}")
         if self.bdmc < 0:
             raise ConfigError(f"--bdmc N must be >= 0, got {self.bdmc}")
+        from vaelab.data import SPLIT_SEED_OFFSET
+        from vaelab.inference.ais import SCHEDULES
+
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown AIS schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"
