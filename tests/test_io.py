@@ -99,3 +99,23 @@ def test_an_edited_metrics_line_is_one_line_error_in_every_reader(
         one_line_error(capsys, main(command), "metrics.jsonl: line 2 is not")
     assert main(["report", str(run)]) == 0  # the report shows the rest, with the reason as a note
     assert "metrics.jsonl: line 2 is not" in (run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", [["mcmc", "--model", "banana"], ["vi", "--model", "banana"]])
+def test_toy_commands_refuse_an_empty_out(command, tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "vaelab", *command, "--out", "", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .endswith("the output folder is empty (an unset shell variable?): give --out FOLDER")
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 
 
 def _file_mode() -> int:
@@ -49,8 +49,11 @@ def check_can_create(path: str | os.PathLike) -> Path:
     later (bad data, a bad config) leaves no empty folder behind.
 
     Args:
-        path: the folder to be created later.
+        path: the folder to be created later; an empty path (an unset shell variable) is refused, since it
+            would mean the current folder.
     """
+    if not str(path).strip():
+        raise ConfigError("the output folder is empty (an unset shell variable?): give --out FOLDER")
     p = Path(path)
     q = p
     while not q.exists() and q != q.parent:
