@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 RUN    ?= runs
 
-.PHONY: install install-test browser-deps demo test test-fast bench bench-env lint clean
+.PHONY: install install-test browser-deps demo test test-fast bench bench-env lint docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench: install bench-env
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks fuzz
 	$(BIN)/ruff format --check src tests benchmarks fuzz
+
+# Every command output the docs quote (between <!-- output: CMD --> markers), re-run and compared; `python
+# docs/outputs.py` rewrites them in place.
+docs-check: install
+	$(BIN)/python docs/outputs.py --check
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
