@@ -2,9 +2,11 @@
 
 Every log_prob keeps its normalising constant, so a log-likelihood is a true log-density (or log-mass) in
 nats: Bernoulli (logits), continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, with its normaliser),
-Gaussian (fixed, learned shared, learned per-pixel or decoder-predicted variance, floored), and the
+Gaussian (fixed, learned shared, learned per-pixel or decoder-predicted variance, floored; the mean the
+decoder's output itself or its sigmoid, in (0, 1) as in Kingma & Welling 2014's Frey Face model), and the
 discretized logistic of 8-bit intensities (Salimans et al. 2017). Each class registers under its name in
-`LIKELIHOODS` (`model.likelihood`), and each Gaussian variance under its name in `GAUSSIAN_VARIANCES`.
+`LIKELIHOODS` (`model.likelihood`), each Gaussian variance under its name in `GAUSSIAN_VARIANCES`, and
+each map from the decoder's output to the Gaussian's mean under its name in `GAUSSIAN_MEANS`.
 """
 
 from __future__ import annotations
@@ -110,9 +112,18 @@ GAUSSIAN_VARIANCES: Registry[Callable[[Likelihood, float], None]] = Registry(
 )
 
 
+# The Gaussian's mean from the decoder's output: the output itself (any real), or its sigmoid, a mean in (0, 1)
+# for intensities in [0, 1] (Kingma & Welling 2014, appendix C.2: "the means are constrained to (0, 1) by a
+# sigmoidal activation function at the decoder output"). The density is N(x; mean, sigma^2) either way.
+GAUSSIAN_MEANS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry(
+    "gaussian_mean", {"identity": lambda out: out, "sigmoid": torch.sigmoid}
+)
+
+
 @LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
-    """N(x; mu(z), sigma^2) per pixel; sigma^2 = floor + softplus(raw) for learned variances."""
+    """N(x; mu(z), sigma^2) per pixel; sigma^2 = floor + softplus(raw) for learned variances; mu the decoder's
+    output or its sigmoid (`gaussian_mean`)."""
 
     def __init__(
         self,
@@ -120,10 +131,13 @@ class GaussianLikelihood(Likelihood):
         gaussian_variance: str = "shared",
         gaussian_sigma: float = 0.1,
         variance_floor: float = 1e-4,
+        gaussian_mean: str = "identity",
         **_: object,
     ) -> None:
         super().__init__(shape)
         make_raw = GAUSSIAN_VARIANCES.lookup(gaussian_variance)
+        self.mean_of = GAUSSIAN_MEANS.lookup(gaussian_mean)
+        self.mean_name = gaussian_mean
         if gaussian_sigma <= 0 or variance_floor < 0 or gaussian_sigma**2 <= variance_floor:
             raise ConfigError(
                 f"need gaussian_sigma^2 > variance_floor >= 0, got sigma {gaussian_sigma}, floor {variance_floor}"
@@ -149,6 +163,7 @@ class GaussianLikelihood(Likelihood):
             var = self.variance(raw)
         else:
             loc, var = out, self.variance()
+        loc = self.mean_of(loc)
         return Independent(Normal(loc, var.sqrt().expand_as(loc), validate_args=False), 3)
 
 
@@ -223,6 +238,7 @@ def build_likelihood(name: str, shape: tuple[int, int, int], **options: object) 
     Args:
         name: a key of LIKELIHOODS.
         shape: one datum's shape (C, H, W).
-        **options: the likelihood's own settings (gaussian_variance, gaussian_sigma, variance_floor).
+        **options: the likelihood's own settings (gaussian_variance, gaussian_sigma, variance_floor,
+            gaussian_mean).
     """
     return LIKELIHOODS.lookup(name)(shape, **options)
