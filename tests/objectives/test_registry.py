@@ -16,7 +16,17 @@ from vaelab.errors import ConfigError
 from vaelab.models.vae import VAE
 from vaelab.objectives import OBJECTIVES, Step, register_objective
 
-ALL = {"elbo", "reconstruction", "iwae", "m2", "exact-nll", "gan"}
+ALL = {
+    "elbo",
+    "reconstruction",
+    "iwae",
+    "wake-sleep",
+    "reweighted-wake-sleep",
+    "mcem",
+    "m2",
+    "exact-nll",
+    "gan",
+}
 
 
 def test_the_whole_table_and_its_old_name():
@@ -25,13 +35,18 @@ def test_the_whole_table_and_its_old_name():
     from vaelab.baselines import exact_nll_objective, gan_objective
     from vaelab.objectives.elbo import Objective, elbo_objective, reconstruction_objective
     from vaelab.objectives.iwae import iwae_objective
+    from vaelab.objectives.mcem import mcem_objective
     from vaelab.objectives.semisupervised import m2_objective
+    from vaelab.objectives.wake_sleep import reweighted_wake_sleep_objective, wake_sleep_objective
 
     assert Objective is vaelab.objectives.Objective
     assert {
         "elbo": elbo_objective,
         "reconstruction": reconstruction_objective,
         "iwae": iwae_objective,
+        "wake-sleep": wake_sleep_objective,
+        "reweighted-wake-sleep": reweighted_wake_sleep_objective,
+        "mcem": mcem_objective,
         "m2": m2_objective,
         "exact-nll": exact_nll_objective,
         "gan": gan_objective,
@@ -51,7 +66,17 @@ def test_the_table_is_whole_whichever_module_is_imported_first(first):
 def test_the_table_has_one_order_whichever_module_is_imported_first(first):
     code = f"import {first}\nfrom vaelab.objectives import OBJECTIVES\nprint(' '.join(OBJECTIVES))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["elbo", "reconstruction", "iwae", "m2", "exact-nll", "gan"]
+    assert out.split() == [
+        "elbo",
+        "reconstruction",
+        "iwae",
+        "wake-sleep",
+        "reweighted-wake-sleep",
+        "mcem",
+        "m2",
+        "exact-nll",
+        "gan",
+    ]
 
 
 def test_an_unknown_name_is_refused_with_the_choices():

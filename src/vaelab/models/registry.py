@@ -27,6 +27,7 @@ from vaelab.models.linear import LinearGaussianVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
+from vaelab.objectives.wake_sleep import ELBO_KNOBS
 from vaelab.registry import Registry
 
 
@@ -111,6 +112,22 @@ IWAE_NOTE = (
     "IWAE_K bound of Burda et al. 2016 on the VAE; K = objective.num_samples, DReG: objective.dreg=true"
 )
 
+# The Helmholtz-machine objectives (vaelab.objectives.wake_sleep, .mcem): a one-latent-layer, unlabelled model.
+WAKE_SLEEP_MCEM = ("wake-sleep", "reweighted-wake-sleep", "mcem")
+
+
+def _no_elbo_knobs(cfg: Config) -> None:
+    """Wake-sleep and MCEM have no KL weight, free bits or input noise: refuse them before any data is read."""
+    name = objective_name(cfg)
+    if name in WAKE_SLEEP_MCEM:
+        o, d = asdict(cfg.objective), asdict(ObjectiveConfig())
+        changed = [f"objective.{n}" for n in ELBO_KNOBS if o[n] != d[n]]
+        if changed:
+            raise ConfigError(
+                f"objective {name} has no KL weight, free bits or input noise: {', '.join(changed)} do not apply"
+            )
+
+
 MODELS: Registry[ModelSpec] = Registry(
     "model",
     {
@@ -118,7 +135,8 @@ MODELS: Registry[ModelSpec] = Registry(
             VAE,
             "elbo",
             "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014); beta-VAE: --beta 4",
-            objectives=("iwae",),
+            objectives=("iwae", *WAKE_SLEEP_MCEM),
+            check=_no_elbo_knobs,
         ),
         "autoencoder": ModelSpec(
             Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
@@ -127,7 +145,8 @@ MODELS: Registry[ModelSpec] = Registry(
             LinearGaussianVAE,
             "elbo",
             "probabilistic PCA with a linear encoder: log p(x) exact (for checking bounds)",
-            objectives=("iwae",),
+            objectives=("iwae", *WAKE_SLEEP_MCEM),
+            check=_no_elbo_knobs,
         ),
         "iwae": ModelSpec(
             VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}
