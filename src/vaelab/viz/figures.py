@@ -25,7 +25,7 @@ from vaelab.data import Prepared, iterate
 from vaelab.distributions.sampling import sample
 from vaelab.models.protocol import capabilities
 from vaelab.viz.curves import curves_figure as curves_figure  # re-exported: every figure from one module
-from vaelab.viz.geometry import principal, slerp  # slerp: also the explorer's (vaelab.serve)
+from vaelab.viz.geometry import manifold_smoothness, principal, prior_coverage, slerp  # slerp: also serve's
 from vaelab.viz.grids import GRID_SIDE, NotDrawn, capped, plt, save_figure, save_panels, tile
 from vaelab.viz.labelled import samples_by_label_figure
 
@@ -180,8 +180,12 @@ def reconstructions_figure(
     )
 
 
+GRID_RANGES = ("prior", "codes")  # what a manifold's quantiles are of: the prior's, or the test codes' spread
+NOISY = 0.5  # a manifold whose `manifold_smoothness` is above this is flagged on its figure
+
+
 def manifold_plane(
-    model: nn.Module, data: Prepared, dims: tuple[int, ...] | None = None
+    model: nn.Module, data: Prepared, dims: tuple[int, ...] | None = None, grid_range: str = "prior"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """(centre [D], axes [k, D], scales [k], description) of the plane (k = 2; a line, k = 1, when D = 1) the
     manifold is drawn on: the plane of `dims` (or z itself when D <= 2), at unit scale for a model with a
@@ -192,10 +196,14 @@ def manifold_plane(
         model: a model that encodes and decodes one latent layer.
         data: the prepared test split (its codes place the plane).
         dims: two latent dimensions to span the plane, or None.
+        grid_range: "prior": a model with a prior is drawn at unit scale about 0; "codes": at its test codes'
+            mean and spread along the plane's axes (for codes that do not cover the prior).
     """
+    if grid_range not in GRID_RANGES:
+        raise ValueError(f"unknown manifold range '{grid_range}'; choose one of: {', '.join(GRID_RANGES)}")
     dev = _device(model)
     d = capabilities(model).latent_dim
-    has_prior = capabilities(model).prior
+    has_prior = capabilities(model).prior and grid_range == "prior"
     if dims is not None and (len(dims) != 2 or max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]):
         raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
     z = None if (has_prior and (d <= 2 or dims is not None)) else codes(model, data, limit=5000)
@@ -226,6 +234,10 @@ def manifold_plane(
                 f"and {data.name or 'the split'} has {_images(len(z))} (need 2)"
             )
         centre, scales = z.mean(0), z[:, list(dims)].std(0)
+        if capabilities(model).prior:  # the other dimensions stay at the prior's centre
+            centre = torch.zeros(d, device=dev).index_copy(
+                0, torch.tensor(list(dims), device=dev), centre[list(dims)]
+            )
     what = ", ".join(f"z[{i}]" for i in dims) + " at Gaussian quantiles"
     return centre, axes, scales, what + ("" if has_prior else " of the codes' spread") + why
 
@@ -236,9 +248,14 @@ def manifold_figure(
     path: str | os.PathLike,
     n: int = 20,
     dims: tuple[int, int] | None = None,
+    grid_range: str = "prior",
 ) -> Path:
     """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4); a
     row of n for a 1-d latent space.
+
+    The title says so when the test codes do not cover the prior the grid is drawn at (`prior_coverage`: most
+    of such a grid decodes points no image maps to; `grid_range="codes"` grids over the codes' own spread),
+    and when neighbouring tiles differ about as much as random pairs (`manifold_smoothness` above `NOISY`).
 
     Args:
         model: a model that encodes and decodes one latent layer.
@@ -246,17 +263,30 @@ def manifold_figure(
         path: the PNG to write.
         n: the grid's side (at most `GRID_SIDE`).
         dims: two latent dimensions to span the plane, or None (see `manifold_plane`).
+        grid_range: "prior" or "codes": the quantiles of the prior or of the test codes (see `manifold_plane`).
     """
     n = capped(n, GRID_SIDE, "pictures per side", path)
-    centre, axes, scales, what = manifold_plane(model, data, dims)
+    centre, axes, scales, what = manifold_plane(model, data, dims, grid_range)
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n)).to(centre.device)
     if len(axes) == 1:
         z = centre + q.reshape(-1, 1) * scales[0] * axes[0]
     else:
         u, v = torch.meshgrid(q, q.flip(0), indexing="xy")  # rows top to bottom: second axis decreasing
         z = centre + u.reshape(-1, 1) * scales[0] * axes[0] + v.reshape(-1, 1) * scales[1] * axes[1]
-    img = tile(decoded(model, z), n, pad=0)
-    return save_panels(path, [(what, img)], "latent manifold", inches=7)
+    tiles = decoded(model, z)
+    notes = []
+    if capabilities(model).prior and grid_range == "prior":
+        on_plane = (codes(model, data, limit=5000) - centre) @ axes.T / scales
+        off = prior_coverage(on_plane)
+        if off:
+            notes.append(f"{off}: most tiles decode no image's code; --range codes grids over theirs")
+    rough = manifold_smoothness(tiles, n)
+    if rough > NOISY:
+        notes.append(
+            f"neighbouring tiles differ almost like random pairs (smoothness {rough:.2f}, 0 = smooth)"
+        )
+    title = "\n".join(["latent manifold", *notes])
+    return save_panels(path, [(what, tile(tiles, n, pad=0))], title, inches=7)
 
 
 def interpolations_figure(

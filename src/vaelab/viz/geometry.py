@@ -44,3 +44,52 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     lin = (1 - t) * z0[:, None] + t * z1[:, None]
     sph = (torch.sin((1 - t) * omega) * z0[:, None] + torch.sin(t * omega) * z1[:, None]) / so
     return torch.where(so.abs() < 1e-4, lin, sph)
+
+
+# The prior does not cover the codes when their mean is this many prior sds from its centre, or their spread
+# is under this share of the prior's along an axis of the manifold's plane.
+OFF_CENTRE_SDS = 2.0
+NARROW_SHARE = 0.25
+
+
+def prior_coverage(z: torch.Tensor) -> str:
+    """ "" when codes z [N, k] (coordinates on the manifold's plane, prior N(0, I)) fill the prior's bulk; else
+    one phrase saying how they do not: their mean more than `OFF_CENTRE_SDS` prior sds from 0, or their sd
+    under `NARROW_SHARE` of the prior's along some axis.
+
+    Args:
+        z: the test codes on the plane's axes, in prior sds.
+    """
+    if len(z) < 2:
+        return ""
+    mean, sd = z.mean(0), z.std(0)
+    far = float(mean.norm()) > OFF_CENTRE_SDS
+    narrow = bool((sd < NARROW_SHARE).any())
+    if not (far or narrow):
+        return ""
+    at = ", ".join(f"{float(m):.2f}" for m in mean)
+    sds = ", ".join(f"{float(s):.2f}" for s in sd)
+    return f"the test codes (mean {at}; sd {sds}) do not cover the prior"
+
+
+def manifold_smoothness(tiles: torch.Tensor, n: int) -> float:
+    """How smooth a decoded grid is: the mean squared difference of neighbouring tiles (right and down) over
+    that of all pairs of tiles. A smooth manifold (faces turning by degrees) is well under 1; tiles that are
+    noise, or unrelated to their neighbours, score about 1 (neighbours differ like random pairs); 0 for a
+    constant grid.
+
+    Args:
+        tiles: the decoded grid, row by row, [n * rows, ...] (rows = len(tiles) // n; one row for a strip).
+        n: tiles per row.
+    """
+    flat = tiles.detach().double().reshape(len(tiles), -1)
+    rows = len(flat) // n
+    grid = flat[: rows * n].reshape(rows, n, -1)
+    near = [((grid[:, 1:] - grid[:, :-1]) ** 2).sum(-1).flatten()]
+    if rows > 1:
+        near.append(((grid[1:] - grid[:-1]) ** 2).sum(-1).flatten())
+    neighbours = torch.cat(near).mean()
+    # mean over all pairs i != j of |a_i - a_j|^2 = 2 N / (N - 1) * (total variance)
+    m = len(flat)
+    pairs = 2 * m / max(m - 1, 1) * ((flat - flat.mean(0)) ** 2).sum(-1).mean()
+    return 0.0 if float(pairs) == 0 else float(neighbours / pairs)
