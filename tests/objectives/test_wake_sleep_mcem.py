@@ -171,11 +171,11 @@ def test_sleep_phase_minimises_the_forward_kl_to_the_exact_posterior():
             p.zero_()
     opt = torch.optim.Adam(model.encoder.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(0)
-    for i in range(300):
-        if i == 200:
-            opt.param_groups[0]["lr"] = 0.01
+    for i in range(250):
+        if i in (150, 200):  # smaller steps at the end, to settle within the dreams' noise
+            opt.param_groups[0]["lr"] = {150: 0.01, 200: 0.002}[i]
         opt.zero_grad()
-        (-sleep_term(model, 1024, g).mean()).backward()
+        (-sleep_term(model, 512, g).mean()).backward()
         opt.step()
     test = batch(8, seed=9)
     exact, q = model.exact_posterior(test), model.encode(test)
