@@ -12,7 +12,7 @@ from scipy.stats import norm
 from vaelab.data import prepare_split
 from vaelab.models.registry import build_model
 from vaelab.viz import figures as fig
-from vaelab.viz.geometry import manifold_smoothness, prior_coverage
+from vaelab.viz.trust import NOISY, manifold_notes, manifold_smoothness, prior_coverage, speckle
 
 from vaelab_testing import small_config
 
@@ -50,7 +50,7 @@ def test_smoothness_is_exact_on_a_strip_of_numbers():
 def test_a_smooth_manifold_passes_and_noise_fails(n):
     smooth = manifold_smoothness(smooth_decoder(_grid(n)), n)
     noisy = manifold_smoothness(noise_decoder(_grid(n)), n)
-    assert smooth < 0.25 < fig.NOISY < 0.9 < noisy < 1.1, (smooth, noisy)
+    assert smooth < 0.25 < NOISY < 0.9 < noisy < 1.1, (smooth, noisy)
 
 
 def test_codes_off_the_prior_are_named_and_codes_on_it_are_not():
@@ -122,3 +122,26 @@ def test_an_unknown_range_is_refused_with_the_choices(drawn, tmp_path):
     model, test, _, _ = drawn
     with pytest.raises(ValueError, match="unknown manifold range 'data'; choose one of: prior, codes"):
         fig.manifold_figure(model, test, tmp_path / "m.png", n=4, grid_range="data")
+
+
+def test_speckle_is_exact_on_a_small_case_and_tells_noise_from_faces():
+    flat = torch.zeros(1, 1, 2, 2)
+    edge = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # across: 1 and 1; down: 0 and 0 -> (1 + 0) / 2
+    checker = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])  # across 1, down 1 -> 1
+    assert speckle(checker, edge) == pytest.approx(2.0)
+    assert speckle(flat, edge) == 0.0
+    g = torch.Generator().manual_seed(2)
+    faces = smooth_decoder(torch.randn(200, 2, generator=g))
+    assert speckle(smooth_decoder(_grid(10)), faces) < 1.5
+    assert speckle(noise_decoder(_grid(10)), faces) > 10
+
+
+def test_the_notes_name_each_way_a_grid_fails():
+    g = torch.Generator().manual_seed(3)
+    faces = smooth_decoder(torch.randn(200, 2, generator=g))
+    assert manifold_notes(smooth_decoder(_grid(8)), 8, torch.randn(300, 2, generator=g), faces) == []
+    notes = manifold_notes(noise_decoder(_grid(8)), 8, torch.randn(300, 2, generator=g) * 0.1, faces)
+    assert len(notes) == 3
+    assert "do not cover the prior" in notes[0]
+    assert "differ almost like random pairs" in notes[1]
+    assert notes[2].startswith("the tiles are speckle: pixel to pixel they change")

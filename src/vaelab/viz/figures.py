@@ -25,9 +25,10 @@ from vaelab.data import Prepared, iterate
 from vaelab.distributions.sampling import sample
 from vaelab.models.protocol import capabilities
 from vaelab.viz.curves import curves_figure as curves_figure  # re-exported: every figure from one module
-from vaelab.viz.geometry import manifold_smoothness, principal, prior_coverage, slerp  # slerp: also serve's
+from vaelab.viz.geometry import principal, slerp  # slerp: also the explorer's (vaelab.serve)
 from vaelab.viz.grids import GRID_SIDE, NotDrawn, capped, plt, save_figure, save_panels, tile
 from vaelab.viz.labelled import samples_by_label_figure
+from vaelab.viz.trust import manifold_notes
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -181,7 +182,6 @@ def reconstructions_figure(
 
 
 GRID_RANGES = ("prior", "codes")  # what a manifold's quantiles are of: the prior's, or the test codes' spread
-NOISY = 0.5  # a manifold whose `manifold_smoothness` is above this is flagged on its figure
 
 
 def manifold_plane(
@@ -253,9 +253,10 @@ def manifold_figure(
     """Decode an n x n grid of z at Gaussian quantiles of a latent plane (Kingma & Welling 2014, fig. 4); a
     row of n for a 1-d latent space.
 
-    The title says so when the test codes do not cover the prior the grid is drawn at (`prior_coverage`: most
-    of such a grid decodes points no image maps to; `grid_range="codes"` grids over the codes' own spread),
-    and when neighbouring tiles differ about as much as random pairs (`manifold_smoothness` above `NOISY`).
+    The title says (`vaelab.viz.trust.manifold_notes`) when the test codes do not cover the prior the grid is
+    drawn at (most of such a grid decodes points no image maps to; `grid_range="codes"` grids over the codes'
+    own spread), when neighbouring tiles differ about as much as random pairs, and when the tiles are pixel
+    noise, rougher than the test images.
 
     Args:
         model: a model that encodes and decodes one latent layer.
@@ -274,17 +275,11 @@ def manifold_figure(
         u, v = torch.meshgrid(q, q.flip(0), indexing="xy")  # rows top to bottom: second axis decreasing
         z = centre + u.reshape(-1, 1) * scales[0] * axes[0] + v.reshape(-1, 1) * scales[1] * axes[1]
     tiles = decoded(model, z)
-    notes = []
+    on_plane = None
     if capabilities(model).prior and grid_range == "prior":
         on_plane = (codes(model, data, limit=5000) - centre) @ axes.T / scales
-        off = prior_coverage(on_plane)
-        if off:
-            notes.append(f"{off}: most tiles decode no image's code; --range codes grids over theirs")
-    rough = manifold_smoothness(tiles, n)
-    if rough > NOISY:
-        notes.append(
-            f"neighbouring tiles differ almost like random pairs (smoothness {rough:.2f}, 0 = smooth)"
-        )
+    real = next((x for _, x in iterate(data, 500)), None)
+    notes = manifold_notes(tiles, n, on_plane, real)
     title = "\n".join(["latent manifold", *notes])
     return save_panels(path, [(what, tile(tiles, n, pad=0))], title, inches=7)
 
