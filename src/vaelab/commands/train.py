@@ -113,7 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--free-bits", type=float, help="free bits: nats per latent dimension not penalised (default 0)"
     )
-    p.add_argument("--objective", help="elbo | iwae | ...: override the model's own objective")
+    p.add_argument(
+        "--objective",
+        help="override the model's own objective: elbo | iwae | wake-sleep | reweighted-wake-sleep | mcem | "
+        "a plugin's (the models' specs say which each accepts)",
+    )
     p.add_argument("--samples", type=int, help="samples of z per datum: K of the IWAE bound (default 1)")
     p.add_argument(
         "--dreg", action="store_true", help="IWAE with doubly reparameterised gradients (Tucker et al. 2019)"
