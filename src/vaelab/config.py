@@ -66,6 +66,9 @@ class ModelConfig:
     latent_dim: int = 20
     likelihood: str = "bernoulli"
     gaussian_variance: str = "shared"  # fixed | shared | per-pixel | decoder
+    gaussian_mean: str = (
+        "identity"  # identity | sigmoid: the Gaussian decoder's mean map (Kingma & Welling 2014)
+    )
     gaussian_sigma: float = 0.1  # the fixed sigma, and the starting sigma of learned ones
     variance_floor: float = 1e-4  # the Gaussian decoder's variance never goes below this
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific settings

@@ -99,7 +99,9 @@ def cmd_manifold(args: argparse.Namespace) -> int:
         dims = (a, b)
     data = o.split("test", args.data_dir)
     try:
-        path = fig.manifold_figure(o.model, data, _out(args, o, "manifold"), n=args.n, dims=dims)
+        path = fig.manifold_figure(
+            o.model, data, _out(args, o, "manifold"), n=args.n, dims=dims, grid_range=args.grid_range
+        )
     except ValueError as e:
         raise VaelabError(str(e)) from None
     done(path)
@@ -226,6 +228,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, default=20, help="grid side")
     p.add_argument(
         "--dims", help="two latent dimensions, e.g. 0,3 (default: the plane for D=2, else top two PCs)"
+    )
+    p.add_argument(
+        "--range",
+        dest="grid_range",
+        choices=("prior", "codes"),
+        default="prior",
+        help="grid at the prior's quantiles or over the test codes' own spread",
     )
     add_shared_options(p, "threads", "quiet")
     p.add_argument("--out", help="PNG file (default RUN/figures/manifold.png)")

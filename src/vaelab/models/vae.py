@@ -35,6 +35,7 @@ def likelihood_from(cfg: ModelConfig, shape: tuple[int, int, int]) -> Likelihood
         cfg.likelihood,
         shape,
         gaussian_variance=cfg.gaussian_variance,
+        gaussian_mean=cfg.gaussian_mean,
         gaussian_sigma=cfg.gaussian_sigma,
         variance_floor=cfg.variance_floor,
     )

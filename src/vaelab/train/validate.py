@@ -12,7 +12,7 @@ from vaelab.config import Config, check_numbers
 from vaelab.data import DataSplits
 from vaelab.data.binarize import MODES
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES
-from vaelab.distributions.likelihoods import GAUSSIAN_VARIANCES, LIKELIHOODS
+from vaelab.distributions.likelihoods import GAUSSIAN_MEANS, GAUSSIAN_VARIANCES, LIKELIHOODS
 from vaelab.errors import ConfigError, DataError
 from vaelab.models.registry import MODELS, check_model_config, get_spec, objective_name
 from vaelab.nets import BODIES
@@ -43,6 +43,7 @@ def validate_config(cfg: Config) -> None:
         ACTIVATIONS.check(m.activation)
     LIKELIHOODS.check(m.likelihood)
     GAUSSIAN_VARIANCES.check(m.gaussian_variance)
+    GAUSSIAN_MEANS.check(m.gaussian_mean)
     KL_ESTIMATORS.check(o.kl)
     if o.name != "default" and o.name not in OBJECTIVES:  # "default": the model's own objective
         raise ConfigError(
