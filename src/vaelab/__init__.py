@@ -10,10 +10,11 @@ needs no model (`--help`, `--version`, `data list`), do not import torch.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from vaelab.exports import lazy_exports
 
 if TYPE_CHECKING:
     from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
@@ -36,8 +37,8 @@ _PUBLIC: dict[str, str] = {
     "ObjectiveConfig": "vaelab.config",
     "TrainConfig": "vaelab.config",
     "evaluate": "vaelab.evaluate.run",
-    "VAE": "vaelab.models",
-    "Autoencoder": "vaelab.models",
+    "VAE": "vaelab.models.vae",
+    "Autoencoder": "vaelab.models.autoencoder",
     "Capabilities": "vaelab.models.protocol",
     "capabilities": "vaelab.models.protocol",
     "ModelSpec": "vaelab.models.registry",
@@ -67,14 +68,13 @@ def _version() -> str:
         return "0+unknown"
 
 
+_public = lazy_exports(__name__, _PUBLIC)
+
+
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        value: Any = _version()
-    elif name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    else:
-        raise AttributeError(f"module 'vaelab' has no attribute '{name}'")
-    globals()[name] = value  # found once; later uses are plain attribute reads
+    if name != "__version__":
+        return _public(name)
+    globals()[name] = value = _version()
     return value
 
 

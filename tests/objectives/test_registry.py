@@ -16,7 +16,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.vae import VAE
 from vaelab.objectives import OBJECTIVES, Step, register_objective
 
-ALL = {
+ORDER = [
     "elbo",
     "reconstruction",
     "iwae",
@@ -26,7 +26,8 @@ ALL = {
     "m2",
     "exact-nll",
     "gan",
-}
+]
+ALL = set(ORDER)
 
 
 def test_the_whole_table_and_its_old_name():
@@ -66,17 +67,7 @@ def test_the_table_is_whole_whichever_module_is_imported_first(first):
 def test_the_table_has_one_order_whichever_module_is_imported_first(first):
     code = f"import {first}\nfrom vaelab.objectives import OBJECTIVES\nprint(' '.join(OBJECTIVES))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == [
-        "elbo",
-        "reconstruction",
-        "iwae",
-        "wake-sleep",
-        "reweighted-wake-sleep",
-        "mcem",
-        "m2",
-        "exact-nll",
-        "gan",
-    ]
+    assert out.split() == ORDER
 
 
 def test_an_unknown_name_is_refused_with_the_choices():
