@@ -145,7 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="data-parallel over N local processes (DDP; gloo on CPU, NCCL on GPU); several nodes: torchrun",
     )
-    p.add_argument("--config", help="YAML or JSON config file (see configs/)")
+    p.add_argument(
+        "--config",
+        help="a YAML or JSON config file, or the name of a shipped one (`vaelab configs` lists them)",
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. train.lr=3e-4"
     )
