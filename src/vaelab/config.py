@@ -25,6 +25,31 @@ import yaml
 from vaelab.errors import ConfigError
 
 
+# Data names KIND:PATH that name a file or folder (vaelab.data.sources.SOURCES takes them besides its names).
+PATH_KINDS = ("folder", "npz", "npy", "csv", "parquet")
+
+
+def split_source(name: str) -> tuple[str, str, str | None]:
+    """(kind, path, key) of a KIND:PATH data name (`npz:FILE.npz:KEY` names one array of an npz); ("", name,
+    None) for a named data set.
+
+    Args:
+        name: a --data value.
+    """
+    kind, sep, path = name.partition(":")
+    if not sep or kind not in PATH_KINDS:
+        return "", name, None
+    head, colon, key = path.rpartition(":")
+    if kind == "npz" and colon and head.lower().endswith(".npz") and key:
+        return kind, head, key
+    return kind, path, None
+
+
+def join_source(kind: str, path: str, key: str | None = None) -> str:
+    """The data name of (kind, path, key), as `split_source` reads it."""
+    return f"{kind}:{path}" + (f":{key}" if key else "")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, where to find them, and how they are binarized and split."""
@@ -42,14 +67,21 @@ class DataConfig:
     labelled: int = 0  # semi-supervised: keep N training labels, balanced and seeded; the rest become -1
     labelled_share: float = 0.1  # ...and repeat the labelled images to about this share of each epoch
     skip_bad: bool = False  # folder: sources: leave unreadable image files out (counted) instead of stopping
+    # tables (vaelab.data.tables): column -> continuous | binary | categorical | drop (else inferred); refuse a
+    # missing cell (named) or mask it out of the likelihood; the encoding training found (written by training)
+    columns: dict[str, str] = field(default_factory=dict)
+    missing: str = "refuse"
+    table: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """A folder:PATH and a data_dir are stored absolute (~ expanded), so that a run's config names
-        the same folders from any working directory; an empty folder: path stays empty (the data layer
-        refuses it rather than read the current folder)."""
-        kind, sep, path = self.name.partition(":")
-        if sep and kind == "folder" and path.strip():
-            object.__setattr__(self, "name", f"folder:{os.path.abspath(os.path.expanduser(path))}")
+        """A KIND:PATH name (folder:, npz:, npy:, csv:, parquet:) and a data_dir are stored absolute (~
+        expanded), so that a run's config names the same files from any working directory; an empty path
+        stays empty (the data layer refuses it rather than read the current folder)."""
+        kind, path, key = split_source(self.name)
+        if kind and path.strip():
+            object.__setattr__(
+                self, "name", join_source(kind, os.path.abspath(os.path.expanduser(path)), key)
+            )
         if self.data_dir is not None and str(self.data_dir).strip():
             object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(str(self.data_dir))))
 
@@ -250,11 +282,15 @@ def check_numbers(cfg: Config, flags: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"{name(key)} must be {rule.text}, got {value}")
 
 
+# Settings whose value is a mapping (kept whole by _flatten); `--set data.columns.age=continuous` sets one entry.
+MAPPING_KEYS = (".extra", ".columns", ".table")
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and not key.endswith(".extra"):
+        if isinstance(v, dict) and not key.endswith(MAPPING_KEYS):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v
@@ -331,6 +367,11 @@ def apply_overrides(cfg: Config, flat: dict[str, Any]) -> Config:
             raise ConfigError(f"unknown config key {key!r}; sections are: {', '.join(parts)}")
         part = parts[section]
         hints = typing.get_type_hints(type(part))
+        field_name, dot, entry = name.partition(".")
+        if dot and entry and f".{field_name}" in MAPPING_KEYS and field_name in hints:  # a mapping's entry
+            mapping = changes.get(section, {}).get(field_name, getattr(part, field_name))
+            changes.setdefault(section, {})[field_name] = {**mapping, entry: value}
+            continue
         if name not in hints:
             raise ConfigError(f"unknown config key {key!r}; {section} has: {', '.join(hints)}")
         changes.setdefault(section, {})[name] = _coerce(value, hints[name], key)
