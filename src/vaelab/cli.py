@@ -25,7 +25,17 @@ from vaelab.errors import VaelabError
 from vaelab.plugins import load_plugins
 
 # Order is the order `vaelab --help` lists them in.
-COMMAND_MODULES: tuple[str, ...] = ("train", "eval", "viz", "data", "report", "serve", "vi", "mcmc")
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "eval",
+    "viz",
+    "data",
+    "configs",
+    "report",
+    "serve",
+    "vi",
+    "mcmc",
+)
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE

@@ -10,6 +10,7 @@ name (model, objective, likelihood, optimiser, ...) is checked by the table it p
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import math
 import os
@@ -18,11 +19,14 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from vaelab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 # Data names KIND:PATH that name a file or folder (vaelab.data.sources.SOURCES takes them besides its names).
@@ -394,15 +398,48 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a flat dotted-key dict.
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def shipped_configs() -> dict[str, Traversable]:
+    """The ready configs inside the package (`vaelab/configs/`), name (the file's stem) -> file, sorted."""
+    folder = importlib.resources.files("vaelab") / "configs"
+    found = [f for f in folder.iterdir() if f.is_file() and f.name.endswith(CONFIG_SUFFIXES)]
+    return {f.name.rsplit(".", 1)[0]: f for f in sorted(found, key=lambda f: f.name)}
+
+
+def find_config_file(path: str | os.PathLike) -> Path | Traversable:
+    """The config file `--config` names: the path when it exists, else the shipped config of that name.
+
+    A bare name (`pytorch-examples`, or `pytorch-examples.yaml`) that is no file here is looked up among
+    the shipped configs, so an installed package finds its configs from any folder.
 
     Args:
-        path: the file (sections data, model, objective, train).
+        path: a file path, or the name of a shipped config.
     """
     if not str(path).strip():  # an unset shell variable: Path("") is the current folder
         raise ConfigError("the config file is an empty path: name a YAML or JSON file")
     p = Path(path)
+    if p.exists():
+        return p
+    shipped = shipped_configs()
+    if p.parent == Path(".") and (p.suffix in CONFIG_SUFFIXES or not p.suffix):
+        name = p.name[: -len(p.suffix)] if p.suffix in CONFIG_SUFFIXES else p.name
+        if name in shipped:
+            return shipped[name]
+    raise ConfigError(
+        f"cannot read config file {p}: no such file, and no shipped config of that name "
+        f"(shipped: {', '.join(shipped)}; `vaelab configs` describes them)"
+    )
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON config file (a path, or the name of a shipped config) into a flat dotted-key dict.
+
+    Args:
+        path: the file (sections data, model, objective, train), or a shipped config's name (`find_config_file`).
+    """
+    p = find_config_file(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
