@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 RUN    ?= runs
 
-.PHONY: install install-test browser-deps demo test test-fast bench bench-env lint docs-check clean
+.PHONY: install install-test install-docs browser-deps demo test test-fast bench bench-env lint docs docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -68,10 +68,22 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks fuzz
 	$(BIN)/ruff format --check src tests benchmarks fuzz
 
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+install-docs: $(VENV)/.installed-docs
+
+# The README, docs/ and tutorials/*.ipynb (as saved, not executed) as a static site in site/, with the API
+# reference written from the docstrings (mkdocs.yml, docs/mkdocs_hooks.py); --strict: a broken link fails it.
+docs: install-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	@echo "site written to site/ (open site/index.html, or: $(BIN)/mkdocs serve)"
+
 # Every command output the docs quote (between <!-- output: CMD --> markers), re-run and compared; `python
 # docs/outputs.py` rewrites them in place.
 docs-check: install
 	$(BIN)/python docs/outputs.py --check
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info
