@@ -62,7 +62,8 @@ class DataConfig:
     data_dir: str | None = None
     binarize: str = "dynamic"  # dynamic | static | none
     binarize_seed: int = 0  # the static draw for training (static) and for every evaluation split
-    valid_fraction: float = 0.1  # carved from train by a seeded permutation; 0 disables validation
+    valid_fraction: float = 0.1  # carved from train (see valid_split); 0 disables validation
+    valid_split: str = "random"  # random: a seeded permutation | tail: the last training images (a video)
     split_seed: int = 0
     image_size: int = 64  # folder: sources only
     channels: int = 1  # folder: sources only; 1 grey, 3 RGB

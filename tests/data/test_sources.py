@@ -141,6 +141,28 @@ def test_validation_split_is_seeded_and_disjoint():
     assert sum(bytes(x.numpy()) in train_rows for x in a.valid.images) < 5  # only true duplicates in digits
 
 
+def test_tail_validation_split_is_the_last_training_frames(tmp_path):
+    """valid_split=tail: the validation frames are the training set's last ones, in order, one contiguous
+    segment just before the test frames (a video's neighbours are near copies: no random interleaving)."""
+    frames = (np.arange(560 * 250).reshape(560, 250) % 251).astype(np.uint8)
+    frames[0] = np.arange(250)  # frame number in the first pixel: order is checkable
+    scipy.io.savemat(tmp_path / "frey_rawface.mat", {"ff": frames})
+    cfg = DataConfig(name="frey-face", data_dir=str(tmp_path), valid_fraction=0.1, valid_split="tail")
+    d = load_data(cfg)
+    n_test = len(d.test)
+    first = lambda s: s.images[:, 0, 0, 0].long().tolist()  # noqa: E731
+    assert len(d.valid) == round(0.1 * (250 - n_test))
+    assert first(d.train) == list(range(250 - n_test - len(d.valid)))
+    assert first(d.valid) == list(range(len(d.train), 250 - n_test))
+    assert first(d.test) == list(range(250 - n_test, 250))
+    assert d.valid.name == "frey-face/valid"
+
+
+def test_unknown_validation_split_is_refused():
+    with pytest.raises(Exception, match="unknown validation split 'middle'; choose one of: random, tail"):
+        load_data(DataConfig(name="digits", valid_split="middle"))
+
+
 def test_frey_face_parse(tmp_path):
     faces = np.random.default_rng(0).integers(0, 256, size=(560, 1965), dtype=np.uint8)
     path = tmp_path / "frey_rawface.mat"

@@ -14,9 +14,11 @@ from vaelab.data.idx import read_idx, write_idx
 from vaelab.data.labels import semi_supervised
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES, ImageSet, Splits, get_source, source_names
 from vaelab.errors import DataError
+from vaelab.registry import Registry
 
 __all__ = [
     "SOURCES",
+    "VALID_SPLITS",
     "DataSplits",
     "ImageSet",
     "Prepared",
@@ -31,6 +33,17 @@ __all__ = [
     "source_names",
     "write_idx",
 ]
+
+
+# How data.valid_fraction of the training images become the validation split.
+VALID_SPLITS: Registry[str] = Registry(
+    "validation split",
+    {
+        "random": "a seeded random subset of the training images",
+        "tail": "the last training images, just before the test split: for frames of a video, whose "
+        "neighbours are near copies (a random subset would sit between training frames)",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -76,9 +89,10 @@ MAX_IMAGE_SIZE = 1024  # folder images are resized to a square this side at most
 
 
 def load_data(cfg: DataConfig) -> DataSplits:
-    """Load a source and carve the validation split from train with a seeded permutation; with
-    `data.labelled`, keep only that many training labels (`vaelab.data.labels`)."""
+    """Load a source and carve the validation split from train (a seeded permutation, or its last images with
+    `data.valid_split: tail`); with `data.labelled`, keep only that many training labels (`vaelab.data.labels`)."""
     check_mode(cfg.binarize)
+    VALID_SPLITS.check(cfg.valid_split)
     if not 0.0 <= cfg.valid_fraction < 1.0:
         raise DataError(f"valid_fraction must be in [0, 1), got {cfg.valid_fraction}")
     if cfg.train_limit < 0:
@@ -92,7 +106,10 @@ def load_data(cfg: DataConfig) -> DataSplits:
     valid = None
     n_valid = round(cfg.valid_fraction * len(train))
     if n_valid > 0:
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))
+        if cfg.valid_split == "tail":
+            perm = torch.cat([torch.arange(len(train) - n_valid, len(train)), torch.arange(len(train) - n_valid)])
+        else:
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))
         valid = train.subset(perm[:n_valid].sort().values, f"{cfg.name}/valid")
         train = train.subset(perm[n_valid:].sort().values, f"{cfg.name}/train")
     if len(train) == 0:

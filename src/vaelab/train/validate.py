@@ -9,7 +9,7 @@ the objective's own checks and the model's (`models.registry.check_model_config`
 from __future__ import annotations
 
 from vaelab.config import Config, check_numbers
-from vaelab.data import DataSplits
+from vaelab.data import VALID_SPLITS, DataSplits
 from vaelab.data.binarize import MODES
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES
 from vaelab.distributions.likelihoods import GAUSSIAN_MEANS, GAUSSIAN_VARIANCES, LIKELIHOODS
@@ -37,6 +37,7 @@ def validate_config(cfg: Config) -> None:
     if not d.name.startswith(FOLDER_PREFIX):  # folder:PATH names any image folder
         SOURCES.check(d.name)
     MODES.check(d.binarize)
+    VALID_SPLITS.check(d.valid_split)
     MODELS.check(m.name)
     BODIES.check(m.body)
     if m.activation != GATED:  # gated linear units: a layer of the MLP body, not an activation module
