@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "configs",
     "report",
+    "export",
     "serve",
     "vi",
     "mcmc",

@@ -216,15 +216,20 @@ def load(
     which: str = "best",
     plugins: Iterable[str] = (),
 ) -> nn.Module:
-    """Rebuild a trained model from a checkpoint file or a run folder, in eval mode on `device`.
+    """Rebuild a trained model from a checkpoint file, a run folder or a folder `vaelab export --format
+    safetensors` wrote (read with no pickle), in eval mode on `device`.
 
     Args:
-        path: a run folder or a checkpoint file.
+        path: a run folder, a checkpoint file, or an exported safetensors folder.
         device: where the model goes ("cpu", "cuda", a torch.device).
         which: "best" or "last" checkpoint of a run folder.
         plugins: modules or .py files to import first, for a model registered outside vaelab.
     """
     load_plugins(plugins)
+    from vaelab.export.weights import is_weights_folder, load_weights_folder
+
+    if str(path).strip() and is_weights_folder(path):  # `vaelab export --format safetensors`: no pickle
+        return load_weights_folder(path).to(device).eval()
     ckpt = resolve_checkpoint(path, which)
     model = model_from_checkpoint(read_checkpoint(ckpt), ckpt)
     return model.to(device).eval()
