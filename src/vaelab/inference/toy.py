@@ -176,7 +176,7 @@ class ToyModel(abc.ABC):
         return Grid(axes, points, log_cell, log_density)
 
     def posterior_density_grid(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        """(axes, density) with density[i, j, ...] = p(z | D) at (axes[0][i], axes[1][j], ...)."""
+        """(axes, density) with `density[i, j, ...]` = p(z | D) at (`axes[0][i]`, `axes[1][j]`, ...)."""
         g = self.grid
         return g.axes, g.as_array(g.log_density.exp())
 

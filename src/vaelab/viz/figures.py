@@ -48,8 +48,8 @@ def decoded(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def codes(model: nn.Module, data: Prepared, limit: int | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """The encoder's means E_q[z|x] [N, D] (an autoencoder's codes f(x)) over (the first `limit` images of) a
-    split; [0, D] for an empty split.
+    """The encoder's means E_q[z|x], `[N, D]` (an autoencoder's codes f(x)), over (the first `limit` images of) a
+    split; `[0, D]` for an empty split.
 
     Args:
         model: a model that encodes.
