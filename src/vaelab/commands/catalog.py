@@ -115,7 +115,7 @@ MODES = Table("vaelab.data.binarize", "MODES", ("dynamic", "static", "none"))
 LIKELIHOODS = Table(
     "vaelab.distributions.likelihoods",
     "LIKELIHOODS",
-    ("bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"),
+    ("bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic", "mixed"),
 )
 MLP_ACTIVATIONS = Table(
     "vaelab.nets.mlp", "MLP_ACTIVATIONS", ("relu", "tanh", "elu", "gelu", "softplus", "leaky-relu", "gated")

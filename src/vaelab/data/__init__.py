@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-from vaelab.config import DataConfig
+from vaelab.config import DataConfig, split_source
 from vaelab.data.batches import Prepared, epoch_batches, iterate, prepare
 from vaelab.data.binarize import check_mode
 from vaelab.data.folder import load_folder
 from vaelab.data.idx import read_idx, write_idx
+from vaelab.data.kinds import load_kind
 from vaelab.data.labels import semi_supervised
-from vaelab.data.sources import FOLDER_PREFIX, SOURCES, ImageSet, Splits, get_source, source_names
+from vaelab.data.sources import SOURCES, ImageSet, Splits, get_source, source_names
 from vaelab.errors import DataError
 from vaelab.registry import Registry
 
@@ -67,10 +68,9 @@ def load_source(cfg: DataConfig) -> Splits:
     Args:
         cfg: the data settings (name, data_dir, download; image_size, channels and skip_bad for folder:).
     """
-    if cfg.name.startswith(FOLDER_PREFIX):
-        path = cfg.name[len(FOLDER_PREFIX) :]
+    kind, path, key = split_source(cfg.name)
+    if kind == "folder":
         return load_folder(path, cfg.image_size, cfg.channels, cfg.skip_bad, cfg.data_dir)
-    source = get_source(cfg.name)
     default = DataConfig()
     folder_only = (  # (what was asked, in the user's words; whether it differs from the default)
         (f"--image-size {cfg.image_size} (data.image_size)", cfg.image_size != default.image_size),
@@ -82,13 +82,15 @@ def load_source(cfg: DataConfig) -> Splits:
             raise DataError(
                 f"{asked} applies to folder:PATH images only; {cfg.name} is read as published: leave it out"
             )
-    return source.load(cfg.data_dir, allow_download=cfg.download)
+    if kind:  # npz:, npy:, csv:, parquet: (vaelab.data.kinds)
+        return load_kind(kind, path, key, cfg)
+    return get_source(cfg.name).load(cfg.data_dir, allow_download=cfg.download)
 
 
 MAX_IMAGE_SIZE = 1024  # folder images are resized to a square this side at most: 1024^2 x 3 bytes a picture
 
 
-def load_data(cfg: DataConfig) -> DataSplits:
+def load_data(cfg: DataConfig, splits: Splits | None = None) -> DataSplits:
     """Load a source and carve the validation split from train (a seeded permutation, or its last images with
     `data.valid_split: tail`); with `data.labelled`, keep only that many training labels (`vaelab.data.labels`)."""
     check_mode(cfg.binarize)
@@ -99,7 +101,7 @@ def load_data(cfg: DataConfig) -> DataSplits:
         raise DataError(f"train_limit must be >= 0 (0: every training image), got {cfg.train_limit}")
     if not 1 <= cfg.image_size <= MAX_IMAGE_SIZE:
         raise DataError(f"image_size must be in 1..{MAX_IMAGE_SIZE} pixels, got {cfg.image_size}")
-    splits = load_source(cfg)
+    splits = load_source(cfg) if splits is None else splits  # given: data passed from Python (data.python)
     train = splits.train
     if cfg.train_limit > 0:
         train = train.subset(torch.arange(min(cfg.train_limit, len(train))))

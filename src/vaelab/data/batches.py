@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from vaelab.data.binarize import static_draw, to_float
+from vaelab.data.binarize import intensities, static_draw, to_float
 from vaelab.data.sources import ImageSet
 
 
@@ -66,6 +67,7 @@ class Prepared:
     mode: str
     binary: bool
     name: str = ""
+    table: Any = None  # a table's columns (`vaelab.data.tables.TableSchema`) when the rows are a table's
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -84,7 +86,7 @@ class Prepared:
         images = self.images[index] if isinstance(index, slice) else self.images.index_select(0, index)
         if self.mode != "dynamic" or self.binary:
             return to_float(images, self.mode, generator, self.binary)
-        p = images.float().div_(255.0)
+        p = intensities(images)
         u = shared_draw(torch.rand, tuple(p.shape), generator, p)
         return torch.lt(u, p, out=u)  # 1.0 where u < p, written over u: no extra pass or allocation
 
@@ -100,7 +102,7 @@ def prepare(split: ImageSet, mode: str, device: torch.device | str, seed: int, t
     binary = mode == "static" or (mode == "dynamic" and not train)
     if binary:
         images = static_draw(images, seed)
-    return Prepared(images, labels, mode, binary, split.name)
+    return Prepared(images, labels, mode, binary, split.name, split.table)
 
 
 def epoch_batches(

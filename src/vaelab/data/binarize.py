@@ -2,7 +2,8 @@
 
 `dynamic` draws fresh Bernoulli pixels for every batch (the IWAE paper's protocol), `static` draws once
 with a seed, `none` keeps intensities in [0, 1]. Evaluation of a binarized model always uses one
-seeded draw, so a test number is reproducible and says which draw it used.
+seeded draw, so a test number is reproducible and says which draw it used. Data held as float32 (arrays in
+[0, 1], `vaelab.data.arrays`; a table's rows) are intensities already: they are not divided by 255.
 """
 
 from __future__ import annotations
@@ -33,17 +34,24 @@ def static_draw(images: torch.Tensor, seed: int, chunk: int = 8192) -> torch.Ten
     out = torch.empty_like(images)
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk]
-        out[start : start + chunk] = torch.bernoulli(block.float().div_(255.0), generator=g).to(torch.uint8)
+        out[start : start + chunk] = torch.bernoulli(intensities(block), generator=g).to(images.dtype)
     return out
+
+
+def intensities(batch: torch.Tensor) -> torch.Tensor:
+    """A batch as float32 intensities in [0, 1]: uint8 levels / 255, float32 data as they are (a copy)."""
+    if batch.dtype == torch.uint8:
+        return batch.float().div_(255.0)
+    return batch.float().clone() if batch.dtype == torch.float32 else batch.float()
 
 
 def to_float(
     batch: torch.Tensor, mode: str, generator: torch.Generator | None, binary: bool = False
 ) -> torch.Tensor:
-    """A uint8 batch as float32: a fresh draw (dynamic), 0/1 as stored (binary), or intensities / 255."""
+    """A batch as float32: a fresh draw (dynamic), 0/1 as stored (binary), or intensities (`intensities`)."""
     if binary:
         return batch.float()
-    x = batch.float().div_(255.0)
+    x = intensities(batch)
     if mode == "dynamic":
         return torch.bernoulli(x, generator=generator)
     return x

@@ -13,10 +13,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from vaelab.config import split_source
 from vaelab.data.filesource import FileSource, FileSpec
 from vaelab.data.filesource import cache_dir as cache_dir  # importable from here, as before
 from vaelab.data.filesource import offline as offline
@@ -27,16 +29,20 @@ from vaelab.registry import Registry
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images held in memory as uint8 [N, C, H, W], labels int64 [N] or None."""
+    """Data held in memory as [N, C, H, W], labels int64 [N] or None: images as uint8 levels or float32 in
+    [0, 1] (arrays, `vaelab.data.arrays`), or a table's encoded rows as float32 [N, 2, 1, W] with `table` its
+    columns (`vaelab.data.tables.TableSchema`)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str = ""
+    table: Any = None  # a TableSchema when the rows are a table's (values and observed mask), else None
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        if self.images.dtype not in (torch.uint8, torch.float32) or self.images.dim() != 4:
             raise DataError(
-                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+                f"{self.name}: images must be uint8 or float32 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
             )
         if self.labels is not None and len(self.labels) != len(self.images):
             raise DataError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
@@ -46,7 +52,9 @@ class ImageSet:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """One datum's shape (C, H, W)."""
+        """One datum's shape (C, H, W); a table's also names its columns (`TableSchema.datum_shape`)."""
+        if self.table is not None:
+            return self.table.datum_shape()
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, index: torch.Tensor, name: str | None = None) -> ImageSet:
@@ -57,7 +65,7 @@ class ImageSet:
             name: the subset's name (default: this set's).
         """
         labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.images[index], labels, name or self.name)
+        return ImageSet(self.images[index], labels, name or self.name, self.table)
 
 
 @dataclass(frozen=True)
@@ -187,19 +195,30 @@ def seeded_split(images: torch.Tensor, labels: torch.Tensor | None, n_test: int,
         n_test: the test split's size.
         name: the data set's name (the splits are NAME/train and NAME/test).
     """
+    full = ImageSet(images, labels, name)
+    train, test = split_order(len(images), labels, n_test)
+    return Splits(full.subset(train, f"{name}/train"), full.subset(test, f"{name}/test"))
+
+
+def split_order(n: int, labels: torch.Tensor | None, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (train, test) positions of `seeded_split`: a seed-0 permutation, stratified when labelled.
+
+    Args:
+        n: how many data.
+        labels: their labels [n], or None.
+        n_test: the test split's size.
+    """
     g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(images), generator=g)
-    in_test = torch.zeros(len(images), dtype=torch.bool)
+    perm = torch.randperm(n, generator=g)
+    in_test = torch.zeros(n, dtype=torch.bool)
     if labels is not None:
         # stratify: take the same share of every class for the test split
         for c in torch.unique(labels):
             members = perm[labels[perm] == c]
-            in_test[members[: round(n_test * len(members) / len(images))]] = True
+            in_test[members[: round(n_test * len(members) / n)]] = True
     if not in_test.any():
         in_test[perm[:n_test]] = True
-    full = ImageSet(images, labels, name)
-    train, test = perm[~in_test[perm]], perm[in_test[perm]]
-    return Splits(full.subset(train, f"{name}/train"), full.subset(test, f"{name}/test"))
+    return perm[~in_test[perm]], perm[in_test[perm]]
 
 
 def load_mnist_5k(path: str | os.PathLike | None = None) -> Splits:
@@ -257,7 +276,28 @@ class PackagedSource:
 
 
 FOLDER_PREFIX = "folder:"
-SOURCES: Registry[FileSource | PackagedSource] = Registry(
+# The KIND:PATH data names besides the named sets, as the choices list them.
+PATH_NAMES = {
+    "folder": "folder:PATH",
+    "npz": "npz:FILE[:KEY]",
+    "npy": "npy:FILE",
+    "csv": "csv:FILE",
+    "parquet": "parquet:FILE",
+}
+
+
+class SourceTable(Registry):
+    """The named data sets; `check` also takes the KIND:PATH names of `PATH_NAMES` (whose files are checked
+    when they are read)."""
+
+    def check(self, name: str) -> None:
+        """A ConfigError naming the choices when `name` is neither a named data set nor KIND:PATH."""
+        if split_source(name)[0] in PATH_NAMES:
+            return
+        super().check(name)
+
+
+SOURCES: Registry[FileSource | PackagedSource] = SourceTable(
     "data set",
     {
         "mnist": MNIST,
@@ -272,20 +312,20 @@ SOURCES: Registry[FileSource | PackagedSource] = Registry(
         ),
         "frey-face": FREY_FACE,
     },
-    more=FOLDER_PREFIX + "PATH",
+    more=", ".join(PATH_NAMES.values()),
 )
 
 
 def source_names() -> list[str]:
-    """Every valid --data name (folder:PATH stands for any image folder)."""
-    return [*SOURCES, FOLDER_PREFIX + "PATH"]
+    """Every valid --data name (folder:PATH stands for any image folder, npz:FILE for any array file, ...)."""
+    return [*SOURCES, *PATH_NAMES.values()]
 
 
 def get_source(name: str) -> FileSource | PackagedSource:
     """The registered source called `name`; an error listing the choices if there is none.
 
     Args:
-        name: a --data name (not folder:PATH).
+        name: a --data name (not KIND:PATH).
     """
     if name not in SOURCES:
         raise DataError(f"unknown data set '{name}'; choose one of: {', '.join(source_names())}")

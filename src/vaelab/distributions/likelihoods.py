@@ -242,3 +242,7 @@ def build_likelihood(name: str, shape: tuple[int, int, int], **options: object) 
             gaussian_mean).
     """
     return LIKELIHOODS.lookup(name)(shape, **options)
+
+
+# The mixed-type likelihood of table rows registers itself as "mixed" (its own module: tables are not images).
+from vaelab.distributions import mixed as _mixed  # noqa: E402, F401

@@ -30,8 +30,9 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.config import Config
-from vaelab.data import DataSplits, epoch_batches, load_data, prepare
+from vaelab.data import epoch_batches, prepare
 from vaelab.data.batches import Share, batch_share
+from vaelab.data.python import resolve_data
 from vaelab.device import flush_denormals, keep_freed_memory
 from vaelab.errors import DataError
 from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
@@ -110,7 +111,7 @@ def train(
     config: Config,
     out: str | os.PathLike | None = None,
     resume: bool = False,
-    data: DataSplits | None = None,
+    data: Any = None,
     explicit: set[str] | None = None,
     overwrite: bool = False,
     on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
@@ -127,7 +128,8 @@ def train(
         config: the run's config.
         out: the run folder to write (None: train without files).
         resume: continue the run in `out` from its last checkpoint (its saved config, see `explicit`).
-        data: the splits to train on (None: load `config.data`).
+        data: what to train on: None loads `config.data`; DataSplits; or data from Python, a tensor, a torch
+            Dataset, a (train, test) pair or a DataFrame, saved in the run (`vaelab.data.python`).
         explicit: on resume, the dotted keys set on purpose; of them only RESUMABLE_CHANGES may differ from
             the saved config.
         overwrite: start again in an `out` that already holds a trained run (otherwise refused).
@@ -147,7 +149,7 @@ def _start(
     config: Config,
     run: RunDir | None,
     resume: bool,
-    data: DataSplits | None,
+    data: Any,
     explicit: set[str] | None,
     overwrite: bool,
     on_epoch: Callable[[dict[str, Any]], bool | None] | None,
@@ -187,7 +189,7 @@ def _train(
     cfg: Config,
     run: RunDir | None,
     ckpt: dict | None,
-    data: DataSplits | None,
+    data: Any,
     device: torch.device,
     w: World,
     lr_factor: float = 1.0,
@@ -196,7 +198,8 @@ def _train(
     if run is not None and w.main:
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
-    data = data if data is not None else load_data(cfg.data)
+    # None: cfg.data; DataSplits; or tensors, a Dataset, a (train, test) pair, a DataFrame (saved in the run)
+    data, cfg = resolve_data(cfg, data, run.root if run is not None and w.main else None)
     if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
         raise DataError(
             f"--resume: the data's images are {data.shape}, the checkpoint's model was built for {tuple(ckpt['shape'])}"

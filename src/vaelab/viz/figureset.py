@@ -2,8 +2,9 @@
 and the report draw the same set.
 
 Each entry is either a function that draws the figure into a given PNG or the one line that says why it is
-not drawn (the model has no single latent layer, the test data is missing, no metrics yet). A figure that
-finds at drawing time that the run's data cannot give it (interpolations of a one-image test split) raises
+not drawn (the model has no single latent layer, the test data is missing, no metrics yet); a table run's
+rows are not pictures, so its image figures are one line and `vaelab.viz.tables` draws columns and
+marginals instead. A figure that finds at drawing time that the run's data cannot give it (interpolations of a one-image test split) raises
 `NotDrawn`, and `draw_figures` turns that into the same kind of line: one figure that cannot be drawn never
 stops the others.
 """
@@ -20,6 +21,7 @@ from vaelab.data import Prepared
 from vaelab.models.protocol import capabilities
 from vaelab.viz import figures as fig
 from vaelab.viz.grids import NotDrawn
+from vaelab.viz.tables import NOT_PICTURES, columns_figure, is_table_model, marginals_figure
 
 FIGURES = ("samples", "reconstructions", "manifold", "interpolations", "latents", "curves")
 
@@ -46,6 +48,8 @@ def figure_plan(
         seed: the seed of the samples and interpolation pairs.
         no_test: why `test` is None (the line of each figure that needs it).
     """
+    if is_table_model(model):
+        return _table_plan(model, test, history, seed, no_test)
     can = fig.applicable(model)
     name = type(model).__name__
     plan: dict[str, Draw | str] = {}
@@ -68,6 +72,30 @@ def figure_plan(
             plan[key] = no_test
         else:
             plan[key] = lambda p, draw=draw: draw(test, p)
+    if history:
+        plan["curves"] = lambda p: fig.curves_figure(history, p, model=model)
+    else:
+        plan["curves"] = "no metrics yet: the run has not finished an epoch"
+    return plan
+
+
+def _table_plan(
+    model: object, test: Prepared | None, history: list[dict] | None, seed: int, no_test: str
+) -> dict[str, Draw | str]:
+    """A table model's figures (`vaelab.viz.tables`): the image figures are one line; the latent scatter,
+    columns, marginals and curves are drawn."""
+    plan: dict[str, Draw | str] = dict.fromkeys(
+        ("samples", "reconstructions", "manifold", "interpolations"), NOT_PICTURES
+    )
+    if test is None:
+        plan.update(dict.fromkeys(("latents", "columns", "marginals"), no_test))
+    else:
+        plan["latents"] = lambda p: fig.latents_figure(model, test, p)
+        plan["columns"] = lambda p: columns_figure(model, test, p)
+        if capabilities(model).prior:
+            plan["marginals"] = lambda p: marginals_figure(model, test, p, seed=seed)
+        else:
+            plan["marginals"] = f"{type(model).__name__} has no prior to draw rows from"
     if history:
         plan["curves"] = lambda p: fig.curves_figure(history, p, model=model)
     else:
