@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.commands.common import add_shared_options, done, with_threads
+from vaelab.commands.common import add_shared_options, done
 from vaelab.commands.runtime import say
 from vaelab.export import FORMATS, PART_CHOICES
 
@@ -14,10 +14,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     """`vaelab export`: write the graphs or the weights into a new folder, all or nothing.
 
     Args:
-        args: the parsed flags: run, format, part, out, checkpoint, overwrite, threads.
+        args: the parsed flags: run, format, part, out, checkpoint, overwrite.
     """
     from vaelab.export.run import export_run
 
+    if (
+        args.format is None
+    ):  # required, but not by argparse: a parser-wide check feeds every required flag "x"
+        args.usage_error("the following arguments are required: --format")
     result = export_run(
         args.run,
         args.out,
@@ -49,12 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  vaelab export runs/mnist2d --format safetensors --out exported/weights",
     )
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
+    p.add_argument("--format", choices=FORMATS, help="what to write (required)")
     p.add_argument("--part", choices=PART_CHOICES, default="both", help="which graphs (onnx, torchscript)")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (a new one)")
     p.add_argument(
         "--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of the run"
     )
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it already holds files")
-    add_shared_options(p, "threads", "quiet")
-    p.set_defaults(func=with_threads(cmd_export))
+    add_shared_options(p, "quiet")
+    p.set_defaults(func=cmd_export, usage_error=p.error)

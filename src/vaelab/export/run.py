@@ -35,9 +35,7 @@ class Exported:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """One line now, before the checkpoint is read, if `out` cannot be (re)written."""
-    check_can_create(out)
-    if out.exists() and not out.is_dir():
-        raise VaelabError(f"cannot write {out}: it is a file, not a folder")
+    check_can_create(out)  # a file in the way, a read-only parent, an empty path
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise VaelabError(
             f"{out} already holds files: pass --overwrite to replace the folder, or another --out"
