@@ -56,7 +56,7 @@ def _datum(item: Any) -> np.ndarray:
 def _label(y: Any) -> int:
     """A label as an int, or a DataError saying what it is."""
     if isinstance(y, torch.Tensor | np.ndarray | np.generic):
-        if np.size(y) != 1:
+        if (y.numel() if isinstance(y, torch.Tensor) else np.size(y)) != 1:
             raise DataError(f"a label of shape {tuple(np.shape(y))}, not one number")
         y = y.item()
     if isinstance(y, float) and y.is_integer():
