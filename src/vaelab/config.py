@@ -153,6 +153,9 @@ class TrainConfig:
     on_diverge: str = "stop"  # stop | restart: on a non-finite loss, stop, or go back to the last checkpoint
     max_restarts: int = 3  # restarts allowed with on_diverge=restart
     restart_lr_factor: float = 0.5  # each restart multiplies the learning rate by this
+    log: tuple[str, ...] = ()  # tensorboard | mlflow: also log each epoch there (vaelab.train.loggers)
+    mlflow_uri: str = ""  # MLflow tracking URI; "": sqlite:///RUN/mlflow.db, a store inside the run
+    log_images_every: int = 1  # epochs between TensorBoard's sample grids (0: none)
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ RANGES: dict[str, Range] = {
     "train.dist_timeout": above(0, "seconds"),
     "train.max_restarts": at_least(0),
     "train.restart_lr_factor": Range(lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.log_images_every": at_least(0, "0: no sample grids"),
 }
 
 
