@@ -21,6 +21,8 @@ read_checkpoint = lazy_function("vaelab.train.checkpoint.read_checkpoint")
 train = lazy_function("vaelab.train.loop.train")
 resume_config = lazy_function("vaelab.train.resume.resume_config")
 check_world = lazy_function("vaelab.train.validate.check_world")
+check_loggers = lazy_function("vaelab.train.loggers.check_loggers")
+log_outputs = lazy_function("vaelab.train.loggers.log_outputs")
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {
@@ -159,6 +161,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--log",
+        action="append",
+        metavar="NAME",
+        help="also follow training in tensorboard (RUN/tb) or mlflow (train.mlflow_uri, default "
+        "sqlite:///RUN/mlflow.db); give it twice for both (config key train.log)",
+    )
     p.set_defaults(func=run)
 
 
@@ -190,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     overrides.update(parse_assignments(args.set))
     if args.quiet:
         overrides["train.progress"] = False
+    if args.log:
+        overrides["train.log"] = tuple(dict.fromkeys(args.log))
     if args.compile:
         overrides["train.compile"] = True
     if args.dreg:
@@ -215,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             checked = config
         check_world(checked, distributed.World(0, args.nproc, 0, args.nproc))
+        check_loggers(checked)
         distributed.launch(args.nproc, run, (argparse.Namespace(**{**vars(args), "nproc": None}),))
         return 0
     if not distributed.world().main:
@@ -231,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             from vaelab.commands.viz import write_figures
 
             write_figures(args.out, device=result.config.train.device)
+        log_outputs(args.out, result.config)  # the figures (and a current eval.json) to an MLflow run
     print(f"run folder: {args.out}")
     return 0
 

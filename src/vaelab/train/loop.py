@@ -45,6 +45,7 @@ from vaelab.train.checkpoint import model_from_checkpoint, save_checkpoint
 from vaelab.train.compiled import Compiled
 from vaelab.train.distributed import World
 from vaelab.train.finite import FiniteWatch
+from vaelab.train.loggers import Loggers, Session, open_loggers
 from vaelab.train.optim import OPTIMIZERS, SCHEDULES, iwae_lr_factor, make_optimizer, make_scheduler
 from vaelab.train.precision import PRECISIONS, autocast, warn_if_emulated
 from vaelab.train.restarts import DIVERGE_ACTIONS, scale_rates, with_restarts
@@ -175,9 +176,13 @@ def _start(
     torch.set_num_threads(
         config.train.threads if config.train.threads > 0 else distributed.default_threads(w)
     )
-    with distributed.session(device, config.train.dist_timeout), flush_denormals():
+    with (
+        open_loggers(config, run, w.main) as logs,
+        distributed.session(device, config.train.dist_timeout),
+        flush_denormals(),
+    ):
         return with_restarts(
-            lambda ck, lr_factor: _train(config, run, ck, data, device, w, lr_factor, on_epoch),
+            lambda ck, lr_factor: _train(config, run, ck, data, device, w, lr_factor, on_epoch, logs),
             config.train,
             run,
             ckpt,
@@ -194,7 +199,9 @@ def _train(
     w: World,
     lr_factor: float = 1.0,
     on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
+    logs: Loggers | None = None,
 ) -> TrainResult:
+    logs = logs if logs is not None else Loggers([])
     if run is not None and w.main:
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
@@ -236,6 +243,7 @@ def _train(
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
+        logs.start(Session(run, cfg, model, evals, list(history), fresh=ckpt is None))
 
     def payload() -> dict[str, Any]:
         return {
@@ -265,10 +273,16 @@ def _train(
         if w.distributed and len(batches[-1]) < w.size:
             batches.pop()  # every rank needs at least one datum of a batch
         sums: dict[str, torch.Tensor] = {}
-        bar = tqdm(
-            batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False, unit="batch"
+        bar = tqdm(  # disable=None: shown when stderr is a terminal
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=None if show else True,
+            leave=False,
+            unit="batch",
         )
+        done = 0
         for i, global_idx in enumerate(bar):
+            done += len(global_idx)
             rows = distributed.shard(len(global_idx), w)
             beta = kl_weight(cfg.objective, step, len(batches))
             with batch_share(Share(rows, len(global_idx)) if w.distributed else None):
@@ -289,10 +303,11 @@ def _train(
             for k, v in res.stats.items():
                 s = v.detach().sum()
                 sums[k] = sums[k] + s if k in sums else s
-            if show and (i % 20 == 0 or i == len(batches) - 1):
+            if not bar.disable and (i % 20 == 0 or i == len(batches) - 1):
                 bar.set_postfix(
                     {
                         "loss": f"{float(res.loss.detach()):.2f}",
+                        "samples/s": f"{done / max(time.perf_counter() - start, 1e-9):.0f}",
                         **{k: f"{float(v.detach().float().mean()):.2f}" for k, v in res.stats.items()},
                     }
                 )
@@ -329,6 +344,7 @@ def _train(
                 save_checkpoint(run.best, body)  # writes repeats the epoch on resume and rewrites best.pt
             save_checkpoint(run.last, body)
             run.write_metrics(history)
+            logs.epoch(record)  # after the checkpoint: a resume never logs an epoch twice
         if on_epoch is not None and distributed.any_rank(on_epoch(dict(record)) is True, device):
             break
     if ckpt is None and epoch == 0 and run is not None and w.main:  # train.epochs 0: the untrained model
