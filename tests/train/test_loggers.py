@@ -190,6 +190,13 @@ def test_an_unknown_logger_names_the_choices(tmp_path, capsys, one_line_error):
     one_line_error(capsys, code, "unknown logger 'wandb'; choose one of: tensorboard, mlflow")
 
 
+def test_a_negative_image_interval_is_one_line(tmp_path, capsys, one_line_error):
+    args = ["--log", "tensorboard", "--set", "train.log_images_every=-1", "--out", str(tmp_path / "run")]
+    code = main(["train", *TINY_TRAIN, *args])
+    one_line_error(capsys, code, "train.log_images_every must be >= 0 (0: no sample grids), got -1")
+    assert not (tmp_path / "run").exists()
+
+
 def test_log_is_a_config_key_and_the_flag_may_be_given_twice(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  log: [tensorboard]\n")

@@ -357,6 +357,10 @@ def check_loggers(config: Config) -> None:
     Args:
         config: the run's config (train.log).
     """
+    if config.train.log and config.train.log_images_every < 0:
+        raise ConfigError(
+            f"train.log_images_every must be >= 0 (0: no sample grids), got {config.train.log_images_every}"
+        )
     for name in config.train.log:
         spec = LOGGERS.lookup(name)
         missing = []
