@@ -53,7 +53,8 @@ def test_a_tensor_is_saved_in_the_run_and_evaluated_from_it(tmp_path, capsys):
     assert sorted(saved) == ["x_test", "x_train"]
     ev = vaelab.evaluate(str(run), importance=5)
     assert ev["data"] == cfg["data"]["name"]
-    assert ev["elbo"]["estimate"] == pytest.approx(result.history[-1]["test_elbo"], abs=3.0)  # same 8 test images
+    # the same 8 test images, other draws of z
+    assert ev["elbo"]["estimate"] == pytest.approx(result.history[-1]["test_elbo"], abs=3.0)
     paths = write_figures(run)
     assert {p.name for p in paths} >= {"samples.png", "reconstructions.png", "curves.png"}
 

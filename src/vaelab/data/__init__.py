@@ -109,7 +109,9 @@ def load_data(cfg: DataConfig, splits: Splits | None = None) -> DataSplits:
     n_valid = round(cfg.valid_fraction * len(train))
     if n_valid > 0:
         if cfg.valid_split == "tail":
-            perm = torch.cat([torch.arange(len(train) - n_valid, len(train)), torch.arange(len(train) - n_valid)])
+            perm = torch.cat(
+                [torch.arange(len(train) - n_valid, len(train)), torch.arange(len(train) - n_valid)]
+            )
         else:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))
         valid = train.subset(perm[:n_valid].sort().values, f"{cfg.name}/valid")
