@@ -167,6 +167,17 @@ def test_overwrite_starts_clean_in_both_tools(logged, tmp_path):
     assert not (out / "mlflow.db").exists()  # the store named by train.mlflow_uri is used, none made here
 
 
+@pytest.mark.slow
+def test_under_nproc_2_rank_0_alone_logs(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY_TRAIN, "--epochs", "2", "--log", "tensorboard", "--nproc", "2", "--no-figures"]
+    assert main(["train", *args, "--out", str(out)]) == 0
+    assert len(list(tb_dir(RunDir(out)).glob("events.out.tfevents.*"))) == 1
+    rows = RunDir(out).read_metrics()
+    got = [(e.step, e.value) for e in accumulator(tb_dir(RunDir(out))).Scalars("test_elbo")]
+    assert got == [(r["epoch"], float(np.float32(r["test_elbo"]))) for r in rows] and len(rows) == 2
+
+
 @pytest.mark.parametrize(
     ("flag", "hidden", "needle"),
     [
