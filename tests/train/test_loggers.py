@@ -122,6 +122,20 @@ def test_kl_histograms_sum_to_the_splits_kl(logged):
             assert h.sum == pytest.approx(rows[e.step][f"{split}_kl"], rel=1e-5, abs=1e-7)
 
 
+def test_a_table_gets_kl_histograms_and_no_sample_grid(tmp_path):
+    """A DataFrame run (mixed likelihood): no picture of a row, the KL histograms all the same."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(scaled=False, as_frame=True).frame
+    table = {"data.binarize": "none", "model.likelihood": "mixed", "model.latent_dim": 4}
+    cfg = small_config(**table, **{"train.log": ("tensorboard",)})
+    result = train(cfg, out=tmp_path / "run", data=frame)
+    ea = accumulator(tb_dir(RunDir(tmp_path / "run")))
+    assert ea.Tags()["images"] == []
+    h = ea.Histograms("kl_per_dim/test")[-1].histogram_value
+    assert h.num == 4 and h.sum == pytest.approx(result.history[-1]["test_kl"], rel=1e-5)
+
+
 def test_logging_changes_no_number(logged):
     """Sampling and the KL histograms draw from their own generators: the run trains to the same numbers."""
     plain = train(small_config(**{**LOGS, "train.log": (), "train.epochs": 3})).history

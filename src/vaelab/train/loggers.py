@@ -125,7 +125,7 @@ def per_dim_kl(model: nn.Module, data: Prepared, batch_size: int = 1000) -> torc
         batch_size: images per encoder call.
     """
     caps = capabilities(model)
-    if not (caps.one_latent_layer and not caps.labelled) or len(data) == 0 or data.table is not None:
+    if not (caps.one_latent_layer and not caps.labelled) or len(data) == 0:
         return None
     prior = model.prior()
     if not _factorised_normal(prior):
