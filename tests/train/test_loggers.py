@@ -34,6 +34,9 @@ from vaelab_testing import TINY_TRAIN, small_config
 ea_module = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 mlflow = pytest.importorskip("mlflow")
 
+# mlflow-skinny 3.18 with SQLAlchemy 2.1: "The noload loader strategy is deprecated", MLflow's to answer
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+
 LOGS = {"train.log": ("tensorboard", "mlflow"), "model.latent_dim": 3, "data.valid_fraction": 0.2}
 
 
@@ -179,6 +182,34 @@ def test_overwrite_starts_clean_in_both_tools(logged, tmp_path):
     assert [m.step for m in client.get_metric_history(second.info.run_id, "test_elbo")] == [1]
     assert [e.step for e in accumulator(tb_dir(RunDir(out))).Scalars("test_elbo")] == [1]
     assert not (out / "mlflow.db").exists()  # the store named by train.mlflow_uri is used, none made here
+
+
+def test_a_restart_after_a_nan_continues_the_logs(logged, tmp_path, monkeypatch, capsys):
+    """train.on_diverge=restart goes back to the last checkpoint: the loggers start again from there, and
+    each epoch is logged once, with the numbers metrics.jsonl ends with."""
+    from vaelab.objectives import elbo as elbo_module
+
+    calls, original = {"n": 0}, elbo_module.OBJECTIVES["elbo"]
+
+    def poisoned(model, x, cfg, beta, gen, **kw):
+        calls["n"] += 1
+        step = original(model, x, cfg, beta, gen, **kw)
+        return step._replace(loss=step.loss * float("nan")) if calls["n"] == 30 else step
+
+    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", poisoned)
+    uri = json.loads(mlflow_paths(RunDir(logged))[2].read_text())["tracking_uri"]
+    cfg = small_config(**{**LOGS, "train.mlflow_uri": uri, "train.epochs": 3, "train.on_diverge": "restart"})
+    out = tmp_path / "run"
+    train(cfg, out=out)
+    assert "restart 1 of 3 from epoch 1" in capsys.readouterr().err
+    rows = RunDir(out).read_metrics()
+    want = [(r["epoch"], r["test_elbo"]) for r in rows]
+    got = [(e.step, e.value) for e in accumulator(tb_dir(RunDir(out))).Scalars("test_elbo")]
+    assert got == [(s, float(np.float32(v))) for s, v in want]
+    client, mlrun = client_and_run(out)
+    history = client.get_metric_history(mlrun.info.run_id, "test_elbo")
+    assert sorted((m.step, m.value) for m in history) == want
+    assert mlrun.info.status == "FINISHED"
 
 
 @pytest.mark.slow
