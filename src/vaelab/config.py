@@ -109,6 +109,9 @@ class ModelConfig:
     gaussian_sigma: float = 0.1  # the fixed sigma, and the starting sigma of learned ones
     variance_floor: float = 1e-4  # the Gaussian decoder's variance never goes below this
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific settings
+    # the likelihood `mixed`: each column's kind, width, mean and sd (`vaelab.distributions.mixed.table_layout`),
+    # which training writes from the table it read (data.table); empty for images
+    table: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
