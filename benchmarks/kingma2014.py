@@ -128,11 +128,13 @@ class Store:
     def __init__(self, path: Path, header: dict[str, Any], commit: bool = False) -> None:
         self.path, self.header, self.commit = path, header, commit
         self.runs: dict[str, Any] = {}
+        self.paired: dict[str, Any] = {}  # figure 3: objectives against each other on the same test images
         if path.is_file():
             try:
-                self.runs = json.loads(path.read_text()).get("figures", {}).get("runs", {})
+                figures = json.loads(path.read_text()).get("figures", {})
             except (OSError, ValueError):
-                self.runs = {}
+                figures = {}
+            self.runs, self.paired = figures.get("runs", {}), figures.get("paired_test_log_px", {})
 
     def finished(self, spec: RunSpec, settings: dict[str, Any]) -> bool:
         """The run is held finished, with the same spec and evaluation settings."""
@@ -141,17 +143,22 @@ class Store:
             old and old.get("done") and old.get("spec") == asdict(spec) and old.get("eval") == settings
         )
 
-    def put(self, key: str, entry: dict[str, Any], message: str | None = None) -> None:
-        """Merge one run's entry and rewrite the file (and commit it, with --commit-results)."""
+    def put(self, key: str | None, entry: dict[str, Any], message: str | None = None) -> None:
+        """Merge one run's entry (key None: none) and rewrite the file (and commit it, with --commit-results)."""
         from vaelab.io import atomic_write_json
 
-        self.runs[key] = entry
+        if key is not None:
+            self.runs[key] = entry
         body = {
             **self.header,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "load_average": load_average(),
         }
-        body["figures"] = {"runs": dict(sorted(self.runs.items())), "summary": summarise(self.runs)}
+        body["figures"] = {
+            "runs": dict(sorted(self.runs.items())),
+            "summary": summarise(self.runs),
+            "paired_test_log_px": self.paired,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path, body)
         if self.commit and message:
@@ -272,7 +279,14 @@ def run_one(spec: RunSpec, a: argparse.Namespace, store: Store, settings: dict[s
     out = Path(a.runs_dir) / spec.key.replace("/", "_")
     old = store.runs.get(spec.key) or {}
     last_pt = out / "checkpoints" / "last.pt"
-    resume = last_pt.is_file() and old.get("spec") == asdict(spec) and old.get("eval") == settings
+    old_spec = old.get("spec") or {}
+    # the same run, unfinished (killed) or finished on a smaller budget (then continued: resuming is exact)
+    resume = (
+        last_pt.is_file()
+        and {**old_spec, "budget": spec.budget} == asdict(spec)
+        and old_spec["budget"] <= spec.budget
+        and old.get("eval") == settings
+    )
     before = old.get("wall_seconds", 0.0) if resume else 0.0  # spent by the killed run(s)
     cpu_before = old.get("cpu_seconds", 0.0) if resume else 0.0
     is_curve: list[dict[str, Any]] = list(old.get("is_curve", [])) if resume else []
@@ -283,7 +297,7 @@ def run_one(spec: RunSpec, a: argparse.Namespace, store: Store, settings: dict[s
         "train_images": n,
         "epochs_planned": epochs,
         "budget_samples": epochs * n,
-        "checkpoint_epochs": marks,
+        "checkpoint_epochs": sorted(set(marks) | {p["epoch"] for p in is_curve}),
         "eval_seconds": old.get("eval_seconds", 0.0) if resume else 0.0,
         "load_average_before": load_average(),
         "git_commit": git_commit(),
@@ -323,6 +337,8 @@ def run_one(spec: RunSpec, a: argparse.Namespace, store: Store, settings: dict[s
         on_epoch=lambda record: evaluate_at(record["epoch"]),
     )
     curve = curve_of(res.history, n)
+    if resume and old_spec["budget"] < spec.budget:
+        entry["continued_from_budget"] = old_spec["budget"]
     entry.update(
         done=True,
         resumed=resume,
@@ -345,6 +361,35 @@ def run_one(spec: RunSpec, a: argparse.Namespace, store: Store, settings: dict[s
         if best["epoch"] in per_datum and last["epoch"] in per_datum:  # not across a resume
             entry["test_change_from_peak"] = paired(per_datum[last["epoch"]], per_datum[best["epoch"]])
     return entry
+
+
+def paired_panels(specs: list[RunSpec], a: argparse.Namespace, store: Store) -> dict[str, Any]:
+    """Figure 3's objectives against each other at their last checkpoints, image by image on the same test
+    images: each run's last.pt is scored again with the same seed (so its final IS number comes back, checked),
+    and the paired differences of log p(x) are kept. Needs the run folders; panels without them are skipped."""
+    out: dict[str, Any] = {}
+    for size in sorted({s.train_size for s in specs if s.figure == 3}):
+        group = [s for s in specs if s.figure == 3 and s.train_size == size]
+        folders = {s.objective: Path(a.runs_dir) / s.key.replace("/", "_") for s in group}
+        runs = {s.objective: store.runs.get(s.key) or {} for s in group}
+        if not all(r.get("done") for r in runs.values()) or not all(
+            (f / "checkpoints" / "last.pt").is_file() for f in folders.values()
+        ):
+            continue
+        values, panel = {}, {}
+        for s in group:
+            _, _, test_is = splits_for(s, config_for(s, a), a)
+            point, values[s.objective] = importance(folders[s.objective], test_is, a)
+            stored = runs[s.objective]["is_curve"][-1]["test"]["log_px"]
+            panel[f"{s.objective}_log_px"] = point["log_px"]
+            panel[f"{s.objective}_reproduces_final"] = abs(point["log_px"] - stored) < 1e-6
+        names = [s.objective for s in group]
+        for i, x in enumerate(names):
+            for y in names[i + 1 :]:
+                panel[f"{x}_minus_{y}"] = paired(values[x], values[y])
+        panel["images"] = len(next(iter(values.values())))
+        out[f"n{size}"] = panel
+    return out
 
 
 def _final(run: dict[str, Any]) -> dict[str, Any]:
@@ -503,6 +548,26 @@ def draw(runs: dict[str, Any], path: Path) -> Path:
     return path
 
 
+# --quick: mnist-5k subsets, one panel per data set, tiny budgets and evaluations
+QUICK: dict[str, Any] = {
+    "mnist": "mnist-5k",
+    "mnist_nz": [3],
+    "frey_nz": [2],
+    "fig3_sizes": [200, 500],
+    "fig2_limit": 500,
+    "mnist_budget": 1500,
+    "frey_budget": 3 * 1769,
+    "fig3_budget": 2000,
+    "fig3_small_budget": 800,
+    "mcem_budget": 1000,
+    "small_set": 200,
+    "checkpoints": 3,
+    "k": 20,
+    "eval_images": 100,
+    "subset": 200,
+}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line; --quick swaps in tiny data, budgets and evaluations."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -540,11 +605,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--commit-results", action="store_true", help="git-commit the results file after each run")
     p.add_argument("--quick", action="store_true", help="mnist-5k subsets, tiny budgets: under a minute")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        p.set_defaults(**QUICK)  # flags given beside --quick still win
     a = p.parse_args(argv)
     if a.quick:
-        a.mnist, a.mnist_nz, a.frey_nz, a.fig3_sizes, a.fig2_limit = "mnist-5k", [3], [2], [200, 500], 500
-        a.mnist_budget, a.frey_budget, a.fig3_budget, a.fig3_small_budget = 1500, 3 * 1769, 2000, 800
-        a.mcem_budget, a.small_set, a.checkpoints, a.k, a.eval_images, a.subset = 1000, 200, 3, 20, 100, 200
         a.runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="vaelab-kingma2014-quick-")
         a.results = a.results or str(Path(a.runs_dir) / "kingma2014.json")
     a.runs_dir = a.runs_dir or "/tmp/vaelab-kingma2014-runs"
@@ -615,6 +679,15 @@ def main(argv: list[str] | None = None) -> int:
             f"({entry['cpu_seconds']:.0f} CPU s, {entry['train_seconds']:.0f} s training): ELBO train {f['train_elbo']:.2f}, test {f['test_elbo']:.2f}",
             flush=True,
         )
+    paired_now = paired_panels(specs, a, store)
+    if paired_now:
+        store.paired = {**store.paired, **paired_now}
+        store.put(None, {}, message="benchmarks/results/kingma2014.json: figure 3, paired test log p(x)")
+        for name, panel in paired_now.items():
+            diffs = ", ".join(
+                f"{k} {v['mean']:+.2f} +- {v['stderr']:.2f}" for k, v in panel.items() if "_minus_" in k
+            )
+            print(f"  figure 3, {name}, paired on {panel['images']} test images: {diffs}")
     summary = summarise(store.runs)
     print(
         f"kingma2014: done in {time.perf_counter() - total:.0f} s; wrote {a.results} and {a.results.with_suffix('.png')}"

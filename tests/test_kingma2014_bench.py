@@ -158,6 +158,19 @@ def test_quick_mode_records_the_machine_and_summarises_every_panel(quick):
         - runs["fig2/mnist/nz3/wake-sleep"]["final"]["train_elbo"]
     )
     assert p["aevb_minus_ws_train_elbo"] == pytest.approx(expect)
+    paired = body["figures"]["paired_test_log_px"]
+    assert set(paired) == {"n200", "n500"}
+    for name, panel in paired.items():
+        assert panel["images"] == 100
+        last = {
+            o: runs[f"fig3/mnist/{name}/nz3/{o}"]["is_curve"][-1]["test"]["log_px"] for o in ("elbo", "mcem")
+        }
+        assert (
+            panel["elbo_reproduces_final"] and panel["mcem_reproduces_final"]
+        )  # the same seed, the same number
+        # the mean of the image-by-image differences is the difference of the means
+        assert panel["elbo_minus_mcem"]["mean"] == pytest.approx(last["elbo"] - last["mcem"], abs=1e-6)
+        assert 0 < panel["elbo_minus_mcem"]["stderr"] < 5
     with Image.open(root / "kingma2014.png") as im:  # two figure-2 rows and one figure-3 row, two panels wide
         assert im.size == (round(3.2 * 2 * 110), round((3.0 * 3 + 0.6) * 110))
 
@@ -184,3 +197,21 @@ def test_a_rerun_keeps_finished_runs_and_resumes_an_unfinished_one(quick, capsys
     for k, old in body["figures"]["runs"].items():
         if k != key:
             assert again[k] == old
+
+
+@pytest.mark.slow
+def test_a_larger_budget_continues_the_finished_runs_from_their_checkpoints(quick):
+    root, args, _ = quick
+    path = root / "kingma2014.json"
+    before = json.loads(path.read_text())["figures"]["runs"]
+    assert kingma2014.main([*args, "--fig3-small-budget", "1600"]) == 0  # the 200-image set: 4 -> 8 epochs
+    after = json.loads(path.read_text())["figures"]["runs"]
+    for obj in ("elbo", "wake-sleep", "mcem"):
+        key = f"fig3/mnist/n200/nz3/{obj}"
+        old, new = before[key], after[key]
+        assert new["continued_from_budget"] == 800 and new["epochs"] == 8 and len(new["curve"]) == 8
+        assert new["curve"][:4] == old["curve"]  # the first epochs are the finished run's, read back
+        assert [p["epoch"] for p in new["is_curve"]] == [1, 2, 4, 8] == new["checkpoint_epochs"]
+        assert new["is_curve"][:3] == old["is_curve"]
+        assert new["wall_seconds"] > old["wall_seconds"]
+    assert after["fig3/mnist/n500/nz3/elbo"] == before["fig3/mnist/n500/nz3/elbo"]
