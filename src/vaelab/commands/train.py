@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vaelab.commands.catalog import LIKELIHOODS, MLP_ACTIVATIONS, MODELS, MODES, OPTIMIZERS, PRECISIONS
 from vaelab.commands.lazy import lazy_function, lazy_module
@@ -23,6 +24,8 @@ resume_config = lazy_function("vaelab.train.resume.resume_config")
 check_world = lazy_function("vaelab.train.validate.check_world")
 check_loggers = lazy_function("vaelab.train.loggers.check_loggers")
 log_outputs = lazy_function("vaelab.train.loggers.log_outputs")
+table_defaults = lazy_function("vaelab.data.kinds.table_defaults")
+binarized_grey_warning = lazy_function("vaelab.data.kinds.binarized_grey_warning")
 
 # flag -> config key; a flag left out keeps the config file's (or the default) value.
 FLAGS = {
@@ -92,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the data set's files (searched first)")
     p.add_argument(
         "--binarize",
-        help=f"{' | '.join(MODES)}: a fresh draw per batch, one seeded draw, grey levels (default dynamic)",
+        help=f"{' | '.join(MODES)}: a fresh draw per batch, one seeded draw, grey levels (default dynamic; "
+        "none for csv:/parquet: tables)",
     )
     p.add_argument("--image-size", type=int, help="side of folder: images after crop and resize (default 64)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="folder: images, 1 grey or 3 RGB (default 1)")
@@ -105,7 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default relu)",
     )
     p.add_argument("--latent-dim", type=int, help="latent dimension D (default 20)")
-    p.add_argument("--likelihood", help=f"decoder p(x|z): {' | '.join(LIKELIHOODS)} (default bernoulli)")
+    p.add_argument(
+        "--likelihood",
+        help=f"decoder p(x|z): {' | '.join(LIKELIHOODS)} (default bernoulli; mixed for csv:/parquet: tables)",
+    )
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--kl", help="analytic | mc: the KL estimator (default analytic)")
     p.add_argument("--warmup", type=float, help="epochs of linear KL warm-up (default 0)")
@@ -215,6 +222,11 @@ def run(args: argparse.Namespace) -> int:
     # on --resume, a key set in --config counts as asked for, as a flag does: changed if it may, else refused
     from_file = set(load_config_file(args.config)) if args.config else set()
     explicit = set(overrides) | from_file if args.resume else None
+    # a table's defaults (binarize none, likelihood mixed) where not asked for; grey levels binarized: one line
+    config = table_defaults(config, set(overrides) | from_file)
+    warning = binarized_grey_warning(config, set(overrides) | from_file)
+    if warning and args.nproc in (None, 1) and distributed.world().main:
+        print(warning, file=sys.stderr)
     if args.nproc is not None and args.nproc != 1:
         if distributed.world().distributed:
             raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
