@@ -161,3 +161,46 @@ def test_load_data_carves_validation_from_an_npz(tmp_path):
     assert torch.equal(load_source(cfg).test.images, d.test.images)
     with pytest.raises(DataError, match="data.columns applies to tables"):
         load_data(DataConfig(name=cfg.name, columns={"a": "binary"}))
+
+
+# Float arrays keep the flags' binarization (default dynamic): floats in [0, 1] may be grey images that a Bernoulli
+# VAE binarizes (torchvision's ToTensor() MNIST). A likelihood of grey levels chosen without --binarize none
+# would train on binarized pixels: one warning line on stderr at the start, and training goes on.
+@pytest.mark.parametrize(
+    ("flags", "warned"),
+    [
+        ([], False),  # bernoulli on floats in [0, 1]: binarized, as intended
+        (["--likelihood", "gaussian"], True),
+        (["--likelihood", "continuous-bernoulli", "--binarize", "static"], True),
+        (["--likelihood", "gaussian", "--binarize", "none"], False),
+    ],
+)
+def test_a_grey_level_likelihood_on_binarized_floats_warns_in_one_line(tmp_path, capsys, flags, warned):
+    x = np.random.default_rng(0).random((40, 6, 6), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        f"npy:{tmp_path / 'x.npy'}",
+        *flags,
+        "--epochs",
+        "0",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
+    assert main([*args, "--no-figures", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning: likelihood")]
+    cfg = json.loads((run / "config.json").read_text())
+    if warned:
+        (line,) = lines
+        lik, binarize = cfg["model"]["likelihood"], cfg["data"]["binarize"]
+        assert f"likelihood '{lik}' models grey levels, but --binarize {binarize} turns the pixels" in line
+        assert line.endswith("pass --binarize none for grey levels")
+    else:
+        assert lines == []
+    assert cfg["data"]["binarize"] == (
+        "none" if "none" in flags else "static" if "static" in flags else "dynamic"
+    )

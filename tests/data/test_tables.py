@@ -48,7 +48,9 @@ def _frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
 
 
 def _likelihood(schema: TableSchema):
-    return build_likelihood("mixed", schema.datum_shape(), gaussian_variance="per-pixel").double()
+    return build_likelihood(
+        "mixed", schema.datum_shape(), gaussian_variance="per-pixel", table=schema.model_table()
+    ).double()
 
 
 def test_mixed_log_prob_is_the_sum_of_the_observed_columns_torch_log_probs():
@@ -197,7 +199,7 @@ def test_missing_cells_are_refused_with_row_and_column_or_masked(tmp_path):
     rows = torch.cat([s.train.images, s.test.images])
     assert int((rows[:, 1, 0] == 0).sum()) == 2  # exactly the two cells are masked
     # the masked cell contributes nothing: the likelihood of a row does not depend on the value stored there
-    lik = build_likelihood("mixed", s.train.shape)
+    lik = build_likelihood("mixed", s.train.shape, table=s.train.table.model_table())
     r = rows[(rows[:, 1, 0] == 0).any(1)][:1].clone()
     out = torch.randn(2, 1, s.train.shape[2])
     before = lik(out).log_prob(r)
@@ -297,3 +299,174 @@ def test_a_text_column_of_10000_levels_is_exit_1_through_the_cli(tmp_path, capsy
         capsys, code, "column 'name' is text with 10,000 distinct values", "data.columns.name=drop"
     )
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --- the table layout reaches the likelihood through the config; a table's defaults; bits/dim per column ---
+
+
+def _mixed_of(model):
+    from vaelab.distributions.mixed import MixedLikelihood
+
+    (lik,) = [m for m in model.modules() if isinstance(m, MixedLikelihood)]
+    return lik
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae", "vampprior", "hierarchical", "autoencoder"])
+def test_every_model_that_takes_a_likelihood_builds_mixed_from_model_table(tmp_path, name):
+    """model.table (what training writes from data.table) is the only way in: built from the config alone, the
+    likelihood has the table's kinds, columns and sds, before any weights are loaded."""
+    from vaelab.config import Config
+    from vaelab.distributions import mixed
+    from vaelab.models.registry import build_model
+
+    path = tmp_path / "t.csv"
+    _frame(60).to_csv(path, index=False)
+    s = table_splits("csv", str(path))
+    schema = s.train.table
+    table = json.loads(json.dumps(schema.model_table()))  # as config.json holds it
+    cfg = Config().replace(
+        **{"model.name": name, "model.likelihood": "mixed", "model.table": table, "model.hidden": (8,)}
+    )
+    lik = _mixed_of(build_model(cfg.model, s.train.shape))
+    layout = schema.layout()
+    assert bool(lik.ready) and lik.kind.tolist() == list(layout.kinds) == [0, 1, 2, 2, 2, 0]
+    assert lik.column.tolist() == [0, 1, 2, 2, 2, 3]
+    sd = {c.name: c.sd for c in schema.columns}
+    assert lik.sd.tolist() == [sd["age"], 1.0, 1.0, 1.0, 1.0, sd["bmi"]]
+    assert not hasattr(mixed, "expect_layout")  # no hidden channel left
+
+
+def test_a_table_layout_that_does_not_fit_is_one_line():
+    from vaelab.config import ModelConfig
+    from vaelab.errors import ConfigError
+    from vaelab.models.registry import build_model
+
+    table = _schema().model_table()
+    with pytest.raises(ConfigError, match="model.table lays out 6 slots, the rows have 7"):
+        build_likelihood("mixed", (2, 1, 7), table=table)
+    with pytest.raises(ConfigError, match=r"model.table is not a table's layout \(KeyError: 'kind'\)"):
+        build_likelihood("mixed", (2, 1, 1), table={"columns": [{"width": 1}]})
+    no_layout = build_likelihood("mixed", (2, 1, 6))  # a run saved before model.table: its weights bring it
+    with pytest.raises(ConfigError, match="it needs their layout, model.table"):
+        no_layout(torch.zeros(1, 2, 1, 6))
+    cfg = ModelConfig(name="linear-gaussian", likelihood="mixed", table=table)
+    with pytest.raises(ConfigError, match="model 'linear-gaussian' has its own p\\(x\\|z\\)"):
+        build_model(cfg, (2, 1, 6))
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """A VAE trained by the CLI on a 4-column table (W = 6 slots) with neither --binarize nor --likelihood."""
+    from vaelab.cli import main
+
+    root = tmp_path_factory.mktemp("table")
+    path = root / "people.csv"
+    _frame(300, seed=1).to_csv(path, index=False)
+    run = root / "run"
+    args = ["train", "--data", f"csv:{path}", "--hidden", "16", "--latent-dim", "2", "--epochs", "3"]
+    assert main([*args, "--quiet", "--threads", "1", "--no-figures", "--out", str(run)]) == 0
+    return run, path
+
+
+def test_a_table_defaults_to_binarize_none_and_likelihood_mixed(table_run):
+    run, _ = table_run
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"]["binarize"] == "none" and cfg["model"]["likelihood"] == "mixed"
+    schema = table_schema(run)
+    assert cfg["model"]["table"] == schema.model_table()
+    assert [c["width"] for c in cfg["model"]["table"]["columns"]] == [1, 1, 3, 1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--likelihood", "bernoulli"], "by the likelihood mixed; leave --likelihood (model.likelihood) out"),
+        (["--binarize", "dynamic"], "not grey levels to binarize; leave --binarize (data.binarize) out"),
+    ],
+)
+def test_a_conflicting_choice_on_a_table_is_one_line(tmp_path, capsys, one_line_error, flags, says):
+    from vaelab.cli import main
+
+    path = tmp_path / "t.csv"
+    _frame(40).to_csv(path, index=False)
+    code = main(
+        ["train", "--data", f"csv:{path}", *flags, "--epochs", "0", "--quiet", "--out", str(tmp_path / "r")]
+    )
+    one_line_error(capsys, code, f"csv:{path} is a table: ", says)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_python_tables_take_the_defaults_too(tmp_path):
+    """vaelab.train(cfg, data=frame): a config keeping the defaults' values gets a table's; a value changed
+    from the default that conflicts is refused."""
+    import vaelab
+    from vaelab.config import Config
+
+    cfg = Config().replace(
+        **{"model.hidden": (8,), "model.latent_dim": 2, "train.epochs": 1, "train.progress": False}
+    )
+    result = vaelab.train(cfg, data=_frame(60))
+    assert result.config.data.binarize == "none" and result.config.model.likelihood == "mixed"
+    assert result.config.model.table["columns"][2] == {
+        "kind": "categorical",
+        "width": 3,
+        "mean": 0.0,
+        "sd": 1.0,
+    }
+    with pytest.raises(DataError, match="is a table: its rows are modelled column by column"):
+        vaelab.train(cfg.replace(**{"model.likelihood": "gaussian"}), data=_frame(60))
+
+
+def test_a_table_run_loads_from_its_checkpoint_an_old_checkpoint_and_a_safetensors_folder(
+    table_run, tmp_path
+):
+    """The same log p(x|z) from the run, from a checkpoint whose config predates model.table (the layout then
+    comes with the weights), and from `vaelab export --format safetensors` read back by vaelab.load(DIR)."""
+    import vaelab
+    from vaelab.cli import main
+    from vaelab.train.checkpoint import model_from_checkpoint, read_checkpoint
+
+    run, path = table_run
+    model = vaelab.load(run)
+    rows = table_splits("csv", str(path), saved=table_schema(run).to_dict()).test.images
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    want = model.decode(z[:, None]).log_prob(rows[None, :8])  # [4, 8]
+    ck = read_checkpoint(run / "checkpoints" / "best.pt")
+    ck["config"]["model"].pop("table")
+    old = model_from_checkpoint(ck)
+    assert bool(old.likelihood.ready)
+    torch.testing.assert_close(old.decode(z[:, None]).log_prob(rows[None, :8]), want, rtol=0, atol=0)
+    out = tmp_path / "weights"
+    assert main(["export", str(run), "--format", "safetensors", "--out", str(out)]) == 0
+    exported = vaelab.load(out)
+    assert json.loads((out / "config.json").read_text())["model"]["table"] == table_schema(run).model_table()
+    torch.testing.assert_close(exported.decode(z[:, None]).log_prob(rows[None, :8]), want, rtol=0, atol=0)
+
+
+def test_bits_per_dim_of_a_table_counts_its_columns(table_run):
+    """4 columns, not the 2 x 6 numbers of an encoded row: bits/dim = NLL / (4 ln 2), for each estimator."""
+    import vaelab
+
+    run, _ = table_run
+    ev = vaelab.evaluate(str(run), importance=20, limit=30, seed=0, progress=False)
+    for block, key in (("elbo", "estimate"), ("importance", "log_px")):
+        assert ev[block]["bits_per_dim"] == pytest.approx(-ev[block][key] / (4 * math.log(2)), rel=1e-12)
+
+
+def test_parquet_reads_as_the_same_csv_table(tmp_path):
+    """A real Parquet round trip (pyarrow): the same kinds, levels, statistics and encoded rows as the CSV of
+    the same frame; without pyarrow the message names the extra."""
+    pytest.importorskip("pyarrow")
+    frame = _frame(80, seed=3)
+    frame.loc[5, "bmi"] = np.nan
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(back, frame)
+    a = table_splits("parquet", str(tmp_path / "t.parquet"), missing="mask")
+    b = table_splits("csv", str(tmp_path / "t.csv"), missing="mask")
+    assert a.train.table.columns == b.train.table.columns
+    torch.testing.assert_close(a.train.images, b.train.images, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.test.images, b.test.images, rtol=0, atol=1e-6)
+    rows = torch.cat([a.train.images, a.test.images])
+    assert int((rows[:, 1, 0] == 0).sum()) == 1  # the one empty bmi cell, masked

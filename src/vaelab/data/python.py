@@ -31,7 +31,6 @@ import torch
 
 from vaelab.data.arrays import as_images, as_labels, split_of
 from vaelab.data.sources import ImageSet, Splits
-from vaelab.distributions.mixed import expect_layout
 from vaelab.errors import DataError
 from vaelab.io import atomic_write_bytes
 
@@ -183,8 +182,10 @@ def _is_frame(obj: Any) -> bool:
 def resolve_data(cfg: Any, data: Any, folder: str | os.PathLike | None) -> tuple[Any, Any]:
     """The splits a run trains on and its config naming them: `data` None reads `cfg.data`; DataSplits are
     used as they are; anything else is data from Python (module docstring), saved in `folder` (the run) when
-    given. A table's encoding goes into the config (`data.table`), and a table and the likelihood `mixed`
-    go together (one line if not).
+    given. A table's encoding goes into the config (`data.table`, and its layout, `model.table`, which the
+    likelihood `mixed` is built with); a table's defaults (`vaelab.data.kinds.table_defaults`: binarize none,
+    likelihood mixed) apply where the config keeps the defaults' values, and a table and the likelihood
+    `mixed` go together (one line if not).
 
     Args:
         cfg: the run's Config.
@@ -196,7 +197,10 @@ def resolve_data(cfg: Any, data: Any, folder: str | os.PathLike | None) -> tuple
     import tempfile
 
     from vaelab.data import DataSplits, load_data
+    from vaelab.data.kinds import table_defaults
 
+    if data is None or _is_frame(data):
+        cfg = table_defaults(cfg, table=True if data is not None else None)
     if data is None:
         splits = load_data(cfg.data)
     elif isinstance(data, DataSplits):
@@ -233,7 +237,16 @@ def resolve_data(cfg: Any, data: Any, folder: str | os.PathLike | None) -> tuple
             raise DataError(f"{cfg.data.name} is a table: its rows take the mlp body (got {cfg.model.body})")
         if not cfg.data.table:
             cfg = cfg.replace(**{"data.table": table.to_dict()})
-        expect_layout(table.layout())  # the model built next has the table's layout (models keep bare shapes)
+        layout = table.model_table()  # what the likelihood mixed is built with, from the encoding used
+        if not cfg.model.table:
+            cfg = cfg.replace(**{"model.table": layout})
+        elif cfg.model.table != layout:
+            raise DataError(
+                f"{cfg.data.name}: model.table does not lay out this table's columns (data.table); leave "
+                "model.table out, training writes it"
+            )
+    elif cfg.model.table:
+        raise DataError(f"model.table is a table's layout, and {cfg.data.name} holds images; leave it out")
     elif cfg.model.likelihood == "mixed":
         raise DataError(
             f"likelihood 'mixed' models a table's rows (csv:FILE, parquet:FILE, a DataFrame); {cfg.data.name} "

@@ -28,7 +28,7 @@ import torch
 
 from vaelab.data.arrays import find_file
 from vaelab.data.sources import ImageSet, Splits, split_order
-from vaelab.distributions.mixed import BINARY, CATEGORICAL, CONTINUOUS, KIND_NAMES, TableLayout, TableShape
+from vaelab.distributions.mixed import KIND_NAMES, TableLayout, table_layout
 from vaelab.errors import DataError
 from vaelab.registry import Registry
 
@@ -87,21 +87,20 @@ class TableSchema:
         """W, the slots of a row."""
         return sum(c.width for c in self.columns)
 
+    def model_table(self) -> dict[str, Any]:
+        """The layout the likelihood `mixed` is built with, `model.table`: each column's kind, width (its
+        slots), mean and sd."""
+        return {
+            "columns": [{"kind": c.kind, "width": c.width, "mean": c.mean, "sd": c.sd} for c in self.columns]
+        }
+
     def layout(self) -> TableLayout:
         """Each slot's kind, column, mean and sd (`vaelab.distributions.mixed.TableLayout`)."""
-        kinds, cols, mean, sd = [], [], [], []
-        code = {"continuous": CONTINUOUS, "binary": BINARY, "categorical": CATEGORICAL}
-        for j, c in enumerate(self.columns):
-            for _ in range(c.width):
-                kinds.append(code[c.kind])
-                cols.append(j)
-                mean.append(c.mean if c.kind == "continuous" else 0.0)
-                sd.append(c.sd if c.kind == "continuous" else 1.0)
-        return TableLayout(tuple(kinds), tuple(cols), tuple(mean), tuple(sd))
+        return table_layout(self.model_table())
 
-    def datum_shape(self) -> TableShape:
-        """One row's shape (2, 1, W), carrying the layout to the likelihood."""
-        return TableShape(self.layout())
+    def datum_shape(self) -> tuple[int, int, int]:
+        """One row's shape (2, 1, W): values and observed mask over W slots."""
+        return (2, 1, self.width)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the run's config stores as `data.table`."""
@@ -331,7 +330,7 @@ def read_frame(kind: str, file: Path) -> Any:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise DataError(f"{where}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+            raise DataError(f"{where}: reading Parquet needs pyarrow (pip install vaelab[parquet])") from None
         try:
             return pd.read_parquet(file)
         except Exception as e:  # pyarrow raises many types on a malformed file

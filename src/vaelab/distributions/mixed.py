@@ -17,18 +17,19 @@ Continuous columns' variances: one learned per column (start 1: a standardised c
 below `model.variance_floor`; `model.gaussian_variance=fixed` keeps `model.gaussian_sigma`^2, and `decoder`
 adds the decoder's channel 1 (otherwise unused) to it, a variance per row.
 
-The layout (each slot's kind and column, each continuous column's mean and sd) is held in buffers, so a
-checkpoint carries it: a model built from a plain shape (`vaelab.load`) gets it with its weights. A model
-built to train gets it from a `TableShape`, or, since models keep only the numbers of their shape, from
-`expect_layout`, which the trainer's data step (`vaelab.data.python.resolve_data`) calls for a table just
-before the model is built: the next mixed likelihood of that width takes it, once.
+The layout (each slot's kind and column, each continuous column's mean and sd) comes in explicitly, as the
+likelihood option `table` (`table_layout` reads it): every model builds its likelihood from its config
+(`vaelab.models.vae.likelihood_from`), and training writes `model.table` from the table it read
+(`TableSchema.model_table`), so a run's config, a checkpoint's and an export's config.json rebuild the
+same likelihood. It is also held in buffers, which a checkpoint carries: a run saved before `model.table`
+existed is built without a layout and gets it with its weights (`ready`).
 """
 
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
-from typing import ClassVar, NamedTuple
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,35 +54,38 @@ class TableLayout(NamedTuple):
     sd: tuple[float, ...]
 
 
-class TableShape(tuple):
-    """One table row's shape (2, 1, W), carrying its `layout` to the likelihood that models it."""
-
-    layout: TableLayout
-
-    def __new__(cls, layout: TableLayout) -> TableShape:
-        obj = super().__new__(cls, (2, 1, len(layout.kinds)))
-        obj.layout = layout
-        return obj
+CODES = {name: i for i, name in enumerate(KIND_NAMES)}
 
 
-_PENDING: ContextVar[TableLayout | None] = ContextVar("vaelab_table_layout", default=None)
-
-
-def expect_layout(layout: TableLayout | None) -> None:
-    """The layout the next mixed likelihood of its width is built with (None: forget it).
+def table_layout(table: Mapping[str, Any]) -> TableLayout:
+    """The layout of `model.table`, {"columns": [{"kind", "width", "mean", "sd"}, ...]}, or a ConfigError.
 
     Args:
-        layout: a table's layout (`TableSchema.layout()`), or None.
+        table: each column's kind (continuous, binary, categorical), width (its slots: 1, or a categorical
+            column's levels), mean and sd (a continuous column's training statistics).
     """
-    _PENDING.set(layout)
-
-
-def _take_layout(width: int) -> TableLayout | None:
-    layout = _PENDING.get()
-    if layout is None or len(layout.kinds) != width:
-        return None
-    _PENDING.set(None)
-    return layout
+    kinds: list[int] = []
+    cols: list[int] = []
+    mean: list[float] = []
+    sd: list[float] = []
+    try:
+        for j, c in enumerate(table["columns"]):
+            code, width = CODES[c["kind"]], int(c.get("width", 1))
+            m, s = (float(c["mean"]), float(c["sd"])) if code == CONTINUOUS else (0.0, 1.0)
+            if width < 1 or (code != CATEGORICAL and width != 1) or not s > 0:
+                raise ValueError(f"column {j}: {c}")
+            kinds += [code] * width
+            cols += [j] * width
+            mean += [m] * width
+            sd += [s] * width
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"model.table is not a table's layout ({type(e).__name__}: {e}); it holds "
+            '{"columns": [{"kind", "width", "mean", "sd"}, ...]}, written by training'
+        ) from None
+    if not kinds:
+        raise ConfigError("model.table has no columns")
+    return TableLayout(tuple(kinds), tuple(cols), tuple(mean), tuple(sd))
 
 
 class Slots(NamedTuple):
@@ -223,6 +227,7 @@ class MixedLikelihood(Likelihood):
         gaussian_sigma: float = 0.1,
         variance_floor: float = 1e-4,
         gaussian_mean: str = "identity",
+        table: Mapping[str, Any] | None = None,
         **_: object,
     ) -> None:
         super().__init__(shape)
@@ -241,9 +246,13 @@ class MixedLikelihood(Likelihood):
                 f"need gaussian_sigma^2 > variance_floor, got sigma {gaussian_sigma}, floor {variance_floor}"
             )
         width = shape[2]
-        layout = getattr(shape, "layout", None) or _take_layout(width)
+        layout = table_layout(table) if table else None
+        if layout is not None and len(layout.kinds) != width:
+            raise ConfigError(
+                f"likelihood 'mixed': model.table lays out {len(layout.kinds)} slots, the rows have {width}"
+            )
         ready = layout is not None
-        if layout is None:  # filled by the checkpoint's weights (`vaelab.load`)
+        if layout is None:  # a run saved without model.table: filled by its checkpoint's weights
             layout = TableLayout((CONTINUOUS,) * width, tuple(range(width)), (0.0,) * width, (1.0,) * width)
         self.register_buffer("kind", torch.tensor(layout.kinds, dtype=torch.long))
         self.register_buffer("column", torch.tensor(layout.columns, dtype=torch.long))
@@ -268,8 +277,8 @@ class MixedLikelihood(Likelihood):
         """The layout's index tensors on `device` (made once per device and layout)."""
         if not bool(self.ready):
             raise ConfigError(
-                "likelihood 'mixed' models a table's rows: train it on a table (--data csv:FILE), or load it "
-                "from a checkpoint (its layout comes with the weights)"
+                "likelihood 'mixed' models a table's rows: it needs their layout, model.table (training on "
+                "--data csv:FILE writes it), or a checkpoint's weights"
             )
         if device not in self._slots:  # normal tensors even under inference_mode: AIS later takes gradients
             with torch.inference_mode(False), torch.no_grad():

@@ -41,6 +41,19 @@ def bits_per_dim(nll: float, dims: int) -> float:
     return nll / (dims * math.log(2))
 
 
+def datum_dims(data: Prepared | torch.Tensor) -> int:
+    """The dimensions bits/dim divides by: an image's pixels times channels; a table row's columns (one
+    value each), not the 2 x W numbers its encoding holds (values and mask, a categorical column one-hot).
+
+    Args:
+        data: a prepared split (its `table` set for a table), or a batch of images [N, C, H, W].
+    """
+    table = getattr(data, "table", None)
+    if table is not None:
+        return len(table.columns)
+    return int(torch.Size(data.shape if isinstance(data, Prepared) else data.shape[1:]).numel())
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What one estimator found, typed: eval.json's block, the table's row and the report's line come from it.

@@ -24,7 +24,7 @@ from vaelab.device import keep_freed_memory
 from vaelab.distributions.logmath import log_mean_exp
 from vaelab.errors import ConfigError, DataError, VaelabError
 from vaelab.evaluate.blocks import block_generator, blocks, min_block_size, my_blocks, run_blocks
-from vaelab.evaluate.estimators import WeightReduction, bits_per_dim, mean_and_stderr, require
+from vaelab.evaluate.estimators import WeightReduction, bits_per_dim, datum_dims, mean_and_stderr, require
 from vaelab.models.protocol import capabilities
 from vaelab.train import distributed
 
@@ -304,6 +304,6 @@ def importance_sampling(
         elbo=cat["elbo"],
         curve={k: cat[f"curve_{k}"] for k in ks},
         seconds=time.perf_counter() - start,
-        dims=int(torch.Size(data.shape if isinstance(data, Prepared) else data.shape[1:]).numel()),
+        dims=datum_dims(data),
         reduced={name: cat[f"reduced_{name}"] for name in reductions},
     )

@@ -24,7 +24,7 @@ from vaelab.config import Config
 from vaelab.data import SPLIT_SEED_OFFSET, Prepared, prepare_split
 from vaelab.device import keep_freed_memory
 from vaelab.errors import ConfigError, DataError
-from vaelab.evaluate.estimators import ESTIMATORS, Context, Estimate, Estimator
+from vaelab.evaluate.estimators import ESTIMATORS, Context, Estimate, Estimator, datum_dims
 from vaelab.evaluate.settings import EvalSettings
 from vaelab.models.protocol import capabilities
 from vaelab.train import distributed
@@ -190,7 +190,7 @@ def _run(
             f"{w.size} processes but only {n} {s.split} image(s) to evaluate; use at most {n} processes"
         )
     caps = capabilities(model)
-    dims = int(torch.Size(data.shape).numel())
+    dims = datum_dims(data)  # a table's: its columns
     ctx = Context(model, caps, s, data, n, dims, dev, cfg)
     active = [e for e in table() if e.applies(caps, s)]
     for e in active:  # every refusal before any work

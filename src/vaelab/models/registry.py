@@ -19,6 +19,7 @@ from torch import nn
 from vaelab.baselines import GAN, PixelCNN
 from vaelab.baselines.pixelcnn import DEFAULTS as PIXELCNN_EXTRA
 from vaelab.config import Config, ModelConfig, ObjectiveConfig
+from vaelab.distributions.mixed import MixedLikelihood
 from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
@@ -288,11 +289,19 @@ def build_model(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
     Args:
         cfg: the model's config; `cfg.name` picks the registry entry.
         shape: one datum's shape (C, H, W).
+
+    Every likelihood option the model needs is in `cfg` (`vaelab.models.vae.likelihood_from`), a table's
+    layout too (`cfg.table`): a model given one must have built the likelihood mixed with it.
     """
     model = get_spec(cfg.name).build(cfg, tuple(shape))
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model '{cfg.name}': its build returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    if cfg.table and not any(isinstance(m, MixedLikelihood) for m in model.modules()):
+        raise ConfigError(
+            f"model '{cfg.name}' has its own p(x|z), not a likelihood it takes: a table's rows need one that "
+            "builds model.likelihood (vae, iwae, vampprior, hierarchical, autoencoder)"
         )
     return model
 

@@ -25,10 +25,11 @@ __all__ = ["BODIES", "MIN_SCALE", "VAE", "decode_with", "likelihood_from", "make
 
 
 def likelihood_from(cfg: ModelConfig, shape: tuple[int, int, int]) -> Likelihood:
-    """The decoder likelihood named in `cfg`.
+    """The decoder likelihood named in `cfg`, with its options from `cfg` (every model builds its own here).
 
     Args:
-        cfg: the model config (likelihood, gaussian_variance, gaussian_sigma, variance_floor).
+        cfg: the model config (likelihood, gaussian_variance, gaussian_mean, gaussian_sigma, variance_floor,
+            and a table's layout, `table`, for the likelihood mixed).
         shape: one datum's shape (C, H, W).
     """
     return build_likelihood(
@@ -38,6 +39,7 @@ def likelihood_from(cfg: ModelConfig, shape: tuple[int, int, int]) -> Likelihood
         gaussian_mean=cfg.gaussian_mean,
         gaussian_sigma=cfg.gaussian_sigma,
         variance_floor=cfg.variance_floor,
+        table=cfg.table,
     )
 
 

@@ -6,8 +6,8 @@ off which of these a run's model has from its `capabilities` (labels for cvae/m2
 latent). Models are
 loaded once per run and cached; every request names its run, and names are checked by `Catalog` before any
 file is touched. Errors answer with a one-line `detail`, their status read from one table (`STATUS`, exception
-class -> status): 404 unknown run, 409 the run's model cannot do that (and why), 413 too large, 415 not a PNG
-or JPEG, 422 malformed request (bad JSON, wrong z length, a z value beyond ±Z_LIMIT, invalid run name, a label
+class -> status): 404 unknown run, 409 the run's model cannot do that (and why) or is a table's (the
+explorer draws pictures), 413 too large, 415 not a PNG or JPEG, 422 malformed request (bad JSON, wrong z length, a z value beyond ±Z_LIMIT, invalid run name, a label
 that does not fit, a z whose picture is NaN), 500 a run that does not load or a model that gives NaN for its
 own samples or an upload.
 """
@@ -28,7 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vaelab.errors import VaelabError
 from vaelab.serve.errors import BadLabel, BadRequest, NotAnImage, NotFinite, TooLarge, Unsupported
 from vaelab.serve.explore import draws, label, pictures, posterior
-from vaelab.serve.runs import Catalog, LoadedRun, RunNameError, UnknownRun, plane_summary, skipped_json
+from vaelab.serve.runs import (
+    Catalog,
+    LoadedRun,
+    RunNameError,
+    TableRun,
+    UnknownRun,
+    plane_summary,
+    skipped_json,
+)
 from vaelab.serve.uploads import (
     MAX_JSON_BYTES,
     MAX_PIXELS,
@@ -56,6 +64,7 @@ STATUS: dict[type[Exception], int] = {
     RunNameError: 422,
     UnknownRun: 404,
     Unsupported: 409,
+    TableRun: 409,
     BadLabel: 422,
     NotFinite: 422,
     BadRequest: 422,

@@ -27,6 +27,7 @@ from vaelab.errors import CheckpointError, VaelabError
 from vaelab.runs import RunDir
 from vaelab.serve.explore import ExplorerView, NotFinite, batch_codes, explorer_view, finite
 from vaelab.viz.figures import codes as posterior_means
+from vaelab.viz.tables import is_table_model
 
 MAX_NAME_BYTES = 255  # the longest file name ext4, XFS and APFS take
 
@@ -67,6 +68,26 @@ def shown(name: str, limit: int = 80) -> str:
 
 class UnknownRun(VaelabError):
     """A well-formed name that is not one of the runs being served."""
+
+
+class TableRun(VaelabError):
+    """A run trained on a table (csv:, parquet:): its rows are not pictures, and the explorer draws pictures."""
+
+
+TABLE_NOTE = "the explorer shows image runs; vaelab report RUN shows a table's columns and marginals"
+
+
+def table_data(folder: Path) -> str | None:
+    """The data name of a table run (its config.json has a table's layout), else None (images, or unreadable:
+    loading the run decides then)."""
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        table = cfg.get("model", {}).get("table") or cfg.get("data", {}).get("table")
+        return str(cfg["data"].get("name", "a table")) if table else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -152,6 +173,9 @@ class Catalog:
             raise VaelabError(
                 f"{given}: the run folder's name is not valid UTF-8, so the page cannot name it"
             )
+        data = table_data(self.root) if self.single else None
+        if data is not None:
+            raise TableRun(f"{given} is a table run ({data}): {TABLE_NOTE}")
         self.device = str(resolve_device(device))
         self.data_dir = data_dir
         self.max_codes = max_codes
@@ -186,6 +210,8 @@ class Catalog:
                 problem = "it resolves through a symlink to outside the served folder"
             if problem is None and not _inside(ck, self.root):
                 problem = "its checkpoint resolves through a symlink to outside the served folder"
+            if problem is None and table_data(child) is not None:
+                problem = f"it is a table run: {TABLE_NOTE}"
             if problem is None:
                 found.append(child.name)
             else:
@@ -302,6 +328,8 @@ class Catalog:
             raise CheckpointError(
                 f"{where}: the checkpoint does not load ({type(e).__name__}{': ' + reason if reason else ''})"
             ) from None
+        if is_table_model(opened.model):  # a config.json that does not say so: the checkpoint does
+            raise TableRun(f"{name} is a table run ({run.data}): {TABLE_NOTE}")
         self._opened[name] = opened
         return run
 

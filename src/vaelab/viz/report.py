@@ -30,6 +30,7 @@ from vaelab.viz import figures as fig
 from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
 from vaelab.viz.figureset import figure_plan
+from vaelab.viz.tables import NOT_PICTURES, is_table_model
 
 LATENT_PICTURES = ("reconstructions", "manifold", "interpolations", "latents")
 
@@ -56,6 +57,30 @@ PICTURES = (
         "Latent scatter",
         "The {codes} of test images coloured by label (the top two "
         "principal components when the latent space has more than two dimensions).",
+    ),
+)
+
+PICTURES_ROWS = (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",))
+
+# A table run's pictures in place of the image ones (`vaelab.viz.tables`), in the columns' own units.
+TABLE_PICTURES = (
+    (
+        "columns",
+        "Columns",
+        "Each column of the test rows beside its reconstruction (the decoded mean of its posterior mean): a "
+        "scatter about the diagonal, or a confusion matrix of levels.",
+    ),
+    (
+        "marginals",
+        "Marginals",
+        "Each column's distribution in the test rows against 2,000 rows drawn from the model (z ~ p(z), then "
+        "x ~ p(x | z)).",
+    ),
+    (
+        "latents",
+        "Latent scatter",
+        "The {codes} of test rows (the top two principal components when the latent space has more than two "
+        "dimensions).",
     ),
 )
 
@@ -320,7 +345,9 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     stale = _stale_eval(o, ev)
     cfg = o.config
     generative = capabilities(o.model).generative  # a prior to decode, or a sampler: not an autoencoder
-    pixels = math.prod(o.shape)
+    table = is_table_model(o.model)
+    columns = len(cfg.model.table.get("columns", ())) or len(cfg.data.table.get("columns", ()))
+    pixels = columns if table and columns else math.prod(o.shape)  # bits/dim: a table's per column
     with tempfile.TemporaryDirectory(prefix="vaelab-report-") as tmpdir:
         tmp = Path(tmpdir)
         uris, pic_notes = _pictures(o, tmp, data_dir, seed)
@@ -340,9 +367,13 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     title = f"{o.run.root.name}: {cfg.model.name} on {cfg.data.name}"
     parts = [
         f"<header><h1>{_esc(title)}</h1><p>{_esc(type(o.model).__name__)} with a "
-        f"{cfg.model.latent_dim}-d latent space, {cfg.model.likelihood} likelihood, images "
-        f"{'x'.join(map(str, o.shape))}, binarization {_esc(cfg.data.binarize)}. Checkpoint "
-        f"<code>{_esc(o.checkpoint.name)}</code>.</p></header>",
+        f"{cfg.model.latent_dim}-d latent space, {cfg.model.likelihood} likelihood, "
+        + (
+            f"table rows of {pixels} columns"
+            if table
+            else f"images {'x'.join(map(str, o.shape))}, binarization {_esc(cfg.data.binarize)}"
+        )
+        + f". Checkpoint <code>{_esc(o.checkpoint.name)}</code>.</p></header>",
         _headline(o, history, None if stale else ev),
     ]
     if not generative:
@@ -370,10 +401,15 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
         parts.append(eval_section(ev, ev_note, pixels, charts, notes))
     parts.append("<h2>Pictures</h2>")
     pictures = {}
-    for key, name, caption in PICTURES:
+    for key, name, caption in TABLE_PICTURES if table else PICTURES:
         cap = samples_caption(o.model) if key == "samples" else caption.format(codes=fig.code_name(o.model))
         pictures[key] = _figure(uris.get(key), name, cap, notes.get(key))
-    for row in (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",)):
+    if table:  # samples, reconstructions, manifold and interpolations are images: one line for all four
+        parts.append(
+            f'<p class="note">Samples, reconstructions, manifold, interpolations: {NOT_PICTURES}.</p>'
+        )
+    rows = (("columns",), ("marginals", "latents")) if table else PICTURES_ROWS
+    for row in rows:
         parts.append(f'<div class="cols">{"".join(pictures[k] for k in row)}</div>')
     parts.append("<h2>Config</h2>")
     parts.append(_config_tables(cfg.to_dict()))
