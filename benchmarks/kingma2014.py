@@ -469,6 +469,7 @@ def draw(runs: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from vaelab.io import atomic_save
 
@@ -499,6 +500,7 @@ def draw(runs: dict[str, Any], path: Path) -> Path:
                     ax.plot(xs, ys, ls, color=colors[obj], label=f"{OBJECTIVES[obj]} ({split.split('_')[0]})")
                     lows += ys[len(ys) // 4 :]
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             if lows:
                 top, low = max(lows), min(lows)
                 ax.set_ylim(low - 0.15 * (top - low + 1), top + 0.1 * (top - low + 1))
@@ -532,6 +534,7 @@ def draw(runs: dict[str, Any], path: Path) -> Path:
                     label=f"{OBJECTIVES[obj]} ({split})",
                 )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"MNIST, $N_{{train}}$ = {n_images:,}, $N_z$ = 3: IS log p(x)", fontsize=9)
         ax.set_xlabel("training samples evaluated", fontsize=8)
         ax.set_ylabel("log p(x) (nats)", fontsize=8)
@@ -586,8 +589,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--frey-budget", type=int, default=353_800, help="samples per Frey Face run (200 epochs)")
     p.add_argument("--fig3-budget", type=int, default=1_000_000, help="samples per figure-3 run")
-    p.add_argument("--fig3-small-budget", type=int, default=200_000, help="samples per run on the small set")
-    p.add_argument("--mcem-budget", type=int, default=200_000, help="samples of MCEM on the large set")
+    p.add_argument(
+        "--fig3-small-budget", type=int, default=1_000_000, help="samples per run on the small set"
+    )
+    p.add_argument("--mcem-budget", type=int, default=500_000, help="samples of MCEM on the large set")
     p.add_argument("--small-set", type=int, default=1000, help="figure-3 sets up to this size are 'small'")
     p.add_argument("--checkpoints", type=int, default=8, help="IS evaluations per figure-3 run (geometric)")
     p.add_argument("--k", type=int, default=200, help="IS proposals per image")
