@@ -85,14 +85,41 @@ class RunDir:
         """report.html: the run's self-contained page."""
         return self.root / "report.html"
 
-    def clear_outputs(self) -> None:
-        """Remove what a previous run left (checkpoints, metrics, eval.json, report, figures), so that a run
-        started again over it (--overwrite) shows nothing of the old model."""
+    def clear_outputs(self, keep_mlflow: bool = False) -> None:
+        """Remove what a previous run left (checkpoints, metrics, eval.json, report, figures, TensorBoard's tb/
+        and the MLflow store), so that a run started again over it (--overwrite) shows nothing of the old model.
+
+        Args:
+            keep_mlflow: leave the MLflow files: the new run logs to MLflow, whose logger deletes the old MLflow
+                run itself (it may live in a store outside this folder, named by mlflow.json).
+        """
         import shutil
 
-        for f in (self.best, self.last, self.metrics, self.eval, self.report):
+        mlflow = () if keep_mlflow else (self.mlflow_db, self.mlflow_run)
+        for f in (self.best, self.last, self.metrics, self.eval, self.report, *mlflow):
             f.unlink(missing_ok=True)
-        shutil.rmtree(self.figures, ignore_errors=True)
+        for d in (self.figures, self.tb, *(() if keep_mlflow else (self.mlflow_artifacts,))):
+            shutil.rmtree(d, ignore_errors=True)
+
+    @property
+    def tb(self) -> Path:
+        """RUN/tb: TensorBoard's event files (`--log tensorboard`)."""
+        return self.root / "tb"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """RUN/mlflow.db: the default MLflow store (`--log mlflow`)."""
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """RUN/mlflow-artifacts: the default MLflow store's artifacts."""
+        return self.root / "mlflow-artifacts"
+
+    @property
+    def mlflow_run(self) -> Path:
+        """RUN/mlflow.json: which MLflow run this run folder logs to (kept across resumes)."""
+        return self.root / "mlflow.json"
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every epoch's record from metrics.jsonl (empty if there is none yet)."""

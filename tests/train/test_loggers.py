@@ -331,3 +331,23 @@ def test_training_shows_the_bar_on_a_real_pseudo_terminal(tmp_path):
 def test_scalars_are_the_records_numbers_as_json_keeps_them():
     record = {"epoch": 2, "step": 10, "lr": 1e-3, "samples_per_s": None, "test_kl": float("nan"), "ok": True}
     assert scalars(record) == {"step": 10.0, "lr": 1e-3}
+
+
+def test_overwrite_without_loggers_leaves_none_of_the_old_logs(logged, tmp_path):
+    """A run started again over a logged one with no --log: no event file or MLflow store of the old model stays."""
+    out = tmp_path / "again"
+    train(small_config(**LOGS, **{"train.epochs": 1}), out=out)
+    run = RunDir(out)
+    assert run.tb.is_dir() and run.mlflow_db.is_file() and run.mlflow_run.is_file()
+    train(small_config(**{"train.epochs": 1}), out=out, overwrite=True)
+    assert not run.tb.exists() and not run.mlflow_db.exists() and not run.mlflow_run.exists()
+    assert not run.mlflow_artifacts.exists() and [r["epoch"] for r in run.read_metrics()] == [1]
+
+
+def test_a_resume_may_start_logging(tmp_path):
+    """train.log is a resumable change: a run trained without loggers logs the epochs it goes on with."""
+    out = tmp_path / "late"
+    train(small_config(**{"train.epochs": 1}), out=out)
+    cfg = small_config(**{"train.epochs": 2, "train.log": ("tensorboard",)})
+    train(cfg, out=out, resume=True, explicit={"train.epochs", "train.log"})
+    assert [e.step for e in accumulator(RunDir(out).tb).Scalars("test_elbo")] == [2]

@@ -111,7 +111,7 @@ def _quiet(*names: str) -> Iterator[None]:
 
 def tb_dir(run: RunDir) -> Path:
     """RUN/tb: the TensorBoard event files (`tensorboard --logdir RUN/tb`)."""
-    return run.root / "tb"
+    return run.tb
 
 
 @torch.inference_mode()
@@ -225,7 +225,7 @@ class TensorBoardLogger:
 def mlflow_paths(run: RunDir) -> tuple[Path, Path, Path]:
     """RUN/mlflow.db (the default store), RUN/mlflow-artifacts/ and RUN/mlflow.json (the MLflow run this
     folder logs to: tracking URI and run id)."""
-    return run.root / "mlflow.db", run.root / "mlflow-artifacts", run.root / "mlflow.json"
+    return run.mlflow_db, run.mlflow_artifacts, run.mlflow_run
 
 
 def tracking_uri(config: Config, run: RunDir) -> str:

@@ -239,7 +239,7 @@ def _train(
     scale_rates(optimizer, scheduler, lr_factor, ckpt)  # after a divergence: the same run, a smaller step
     if run is not None and w.main:
         if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
-            run.clear_outputs()
+            run.clear_outputs(keep_mlflow="mlflow" in cfg.train.log)
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)

@@ -27,6 +27,9 @@ RESUMABLE_CHANGES = (
     "train.dist_timeout",
     "train.on_diverge",
     "train.max_restarts",
+    "train.log",
+    "train.mlflow_uri",
+    "train.log_images_every",
     "data.data_dir",
 )
 
