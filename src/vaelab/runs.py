@@ -285,3 +285,21 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(eval.json as a dict, None), or (None, why it could not be read), or (None, None) when absent (the
+    report and the exported model card both show it).
+
+    Args:
+        path: the run's eval.json.
+    """
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} could not be read ({e})"
+    if not isinstance(data, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return data, None

@@ -7,7 +7,6 @@ or epoch than the one exported is named as such, and its numbers are left out.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from vaelab.models.registry import MODELS
+from vaelab.runs import read_eval
 
 
 def _cell(v: Any) -> str:
@@ -91,21 +91,6 @@ def _eval_section(
     return lines
 
 
-def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(eval.json, None), (None, why it could not be read), or (None, None) when there is none.
-
-    Args:
-        path: the run's eval.json.
-    """
-    if not path.is_file():
-        return None, None
-    try:
-        ev = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"The run's eval.json could not be read ({e}): no numbers here."
-    return (ev, None) if isinstance(ev, dict) else (None, "The run's eval.json holds no JSON object.")
-
-
 def model_card(
     *,
     title: str,
@@ -143,6 +128,7 @@ def model_card(
         if k.endswith("elbo") and _num(v) is not None
     )
     ev, why = read_eval(eval_json)
+    why = f"The run's {why}: no numbers here." if why else None
     c, h, w = shape
     lines = [
         f"# {title}: a vaelab `{name}` model",

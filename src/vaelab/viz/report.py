@@ -26,6 +26,7 @@ from vaelab.data.sources import FOLDER_PREFIX
 from vaelab.errors import VaelabError
 from vaelab.io import atomic_write_text
 from vaelab.models.protocol import Capabilities, capabilities
+from vaelab.runs import read_eval
 from vaelab.viz import figures as fig
 from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
@@ -181,23 +182,6 @@ def _draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[
         first = next((line for line in str(e).splitlines() if line.strip()), "")
         notes[key] = f"not drawn: {type(e).__name__} ({first.strip()[:200]})"
         return None
-
-
-def read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(eval.json as a dict, None), or (None, why it could not be read), or (None, None) when absent.
-
-    Args:
-        path: the run's eval.json.
-    """
-    if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"{path.name} could not be read ({e})"
-    if not isinstance(data, dict):
-        return None, f"{path.name} does not hold a JSON object"
-    return data, None
 
 
 def _stale_eval(o: OpenRun, ev: dict[str, Any] | None) -> str | None:
