@@ -99,6 +99,14 @@ def test_the_model_card_quotes_eval_json(runs, tmp_path, capsys):
     assert "at epoch 99, not the exported best.pt at epoch 1" in stale and "| importance |" not in stale
     export_run(runs["vae"], tmp_path / "none", "safetensors")  # no eval.json at all
     assert "The run has no eval.json" in (tmp_path / "none/README.md").read_text()
+    (run / "eval.json").write_text("{not json")  # unreadable: said in one line, no numbers
+    export_run(run, tmp_path / "bad", "safetensors")
+    bad = (tmp_path / "bad/README.md").read_text()
+    assert (
+        "The run's eval.json could not be read (" in bad
+        and "no numbers here" in bad
+        and "| elbo |" not in bad
+    )
 
 
 def test_a_damaged_folder_is_one_clear_error(runs, tmp_path):
