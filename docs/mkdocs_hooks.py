@@ -3,6 +3,8 @@
 - the README is the home page (`index.md`), its `docs/NAME.md` links pointed at the pages beside it, and the
   pages' `../README.md` links at it;
 - the tutorials' notebooks (`tutorials/*.ipynb`) become pages, shown as saved (mkdocs-jupyter, not executed);
+- the benchmarks' figures (`benchmarks/results/*.png`) are copied in, and the pages' `../benchmarks/results/`
+  links pointed at them;
 - one API page per public package (`API_PACKAGES`), written from the docstrings by mkdocstrings: a package
   with `__all__` shows each of those names where it is defined (the names load lazily, PEP 562, which static
   analysis cannot follow), one without shows its submodules.
@@ -27,6 +29,7 @@ from mkdocs.structure.pages import Page
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TUTORIALS = ROOT / "tutorials"
+RESULTS = "benchmarks/results/"
 API_DIR = "api"
 
 # Every public package, in the order of the API section.
@@ -153,11 +156,11 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 @event_priority(100)  # before mkdocs-jupyter looks for notebooks among the files
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add the README as index.md, the tutorials' notebooks and the API pages."""
+    """Add the README as index.md, the tutorials' notebooks, the benchmarks' figures and the API pages."""
     files.append(File.generated(config, "index.md", abs_src_path=str(README)))
-    for notebook in sorted(TUTORIALS.glob("*.ipynb")):
-        # a File read from the repository's root (mkdocs-jupyter finds a generated file's path None)
-        uri = notebook.relative_to(ROOT).as_posix()
+    # files read from the repository's root (mkdocs-jupyter finds a generated file's path None)
+    for path in [*sorted(TUTORIALS.glob("*.ipynb")), *sorted((ROOT / RESULTS).glob("*.png"))]:
+        uri = path.relative_to(ROOT).as_posix()
         files.append(File(uri, str(ROOT), config.site_dir, config.use_directory_urls))
     for package in API_PACKAGES:
         files.append(File.generated(config, f"{API_DIR}/{package}.md", content=api_page(package)))
@@ -165,8 +168,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files, **kwargs: Any) -> str:
-    """Point the README's links at the site's pages: `docs/X` beside it, `../README.md` at the home page."""
+    """Point the README's links at the site's pages: `docs/X` beside it, `../README.md` at the home page, and
+    `../benchmarks/results/` at the copied figures."""
     if page.file.src_uri == "index.md":
         return re.sub(r"\]\(docs/", "](", markdown)
     depth = page.file.src_uri.count("/")  # docs/ is one folder below the README; the site's root is docs/
-    return markdown.replace("](" + "../" * (depth + 1) + "README.md", "](" + "../" * depth + "index.md")
+    up, here = "](" + "../" * (depth + 1), "](" + "../" * depth
+    return markdown.replace(up + "README.md", here + "index.md").replace(up + RESULTS, here + RESULTS)

@@ -29,13 +29,14 @@ SAVED = "saved-output-7f3a"  # a notebook's stored output; executing its cell wo
 
 
 def _tree(tmp: Path) -> Path:
-    """The files the site is built from, copied (src/ for the API pages, tutorials/ when present)."""
+    """The files the site is built from, copied (src/ for the API pages, tutorials/ when present, the
+    benchmarks' figures)."""
     tree = tmp / "tree"
     tree.mkdir()
     for name in ("mkdocs.yml", "README.md"):
         shutil.copy2(ROOT / name, tree / name)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("docs", "src", "tutorials"):
+    for name in ("docs", "src", "tutorials", "benchmarks/results"):
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, tree / name, symlinks=True, ignore=skip)
     return tree
@@ -87,7 +88,11 @@ def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
     assert 'href="benchmarks/"' in home and 'href="docs/' not in home
     for page in DOC_PAGES:
         assert (site / page / "index.html").is_file(), page
-    assert 'href="../"' in (site / "benchmarks" / "index.html").read_text(encoding="utf-8")  # ../README.md
+    bench = (site / "benchmarks" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../"' in bench  # ../README.md
+    figure = ROOT / "benchmarks" / "results" / "kingma2014.png"  # ../benchmarks/results/X.png: copied in
+    assert 'src="results/kingma2014.png"' in bench
+    assert (site / "benchmarks" / "results" / "kingma2014.png").read_bytes() == figure.read_bytes()
 
     # One API page per public package, from the docstrings: a lazily exported name is documented where it is
     # defined, once, and linked from the packages that re-export it.
