@@ -145,7 +145,7 @@ def test_the_lock_goes_on_every_exit_and_a_refused_run_leaves_no_folder(fault, t
     def fail(*_args, **_kw):
         raise fault("refused") if fault is DataError else fault()
 
-    monkeypatch.setattr(loop, "load_data", fail)
+    monkeypatch.setattr(loop, "resolve_data", fail)  # reading the data fails (or is interrupted)
     fresh = tmp_path / "a" / "b" / "run"
     assert main(["train", *TINY_TRAIN, "--out", str(fresh)]) == (130 if fault is KeyboardInterrupt else 1)
     assert not (tmp_path / "a").exists()  # the folders the lock made are gone with it
