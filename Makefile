@@ -65,8 +65,8 @@ bench: install bench-env
 	$(BIN)/python benchmarks/throughput.py --data-dir $${VAELAB_DATA:-../shared/data}
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks fuzz
-	$(BIN)/ruff format --check src tests benchmarks fuzz
+	$(BIN)/ruff check src tests benchmarks fuzz tutorials
+	$(BIN)/ruff format --check src tests benchmarks fuzz tutorials
 
 $(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[docs]'
