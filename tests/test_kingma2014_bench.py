@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import kingma2014
+
+from vaelab_testing import tiny_frey_face
 
 
 def test_checkpoint_epochs_double_up_to_the_last_epoch():
@@ -80,18 +81,7 @@ def test_summary_compares_aevb_with_wake_sleep_per_panel():
 def quick(tmp_path_factory):
     """The quick mode on mnist-5k (offline) and a 300-frame synthetic Frey Face file, once for the module."""
     root = tmp_path_factory.mktemp("kingma2014")
-    frey = root / "data" / "frey-face"
-    frey.mkdir(parents=True)
-    g = np.random.default_rng(0)
-    rows, cols = np.mgrid[:28, :20]
-    frames = [
-        90
-        + 150 * np.exp(-((rows - 8 - t / 20) ** 2 + (cols - 5 - t / 30) ** 2) / 20)
-        + g.normal(0, 5, (28, 20))
-        for t in range(300)
-    ]
-    ff = np.clip(np.stack(frames), 0, 255).astype(np.uint8).reshape(300, 560).T
-    scipy.io.savemat(frey / "frey_rawface.mat", {"ff": ff})
+    tiny_frey_face(root / "data", frames=300)
     args = ["--quick", "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs")]
     args += ["--results", str(root / "kingma2014.json")]
     assert kingma2014.main(args) == 0

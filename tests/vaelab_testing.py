@@ -88,3 +88,17 @@ TINY_TRAIN = [
     "--threads",
     "1",
 ]
+
+
+def tiny_frey_face(root: Path, frames: int = 300) -> Path:
+    """A data folder with a frey-face/frey_rawface.mat of `frames` 28x20 frames (a blob drifting on grey)."""
+    import scipy.io
+
+    rows, cols = np.mgrid[:28, :20]
+    noise = np.random.default_rng(0).normal(0, 5, (frames, 28, 20))
+    t = np.arange(frames)[:, None, None] / frames
+    blob = 150 * np.exp(-((rows - 6 - 16 * t) ** 2 + (cols - 4 - 12 * t) ** 2) / 20)
+    ff = np.clip(90 + blob + noise, 0, 255).astype(np.uint8).reshape(frames, 560).T
+    (root / "frey-face").mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(root / "frey-face" / "frey_rawface.mat", {"ff": ff})
+    return root

@@ -6,12 +6,12 @@ from __future__ import annotations
 import io
 import warnings
 
-import numpy as np
 import pytest
-import scipy.io
 from PIL import Image
 
 from vaelab.cli import main
+
+from vaelab_testing import tiny_frey_face
 
 H, W = 28, 20
 
@@ -19,17 +19,7 @@ H, W = 28, 20
 @pytest.fixture(scope="module")
 def frey_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("frey")
-    data = root / "data" / "frey-face"
-    data.mkdir(parents=True)
-    g = np.random.default_rng(0)
-    # 60 frames: a bright blob drifting across a grey face-sized frame, stored as the .mat's (560, N) uint8
-    rows, cols = np.mgrid[:H, :W]
-    frames = [
-        90 + 150 * np.exp(-((rows - 8 - t / 4) ** 2 + (cols - 5 - t / 5) ** 2) / 20) + g.normal(0, 5, (H, W))
-        for t in range(60)
-    ]
-    ff = np.clip(np.stack(frames), 0, 255).astype(np.uint8).reshape(60, H * W).T
-    scipy.io.savemat(data / "frey_rawface.mat", {"ff": ff})
+    tiny_frey_face(root / "data", frames=60)  # a bright blob drifting across a grey 28x20 frame
     run = root / "run"
     flags = ["--data", "frey-face", "--data-dir", str(root / "data"), "--binarize", "none"]
     flags += ["--likelihood", "gaussian", "--hidden", "16", "--latent-dim", "2", "--epochs", "2"]
