@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from vaelab.config import RANGES, Config, build_config, check_numbers, parse_assignments
+from vaelab.config import Config, build_config, parse_assignments
 from vaelab.errors import ConfigError
+from vaelab.ranges import RANGES, check_numbers
 
 
 def test_overrides_are_typed():

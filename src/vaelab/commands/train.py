@@ -194,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    from vaelab.config import check_numbers
     from vaelab.plugins import load_plugins
+    from vaelab.ranges import check_numbers
     from vaelab.train.resume import check_start
 
     load_plugins(args.plugin)  # the ranks of --nproc call run() without cli.main

@@ -52,7 +52,7 @@ class ImageSet:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """One datum's shape (C, H, W); a table's also names its columns (`TableSchema.datum_shape`)."""
+        """One datum's shape (C, H, W); a table row's is (2, 1, W): values and observed mask (`TableSchema.datum_shape`)."""
         if self.table is not None:
             return self.table.datum_shape()
         return tuple(self.images.shape[1:])  # type: ignore[return-value]

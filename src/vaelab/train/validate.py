@@ -1,14 +1,14 @@
 """Refuse a config before any data is read: each table checks its own names, the config its own numbers.
 
 `validate_config` asks every table a config picks from (data sets, binarizations, models, bodies,
-likelihoods, objectives, optimisers, schedules, ...) whether it holds the name, then `config.check_numbers`,
+likelihoods, objectives, optimisers, schedules, ...) whether it holds the name, then `ranges.check_numbers`,
 the objective's own checks and the model's (`models.registry.check_model_config`). `check_world` and
 `check_compatible` refuse what only shows once the process group or the data is known.
 """
 
 from __future__ import annotations
 
-from vaelab.config import Config, check_numbers
+from vaelab.config import Config
 from vaelab.data import VALID_SPLITS, DataSplits
 from vaelab.data.binarize import MODES
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES
@@ -20,6 +20,7 @@ from vaelab.nets.mlp import ACTIVATIONS, GATED
 from vaelab.objectives import OBJECTIVES
 from vaelab.objectives.elbo import KL_ESTIMATORS, check_schedule
 from vaelab.objectives.noise import NOISES, check_noise
+from vaelab.ranges import check_numbers
 from vaelab.train.distributed import World
 from vaelab.train.optim import OPTIMIZERS, SCHEDULES
 from vaelab.train.precision import PRECISIONS
