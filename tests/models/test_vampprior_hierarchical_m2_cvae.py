@@ -113,7 +113,7 @@ def test_m2_objective_by_value():
     step = m2_objective(
         m, x, ObjectiveConfig(kl="mc", num_samples=2), 1.0, torch.Generator().manual_seed(3), y=y
     )
-    rec, kl = m.class_terms(x, 2, torch.Generator().manual_seed(3))
+    rec, kl, _ = m.class_terms(x, 2, torch.Generator().manual_seed(3))
     bound = (rec - kl).mean(0) - math.log(3)
     log_q = torch.log_softmax(m.classifier(x), -1)
     unlabelled = (log_q.exp() * (bound - log_q)).sum(-1)

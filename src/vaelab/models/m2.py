@@ -26,6 +26,7 @@ from vaelab.distributions.priors import StandardNormalPrior
 from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.models.cvae import LabelledBodies, num_classes
+from vaelab.models.protocol import LabelTerms
 from vaelab.models.vae import make_bodies
 
 # Weight of -log q(y|x), per labelled image, against the batch-mean bound (model.extra["alpha"]). The paper's
@@ -93,9 +94,9 @@ class M2(nn.Module):
         num_samples: int,
         generator: torch.Generator | None = None,
         analytic: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For every class y and K draws z ~ q(z|x,y): log p(x|y,z) [K, B, C] and log q(z|x,y) - log p(z)
-        [K, B, C] (or, `analytic`, KL(q(z|x,y) || p(z)) [1, B, C]).
+    ) -> LabelTerms:
+        """For every class y and K draws z ~ q(z|x,y): log p(x|y,z) [K, B, C], log q(z|x,y) - log p(z)
+        [K, B, C] (or, `analytic`, KL(q(z|x,y) || p(z)) [1, B, C]) and log q(y|x) [1, B, C].
 
         Args:
             x: the batch [B, C, H, W].
@@ -107,9 +108,8 @@ class M2(nn.Module):
         z = draw_z(q, num_samples, generator)  # [K, B, C, D]
         labels = torch.arange(self.num_classes, device=x.device)
         rec = self.decode(z, labels).log_prob(x.unsqueeze(1))
-        if analytic:
-            return rec, kl_divergence(q, self.prior())[None]
-        return rec, q.log_prob(z) - self.prior().log_prob(z)
+        kl = kl_divergence(q, self.prior())[None] if analytic else q.log_prob(z) - self.prior().log_prob(z)
+        return LabelTerms(rec, kl, torch.log_softmax(self.classifier(x), -1)[None])
 
     def log_importance_weights(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
@@ -121,7 +121,7 @@ class M2(nn.Module):
             num_samples: K, the draws per datum.
             generator: the random stream of the draws; None: torch's global one.
         """
-        rec, kl = self.class_terms(x, num_samples, generator)
+        rec, kl, _ = self.class_terms(x, num_samples, generator)
         return torch.logsumexp(rec - kl, dim=-1) + self.log_py()
 
     @torch.no_grad()

@@ -92,10 +92,21 @@ class Classifier(Labelled, Protocol):
     def classify(self, x: torch.Tensor) -> Categorical: ...
 
 
+class LabelTerms(NamedTuple):
+    """K draws per datum and class y for a bound that marginalises the label: rec = log p(x|y,...) [K, B, C],
+    kl = log q(latents|x,y) - log p(latents|y) [K, B, C] (or a closed form, [1, B, C]), and the classifier's
+    log q(y|x, ...) [K or 1, B, C] (an auxiliary variable drawn per k makes it vary with k). Then
+    L(x, y) = E[rec - kl] + log p(y) and U(x) = E[sum_y q(y|.) (rec - kl + log p(y) - log q(y|.))]."""
+
+    rec: torch.Tensor
+    kl: torch.Tensor
+    log_qy: torch.Tensor
+
+
 @runtime_checkable
 class ClassTerms(Classifier, Protocol):
-    """Per-class terms for a bound that marginalises a label (M2's objective): log p(x|y,z) and
-    log q(z|x,y) - log p(z) [K, B, C], log p(y) and the classifier's logits."""
+    """Per-class terms for a bound that marginalises a label (the m2 objective: M2, M1+M2, the auxiliary
+    model), with log p(y) and alpha, the weight of the labelled classification loss."""
 
     alpha: float
 
@@ -105,11 +116,9 @@ class ClassTerms(Classifier, Protocol):
         num_samples: int,
         generator: torch.Generator | None = None,
         analytic: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> LabelTerms: ...
 
     def log_py(self) -> float: ...
-
-    def classifier(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

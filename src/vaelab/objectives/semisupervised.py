@@ -9,9 +9,10 @@ J_alpha / N = mean over data of -L or -U, plus alpha times the mean over labelle
 batch, the second over the batch's labelled images (the data pipeline repeats the few labelled images so that
 most batches hold some: `data.labelled_share`).
 
-The model provides the per-class terms (`vaelab.models.protocol.ClassTerms`). Reported per datum: "elbo" =
-U(x), the bound on log p(x) (labels unused), with "rec" = sum_y q(y|x) E log p(x|y,z) and "kl" = rec - elbo;
-in evaluation also "error" = 1 where argmax q(y|x) misses the label.
+The model provides the per-class terms and q(y|.) (`vaelab.models.protocol.ClassTerms`, `LabelTerms`): M2, M1+M2
+and the auxiliary model share this objective. Reported per datum: "elbo" = U(x), the bound on log p(x) (labels
+unused), with "rec" = E sum_y q(y|.) log p(x|y,.) and "kl" = rec - elbo; in evaluation also "error" = 1 where
+argmax of the model's `classify(x)` misses the label.
 """
 
 from __future__ import annotations
@@ -46,25 +47,26 @@ def m2_objective(
         y: the labels, -1 for an unlabelled image; None: every image unlabelled.
     """
     if not capabilities(model).class_terms:
-        raise ConfigError(f"the m2 objective needs an M2 model, got {type(model).__name__}")
-    rec, kl = model.class_terms(x, cfg.num_samples, generator, analytic=cfg.kl == "analytic")  # [K, B, C]
+        raise ConfigError(
+            f"the m2 objective needs a model with per-class terms (M2), got {type(model).__name__}"
+        )
+    rec, kl, log_q = model.class_terms(x, cfg.num_samples, generator, analytic=cfg.kl == "analytic")
     log_py = model.log_py()
+    q = log_q.exp()  # [K or 1, B, C]
     bound = (rec - beta * kl).mean(0) + log_py  # [B, C]: L(x, y) for every y, KL weighted by beta
-    log_q = torch.log_softmax(model.classifier(x), dim=-1)
-    q = log_q.exp()
-    unlabelled = (q * (bound - beta * log_q)).sum(-1)  # U(x)
+    unlabelled = (q * (rec - beta * kl + log_py - beta * log_q)).sum(-1).mean(0)  # U(x)
     loss_terms = unlabelled
     penalty = x.new_zeros(())
     if y is not None and model.training:
         known = y >= 0
         yk = y.clamp_min(0)[:, None]
         loss_terms = torch.where(known, bound.gather(1, yk)[:, 0], unlabelled)
-        ce = -log_q.gather(1, yk)[:, 0]
+        ce = -log_q.mean(0).gather(1, yk)[:, 0]  # -E log q(y|x, .) over the draws
         penalty = model.alpha * (ce * known).sum() / known.sum().clamp_min(1)
     loss = -loss_terms.mean() + penalty
-    rec_mean = (q * rec.mean(0)).sum(-1)
-    elbo = (q * ((rec - kl).mean(0) + log_py - log_q)).sum(-1)
+    rec_mean = (q * rec).sum(-1).mean(0)
+    elbo = (q * (rec - kl + log_py - log_q)).sum(-1).mean(0)
     stats = {"elbo": elbo, "rec": rec_mean, "kl": rec_mean - elbo}
     if y is not None and not model.training:
-        stats["error"] = ((log_q.argmax(-1) != y) & (y >= 0)).to(x.dtype)
+        stats["error"] = ((model.classify(x).logits.argmax(-1) != y) & (y >= 0)).to(x.dtype)
     return Step(loss, stats)
