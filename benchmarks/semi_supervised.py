@@ -1,103 +1,394 @@
-"""Semi-supervised M2 (Kingma, Rezende, Mohamed & Welling 2014) on MNIST with N labels: test classification error.
+"""Semi-supervised MNIST at the published numbers: M2, M1+M2 (Kingma et al. 2014, Table 1) and the auxiliary
+model (ADGM, Maaloe et al. 2016), test classification error with 100, 600, 1,000 and 3,000 labels.
 
-Trains `--model m2` with `data.labelled=N` (a balanced, seeded choice of N training labels; the rest of the
-training images unlabelled) and prints q(y|x)'s test error each epoch and at the end, beside the paper's
-Table 1 (M2 alone with 100 labels: 11.97% +- 1.71; M1+M2: 3.33% +- 0.14).
+Every cell (model, labels, label draw) is one vaelab run in --runs-dir: labels balanced across classes, drawn
+by `data.label_seed` = the draw (the validation split, `data.split_seed` 0, is the same for every draw). M1+M2
+stands on one M1 run (a 784-600-600-50 softplus VAE on all training images, trained here first). The scored
+checkpoint of each cell is the epoch with the lowest validation error (best.pt); its test error, on all 10,000
+test images, is what the table shows, with the epochs and CPU time it took. Each epoch is merged into the
+results file at once (under a lock, so two processes can share it; --commit-results commits it), and a re-run
+resumes each unfinished cell from its run folder, or continues a finished one to more --epochs.
 
-    python benchmarks/semi_supervised.py --data-dir ../shared/data --epochs 30 --threads 2
+    python benchmarks/semi_supervised.py --data-dir ../shared/data --models m1m2 --labels 100 --draws 3
+    python benchmarks/semi_supervised.py --table            # the table and figure from the results file
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import fcntl
+import json
+import statistics
+import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import ROOT, default_data_dir, load_average, write_results  # noqa: E402
+from common import RESULTS, ROOT, command_line, default_data_dir, git_commit, load_average, machine  # noqa: E402
 
-PUBLISHED = {  # Kingma et al. 2014, Table 1, MNIST test error (%) by number of labels
-    100: {"M2": (11.97, 1.71), "M1+M2": (3.33, 0.14)},
+PUBLISHED = {  # test error (%) by labels: Kingma et al. 2014, Table 1; Maaloe et al. 2016, Table 2 (100 only)
+    100: {"M2": (11.97, 1.71), "M1+M2": (3.33, 0.14), "ADGM": (0.96, 0.02)},
     600: {"M2": (4.94, 0.13), "M1+M2": (2.59, 0.05)},
     1000: {"M2": (3.60, 0.56), "M1+M2": (2.40, 0.02)},
     3000: {"M2": (3.92, 0.63), "M1+M2": (2.18, 0.04)},
 }
+MODELS = {"m2": "M2", "m1m2": "M1+M2", "adgm": "ADGM"}
+TARGETS = {"m2": 12.0, "m1m2": 3.6, "adgm": 1.5}  # issue #19: mean test error (%) with 100 labels
+M1 = {  # Kingma et al. 2014's M1 for MNIST: 2 x 600 softplus, 50-d z
+    "model.name": "vae",
+    "model.hidden": (600, 600),
+    "model.activation": "softplus",
+    "model.latent_dim": 50,
+}
+RESULTS_FILE = RESULTS / "semi_supervised.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist"))
-    p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--labelled", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--out", default=None, help="keep the run folder here (default: not written)")
-    a = p.parse_args(argv)
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock beside `path` (two benchmark processes merge into one results file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
+
+def read_cells(path: Path) -> dict[str, Any]:
+    """The cells held in the results file ({} when there is none yet)."""
+    try:
+        return json.loads(path.read_text()).get("figures", {}).get("cells", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def put_cell(path: Path, key: str, entry: dict[str, Any], commit: str | None = None) -> None:
+    """Merge one cell into the results file (re-read under the lock) and rewrite it atomically; commit it."""
+    from vaelab.io import atomic_write_json
+
+    with locked(path):
+        cells = read_cells(path)
+        cells[key] = entry
+        body = {
+            "benchmark": "semi_supervised",
+            "command": command_line(),
+            "git_commit": git_commit(),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine(1),
+            "load_average": load_average(),
+            "figures": {"cells": dict(sorted(cells.items())), "summary": summarise(cells)},
+            "published_test_error_percent": {str(k): v for k, v in PUBLISHED.items()},
+        }
+        atomic_write_json(path, body)
+        if commit:
+            rel = str(path.relative_to(ROOT))
+            done = subprocess.run(
+                ["git", "commit", "-q", "-m", commit, "--", rel], cwd=ROOT, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                print(f"  (git commit of {rel} failed: {done.stderr.strip()[:200]})", flush=True)
+
+
+def best_epoch(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch with the lowest validation error (the first of equals): the scored checkpoint, best.pt."""
+    return min(curve, key=lambda r: (r["valid_error"], r["epoch"])) if curve else None
+
+
+def summarise(cells: dict[str, Any]) -> dict[str, Any]:
+    """Per model and labels: mean and sd over draws of the test error (%) at each draw's best epoch."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for cell in cells.values():
+        if cell.get("model") in MODELS and cell.get("best"):
+            groups.setdefault((cell["model"], cell["labels"]), []).append(cell)
+    out: dict[str, Any] = {}
+    for (model, labels), group in sorted(groups.items()):
+        errors = [100 * c["best"]["test_error"] for c in group]
+        out[f"{model}/{labels}"] = {
+            "model": MODELS[model],
+            "labels": labels,
+            "draws": len(group),
+            "all_done": all(c.get("done") for c in group),
+            "test_error_percent_mean": statistics.fmean(errors),
+            "test_error_percent_sd": statistics.stdev(errors) if len(errors) > 1 else None,
+            "test_error_percent": errors,
+            "epochs": [c["epochs_done"] for c in group],
+            "best_epochs": [c["best"]["epoch"] for c in group],
+            "cpu_seconds": [round(c["cpu_seconds"]) for c in group],
+            "published": PUBLISHED.get(labels, {}).get(MODELS[model]),
+        }
+    return out
+
+
+def base_config(a: argparse.Namespace, flat: dict[str, Any], epochs: int):
+    """vaelab's Config for one run of this benchmark: the data, the seed, threads and precision, no progress."""
     from vaelab import model_config
-    from vaelab.errors import VaelabError
-    from vaelab.train import train
 
-    cfg = model_config("m2").replace(  # M2's own defaults, as `vaelab train --model m2` starts from
+    name = flat.pop("model.name")
+    return model_config(name).replace(
         **{
             "data.name": a.data,
             "data.data_dir": str(Path(a.data_dir).resolve()),
-            "data.labelled": a.labelled,
-            "train.epochs": a.epochs,
-            "train.seed": a.seed,
+            "train.epochs": epochs,
             "train.threads": a.threads,
+            "train.precision": a.precision,
             "train.progress": False,
+            **flat,
         }
     )
-    load_before = load_average()
 
-    def show(r: dict) -> None:
-        print(
-            f"epoch {r['epoch']}: test error {100 * r['test_error']:.2f}%, valid {100 * r['valid_error']:.2f}%, "
-            f"test ELBO {r['test_elbo']:.2f} ({r['seconds']:.0f} s)",
-            flush=True,
+
+def train_cell(
+    key: str, cfg, out: Path, a: argparse.Namespace, meta: dict[str, Any], record_of
+) -> dict[str, Any]:
+    """Train (or resume, or continue) one run, merging its entry into the results file after every epoch."""
+    from vaelab.train.loop import train
+
+    old = read_cells(a.results).get(key, {})
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    entry = {
+        **meta,
+        "run": out.name,
+        "done": False,
+        "epochs_planned": cfg.train.epochs,
+        "curve": list(old.get("curve", [])) if resume else [],
+        "wall_seconds": old.get("wall_seconds", 0.0) if resume else 0.0,
+        "cpu_seconds": old.get("cpu_seconds", 0.0) if resume else 0.0,
+        "precision": cfg.train.precision,
+        "threads": cfg.train.threads,
+    }
+    clock = {"wall": time.perf_counter(), "cpu": time.process_time()}
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        entry["wall_seconds"] += now - clock["wall"]
+        entry["cpu_seconds"] += cpu - clock["cpu"]
+        clock.update(wall=now, cpu=cpu)
+        entry["curve"] = [r for r in entry["curve"] if r["epoch"] < record["epoch"]] + [record_of(record)]
+        entry["epochs_done"] = record["epoch"]
+        if "valid_error" in record:
+            entry["best"] = best_epoch(entry["curve"])
+        put_cell(a.results, key, dict(entry))
+        shown = {k: round(v, 4) for k, v in entry["curve"][-1].items() if k != "epoch"}
+        print(f"{key} epoch {record['epoch']}: {shown}", flush=True)
+
+    res = train(
+        cfg, out=out, resume=resume, overwrite=not resume, explicit={"train.epochs"}, on_epoch=on_epoch
+    )
+    if (
+        res.nothing_to_train or not entry["curve"]
+    ):  # trained before this results file knew it: read its history
+        entry["curve"] = [record_of(r) for r in res.history]
+        entry["cpu_seconds"] = entry["wall_seconds"] = sum(r["seconds"] for r in res.history)
+        entry["cpu_seconds_note"] = "summed training seconds of the epochs (the run predates the entry)"
+    entry["epochs_done"] = entry["curve"][-1]["epoch"] if entry["curve"] else 0
+    if entry["curve"] and "valid_error" in entry["curve"][-1]:
+        entry["best"] = best_epoch(entry["curve"])
+    entry["done"] = entry["epochs_done"] >= cfg.train.epochs
+    put_cell(
+        a.results,
+        key,
+        dict(entry),
+        commit=f"semi_supervised: {key} ({entry.get('epochs_done')} epochs)" if a.commit_results else None,
+    )
+    return entry
+
+
+def m1_run(a: argparse.Namespace) -> Path:
+    """M1 trained (or resumed) to --m1-epochs; its run folder."""
+    out = Path(a.runs_dir) / f"{a.data}-m1"
+    cfg = base_config(a, {**M1, "train.precision": "fp32"}, a.m1_epochs)
+    cell = read_cells(a.results).get(f"{a.data}/m1", {})
+    if not (
+        cell.get("done") and cell.get("epochs_planned") == a.m1_epochs and (out / "checkpoints").is_dir()
+    ):
+        train_cell(
+            f"{a.data}/m1",
+            cfg,
+            out,
+            a,
+            {"model": "m1", "setting": "784-600-600-50 softplus VAE, Bernoulli, Adam 1e-3, batch 128"},
+            lambda r: {
+                "epoch": r["epoch"],
+                "seconds": r["seconds"],
+                "valid_elbo": r.get("valid_elbo"),
+                "test_elbo": r.get("test_elbo"),
+            },
         )
+    return out
 
+
+def run_cells(a: argparse.Namespace) -> None:
+    """Every requested cell, in order: models, then labels, then draws (100 labels: --draws draws)."""
+    for model in a.models:
+        features = {"model.features": str(m1_run(a).resolve())} if model == "m1m2" else {}
+        for labels in a.labels:
+            for draw in range(a.draws if labels == 100 or a.all_draws else 1):
+                key = f"{a.data}/{model}/{labels}/d{draw}"
+                cell = read_cells(a.results).get(key, {})
+                if cell.get("done") and cell.get("epochs_planned", 0) >= a.epochs[model]:
+                    continue
+                flat = {
+                    "model.name": "adgm" if model == "adgm" else "m2",
+                    "data.labelled": labels,
+                    "data.label_seed": draw,
+                    **features,
+                }
+                cfg = base_config(a, flat, a.epochs[model])
+                out = Path(a.runs_dir) / key.replace("/", "-")
+                meta = {"model": model, "labels": labels, "draw": draw, "label_seed": draw}
+                train_cell(
+                    key,
+                    cfg,
+                    out,
+                    a,
+                    meta,
+                    lambda r: {
+                        "epoch": r["epoch"],
+                        "seconds": r["seconds"],
+                        "valid_error": r["valid_error"],
+                        "test_error": r["test_error"],
+                        "test_elbo": r.get("test_elbo"),
+                    },
+                )
+
+
+def table(cells: dict[str, Any]) -> str:
+    """The markdown table: vaelab's test error (%) beside the published, per labels and model."""
+    summ = summarise(cells)
+    models = [m for m in MODELS if any(s["model"] == MODELS[m] for s in summ.values())]
+    head = (
+        "| labels | " + " | ".join(f"{MODELS[m]} (vaelab) | {MODELS[m]} (published)" for m in models) + " |"
+    )
+    rows = [head, "|" + " --- |" * (1 + 2 * len(models))]
+    for labels in sorted({s["labels"] for s in summ.values()}):
+        row = [f"{labels:,}"]
+        for m in models:
+            s = summ.get(f"{m}/{labels}")
+            if s is None:
+                row.append("not run")
+            else:
+                sd = s["test_error_percent_sd"]
+                mark = "" if s["all_done"] else " (running)"
+                row.append(
+                    f"{s['test_error_percent_mean']:.2f}"
+                    + (f" ± {sd:.2f}" if sd is not None else "")
+                    + f" ({s['draws']} draw{'s' if s['draws'] > 1 else ''}, epochs {', '.join(map(str, s['best_epochs']))}"
+                    + f" of {', '.join(map(str, s['epochs']))}){mark}"
+                )
+            pub = PUBLISHED.get(labels, {}).get(MODELS[m])
+            row.append(f"{pub[0]:.2f} ± {pub[1]:.2f}" if pub else "—")
+        rows.append("| " + " | ".join(row) + " |")
+    return "\n".join(rows)
+
+
+def draw(cells: dict[str, Any], path: Path) -> Path | None:
+    """Test and validation error against epochs, one panel per labels count, one line per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vaelab.io import atomic_save
+
+    runs = [c for c in cells.values() if c.get("model") in MODELS and c.get("curve")]
+    if not runs:
+        return None
+    labels = sorted({c["labels"] for c in runs})
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.5 * len(labels), 3.6), squeeze=False)
+    colours = {"m2": "tab:blue", "m1m2": "tab:orange", "adgm": "tab:green"}
+    for ax, n in zip(axes[0], labels, strict=True):
+        for c in sorted((c for c in runs if c["labels"] == n), key=lambda c: (c["model"], c["draw"])):
+            ep = [r["epoch"] for r in c["curve"]]
+            ax.plot(
+                ep,
+                [100 * r["test_error"] for r in c["curve"]],
+                color=colours[c["model"]],
+                lw=1,
+                label=f"{MODELS[c['model']]} d{c['draw']} test",
+            )
+            ax.plot(
+                ep, [100 * r["valid_error"] for r in c["curve"]], color=colours[c["model"]], lw=0.6, ls=":"
+            )
+            for m, (mean, _) in PUBLISHED.get(n, {}).items():
+                key = next(k for k, v in MODELS.items() if v == m)
+                ax.axhline(mean, color=colours[key], lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(f"{n:,} labels (dashed: published; dotted: valid)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="mnist", choices=("mnist", "fashion-mnist", "digits", "mnist-5k"))
+    p.add_argument("--data-dir", default=default_data_dir())
+    p.add_argument("--models", default="m1m2,m2,adgm", help="comma-separated: m2, m1m2, adgm")
+    p.add_argument("--labels", default="100,600,1000,3000", help="comma-separated label counts")
+    p.add_argument("--labelled", type=int, help="one label count (the old flag; same as --labels N)")
+    p.add_argument("--draws", type=int, default=3, help="label draws for 100 labels (one for the others)")
+    p.add_argument("--all-draws", action="store_true", help="--draws draws for every label count")
+    p.add_argument("--epochs", default="m2=100,m1m2=100,adgm=100", help="MODEL=N,... (or one N for all)")
+    p.add_argument("--m1-epochs", type=int, default=150)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="bf16", help="fp32 | bf16 (autocast; M1 trains in fp32)")
+    p.add_argument("--runs-dir", default=str(ROOT.parent / "runs-ssl"))
+    p.add_argument("--results", type=Path, default=RESULTS_FILE)
+    p.add_argument(
+        "--commit-results", action="store_true", help="git-commit the results file after each cell"
+    )
+    p.add_argument("--table", action="store_true", help="only print the table and redraw the figure")
+    a = p.parse_args(argv)
+    a.models = [m.strip() for m in a.models.split(",") if m.strip()]
+    bad = [m for m in a.models if m not in MODELS]
+    if bad:
+        p.error(f"--models: unknown {', '.join(bad)}; choose from {', '.join(MODELS)}")
     try:
-        res = train(cfg, out=a.out, on_epoch=show)
-    except VaelabError as e:
-        print(f"semi_supervised: error: {e}", file=sys.stderr)
-        return 1
-    h = res.history
-    last = h[-1]
-    published = PUBLISHED.get(a.labelled, {})
-    figures = {
-        "test_error": {"value": last["test_error"], "unit": "fraction"},
-        "valid_error": {"value": last["valid_error"], "unit": "fraction"},
-        "test_error_per_epoch": {"values": [r["test_error"] for r in h], "unit": "fraction"},
-        "test_elbo": {"value": last["test_elbo"], "unit": "nats per image, y summed out"},
-        "train_seconds": {"value": sum(r["seconds"] for r in h), "unit": "s"},
-        "published_test_error_percent": {k: {"mean": m, "sd": s} for k, (m, s) in published.items()},
-    }
-    setting = {
-        "model": "M2 (vaelab defaults: 500 softplus hidden, 50-d z, Bernoulli decoder, Adam 1e-3, batch 128)",
-        "data": a.data,
-        "labelled": a.labelled,
-        "labelled_share": cfg.data.labelled_share,
-        "epochs": a.epochs,
-        "seed": a.seed,
-        "threads": a.threads,
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-    }
-    path = write_results(
-        f"semi_supervised_{a.data.replace('-', '_')}_{a.labelled}", setting, figures, a.threads
-    )
-    paper = ", ".join(f"{k} {m:.2f}% +- {s:.2f}" for k, (m, s) in published.items())
-    print(
-        f"M2 with {a.labelled} labels, {a.epochs} epochs: test error {100 * last['test_error']:.2f}%"
-        + (f" (published: {paper})" if paper else "")
-        + f"; results: {path.relative_to(ROOT)}"
-    )
+        a.labels = [a.labelled] if a.labelled else [int(n) for n in a.labels.split(",")]
+        if "=" in a.epochs:
+            given = dict(kv.split("=", 1) for kv in a.epochs.split(","))
+            a.epochs = {m: int(given.get(m, 100)) for m in MODELS}
+        else:
+            a.epochs = dict.fromkeys(MODELS, int(a.epochs))
+    except ValueError as e:
+        p.error(f"--labels / --epochs: {e}")
+    if any(n < 10 for n in a.labels) or a.draws < 1 or min(a.epochs.values()) < 1:
+        p.error("--labels need >= 10 each (one per class), --draws and --epochs >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    if not a.table:
+        from vaelab.errors import VaelabError
+
+        try:
+            run_cells(a)
+        except VaelabError as e:
+            print(f"semi_supervised: error: {e}", file=sys.stderr)
+            return 1
+    cells = read_cells(a.results)
+    figure = draw(cells, a.results.with_suffix(".png"))
+    print(table(cells))
+    for model, target in TARGETS.items():
+        s = summarise(cells).get(f"{model}/100")
+        if s:
+            verdict = "reached" if s["test_error_percent_mean"] <= target else "not reached"
+            print(
+                f"{MODELS[model]}, 100 labels: {s['test_error_percent_mean']:.2f}% (target <= {target}%): {verdict}"
+            )
+    if figure:
+        print(f"figure: {figure}")
     return 0
 
 

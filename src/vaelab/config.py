@@ -67,6 +67,7 @@ class DataConfig:
     train_limit: int = 0  # use only the first N training images (0: all)
     download: bool = True
     labelled: int = 0  # semi-supervised: keep N training labels, balanced and seeded; the rest become -1
+    label_seed: int = -1  # seed of which labels are kept (-1: split_seed): label draws at a fixed validation split
     labelled_share: float = 0.1  # ...and repeat the labelled images to about this share of each epoch
     skip_bad: bool = False  # folder: sources: leave unreadable image files out (counted) instead of stopping
     # tables (vaelab.data.tables): column -> continuous | binary | categorical | drop (else inferred); refuse a
@@ -106,6 +107,7 @@ class ModelConfig:
     gaussian_sigma: float = 0.1  # the fixed sigma, and the starting sigma of learned ones
     variance_floor: float = 1e-4  # the Gaussian decoder's variance never goes below this
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific settings
+    features: str = ""  # m2: the run of a trained VAE (M1) whose codes M2 learns on (M1+M2); "": the images
     # the likelihood `mixed`: each column's kind, width, mean and sd (`vaelab.distributions.mixed.table_layout`),
     # which training writes from the table it read (data.table); empty for images
     table: dict[str, Any] = field(default_factory=dict)

@@ -49,6 +49,7 @@ RANGES: dict[str, Range] = {
     "data.valid_fraction": Range(lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split)"),
     "data.train_limit": at_least(0, "0: every training image"),
     "data.labelled": at_least(0, "0: keep every label"),
+    "data.label_seed": at_least(-1, "-1: data.split_seed"),
     "data.labelled_share": Range(lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.hidden": at_least(1),
     "model.conv_channels": at_least(1),

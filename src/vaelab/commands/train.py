@@ -48,6 +48,8 @@ FLAGS = {
     "free_bits": "objective.free_bits",
     "kl_cycle": "objective.kl_cycle_epochs",
     "labelled": "data.labelled",
+    "features": "model.features",
+    "label_seed": "data.label_seed",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
@@ -136,6 +138,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="denoising: gaussian:SIGMA or masking:SHARE corruption of the encoder's input (default none)",
     )
     p.add_argument("--labelled", type=int, help="semi-supervised: keep this many training labels (m2: 100)")
+    p.add_argument(
+        "--label-seed", type=int, help="seed of which labels --labelled keeps (default: the split's seed)"
+    )
+    p.add_argument(
+        "--features",
+        metavar="RUN",
+        help="m2: learn on the codes of this trained VAE run (M1+M2, Kingma et al. 2014); default the images",
+    )
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")

@@ -119,7 +119,8 @@ def load_data(cfg: DataConfig, splits: Splits | None = None) -> DataSplits:
     if len(train) == 0:
         raise DataError(f"{cfg.name}: no training images left after the validation split")
     if cfg.labelled > 0:
-        train = semi_supervised(train, cfg.labelled, cfg.split_seed, cfg.labelled_share)
+        seed = cfg.label_seed if cfg.label_seed >= 0 else cfg.split_seed
+        train = semi_supervised(train, cfg.labelled, seed, cfg.labelled_share)
     return DataSplits(train, valid, splits.test)
 
 

@@ -21,11 +21,12 @@ from vaelab.baselines.pixelcnn import DEFAULTS as PIXELCNN_EXTRA
 from vaelab.config import Config, ModelConfig, ObjectiveConfig
 from vaelab.distributions.mixed import MixedLikelihood
 from vaelab.errors import ConfigError
+from vaelab.models.adgm import ADGM, check_adgm
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.linear import LinearGaussianVAE
-from vaelab.models.m2 import M2
+from vaelab.models.stacked import build_m2, check_features
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
 from vaelab.objectives.wake_sleep import ELBO_KNOBS
@@ -187,7 +188,7 @@ MODELS: Registry[ModelSpec] = Registry(
             extra_keys=("classes",),
         ),
         "m2": ModelSpec(
-            M2,
+            build_m2,
             "m2",
             "semi-supervised M2 (Kingma et al. 2014), 100 labels by default; reports test classification error",
             needs_labels=True,
@@ -197,8 +198,35 @@ MODELS: Registry[ModelSpec] = Registry(
                 "model.latent_dim": 50,
                 "data.labelled": 100,
             },
-            check=_unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
+            check=_all(
+                _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
+                check_features,
+            ),
             extra_keys=("classes", "alpha"),
+        ),
+        "adgm": ModelSpec(
+            ADGM,
+            "m2",
+            "auxiliary deep generative model (Maaloe et al. 2016): M2 with an auxiliary a, q(y|a,x); 100 labels",
+            needs_labels=True,
+            # the paper's MNIST settings (and its authors' code): 2x500 ReLU, a and z of 100 dimensions
+            # (model.extra.aux_dim: 100 by default), Adam 3e-4 decayed x0.75 every 200 epochs, batches of 100
+            defaults={
+                "model.hidden": (500, 500),
+                "model.activation": "relu",
+                "model.latent_dim": 100,
+                "data.labelled": 100,
+                "train.lr": 3e-4,
+                "train.batch_size": 100,
+                "train.lr_schedule": "step",
+                "train.lr_step_epochs": 200,
+                "train.lr_gamma": 0.75,
+            },
+            check=_all(
+                _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
+                check_adgm,
+            ),
+            extra_keys=("classes", "alpha", "aux_dim"),
         ),
         "pixelcnn": ModelSpec(
             PixelCNN,

@@ -333,6 +333,8 @@ def _train(
         history.append(record)
         key = primary_stat({k.split("_", 1)[1]: v for k, v in record.items() if k.startswith("train_")})
         score = record.get(f"valid_{key}", record.get(f"train_{key}", -math.inf))
+        if "valid_error" in record:  # a classifier (M2 & co.): best.pt is the epoch it classifies best
+            score = -record["valid_error"]
         improved = score > best
         best = max(best, score)
         if show:

@@ -1,0 +1,226 @@
+"""M1+M2 (Kingma, Rezende, Mohamed & Welling 2014, section 3.2): M2 stacked on the codes of a trained VAE, M1.
+
+M1 (any trained one-latent-layer model of unlabelled images: `vaelab train --model vae`) stays frozen; M2 learns
+on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image, with p(z1|y,z2) a Gaussian whose mean and
+variance the decoder gives. The classifier at test time is q(y|z1) at z1 = the mean of q(z1|x). The two models
+make one generative model p(x|z1) p(z1|y,z2) p(y) p(z2), so the bounds stay bounds on log p(x):
+log p(x) >= E_q(z1|x)[log p(x|z1) - log q(z1|x) + U(z1)], with M2's U(z1) <= log p(z1). `class_terms` adds
+M1's log p(x|z1) to every class's rec and log q(z1|x) to its kl; they do not depend on M2's weights, so the
+gradient is M2's own. A run is `vaelab train --model m2 --features RUN_OF_M1`: `model.features` names M1's run,
+whose best checkpoint is read when the model is built (and its weights kept in this run's checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution
+
+from vaelab.config import Config, ModelConfig
+from vaelab.distributions.sampling import rsample
+from vaelab.errors import ConfigError
+from vaelab.models.m2 import M2
+from vaelab.models.protocol import LabelTerms, capabilities
+
+
+def read_features_run(path: str) -> tuple[dict[str, Any], Config, Path]:
+    """(checkpoint, config, file) of the run `model.features` names: its best checkpoint.
+
+    Args:
+        path: M1's run folder or checkpoint file.
+    """
+    from vaelab.errors import CheckpointError
+    from vaelab.train.checkpoint import config_of, read_checkpoint, resolve_checkpoint
+
+    try:
+        file = resolve_checkpoint(path, "best")
+        ck = read_checkpoint(file)
+    except CheckpointError as e:
+        raise ConfigError(f"model.features: {e}") from None
+    return ck, config_of(ck, file), file
+
+
+def check_features(cfg: Config) -> None:
+    """model.features, if set, names a run of an unlabelled one-latent-layer model trained on the same data
+    set at the same image size (a ConfigError in one line otherwise), before any data is read.
+
+    Args:
+        cfg: the run's config.
+    """
+    if not cfg.model.features:
+        return
+    _, m1, file = read_features_run(cfg.model.features)
+    ours = (cfg.data.name, cfg.data.image_size, cfg.data.channels)
+    theirs = (m1.data.name, m1.data.image_size, m1.data.channels)
+    if ours[0] != theirs[0]:
+        raise ConfigError(
+            f"model.features: {file} was trained on data '{theirs[0]}', this run reads '{ours[0]}': M1's codes "
+            "only mean something for the data set it learned"
+        )
+    if ours[0].startswith("folder:") and ours[1:] != theirs[1:]:
+        raise ConfigError(
+            f"model.features: {file} was trained at image size {theirs[1]} with {theirs[2]} channel(s), this "
+            f"run reads size {ours[1]} with {ours[2]}"
+        )
+
+
+class StackedM2(nn.Module):
+    """M1+M2: a frozen M1 encoder/decoder of x and an M2 over its codes z1; bounds on log p(x), q(y|z1)."""
+
+    def __init__(self, cfg: ModelConfig, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        from vaelab.train.checkpoint import model_from_checkpoint
+
+        ck, m1_cfg, file = read_features_run(cfg.features)
+        if tuple(ck["shape"]) != tuple(shape):
+            raise ConfigError(
+                f"model.features: {file} was trained on images of shape {tuple(ck['shape'])}, this run's are "
+                f"{tuple(shape)}"
+            )
+        m1 = model_from_checkpoint(ck, file)
+        caps = capabilities(m1)
+        if not caps.one_latent_layer or caps.labelled or not caps.importance:
+            raise ConfigError(
+                f"model.features: {file} is a '{m1_cfg.model.name}' model; M1 must be an unlabelled model with "
+                "one latent layer (encode, decode, prior: e.g. vae)"
+            )
+        self.features = m1.requires_grad_(False).eval()
+        self.shape = tuple(shape)
+        self.code_dim = int(caps.latent_dim)
+        head_cfg = dataclasses.replace(
+            cfg, features="", likelihood="gaussian", gaussian_variance="decoder", gaussian_mean="identity"
+        )
+        self.head = M2(head_cfg, (1, 1, self.code_dim))
+        self.num_classes = self.head.num_classes
+        self.latent_dim = self.head.latent_dim
+        self.alpha = self.head.alpha
+        self.importance_cost = self.head.importance_cost + 1
+
+    def train(self, mode: bool = True) -> StackedM2:
+        """Train M2; M1 stays in eval mode (it is frozen)."""
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def _codes(self, z1: torch.Tensor) -> torch.Tensor:
+        """M1's codes [..., D1] as M2's data [N, 1, 1, D1]."""
+        return z1.reshape(-1, 1, 1, self.code_dim)
+
+    def _m1_terms(
+        self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K draws z1 ~ q(z1|x) [K, B, D1] and log p(x|z1) - log q(z1|x) [K, B], no gradient (M1 is frozen)."""
+        with torch.no_grad():
+            q1 = self.features.encode(x)
+            z1 = rsample(q1, (num_samples,), generator)
+            return z1, self.features.decode(z1).log_prob(x) - q1.log_prob(z1)
+
+    def prior(self) -> Distribution:
+        """p(z2) = N(0, I), event shape (D2,)."""
+        return self.head.prior()
+
+    def log_py(self) -> float:
+        """log p(y) of the uniform label prior."""
+        return self.head.log_py()
+
+    def classify(self, x: torch.Tensor) -> Categorical:
+        """q(y|z1) at z1 = the mean of M1's q(z1|x), batch (B,).
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
+        with torch.no_grad():
+            z1 = self.features.encode(x).mean
+        return self.head.classify(self._codes(z1))
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z2|z1,y) at z1 = the mean of q(z1|x): batch (B,), or (B, C) with y None (every class).
+
+        Args:
+            x: the batch [B, C, H, W].
+            y: labels [B]; None: every class.
+        """
+        with torch.no_grad():
+            z1 = self.features.encode(x).mean
+        return self.head.encode(self._codes(z1), y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> Distribution:
+        """M1's p(x|z1) at z1 = the mean of p(z1|y,z2): a picture of (y, z2), not the marginal p(x|y,z2).
+
+        Args:
+            z: codes z2 [..., D2].
+            y: labels broadcastable with z.shape[:-1].
+        """
+        z1 = self.head.decode(z, y).mean.reshape(*z.shape[:-1], self.code_dim)
+        return self.features.decode(z1)
+
+    def class_terms(
+        self,
+        x: torch.Tensor,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        analytic: bool = False,
+    ) -> LabelTerms:
+        """M2's per-class terms on K draws of z1 ~ q(z1|x), with M1's log p(x|z1) in rec and log q(z1|x) in kl
+        (so the bounds are on log p(x)): each [K, B, C], log q(y|z1) [K, B, C].
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum (each a z1 and, per class, a z2).
+            generator: the random stream of the draws; None: torch's global one.
+            analytic: z2's KL in closed form (z1's term stays a Monte Carlo one).
+        """
+        k, b, c = num_samples, x.shape[0], self.num_classes
+        z1, m1 = self._m1_terms(x, k, generator)
+        rec, kl, log_qy = self.head.class_terms(self._codes(z1), 1, generator, analytic)
+        m1 = m1.reshape(k, b, 1)
+        return LabelTerms(
+            rec.reshape(k, b, c) + m1,  # log p(x|z1) + log p(z1|y,z2); kl gets nothing from M1: it is in m1
+            kl.reshape(k, b, c),
+            log_qy.reshape(k, b, c),
+        )
+
+    def log_importance_weights(
+        self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[K, B] log p(x|z1) p^(z1) / q(z1|x) with p^(z1) = sum_y p(z1, y, z2_y) / q(z2_y|z1, y): unbiased
+        for p(x) since p^ is unbiased for M2's p(z1) given z1.
+
+        Args:
+            x: the batch [B, C, H, W].
+            num_samples: K, the draws per datum.
+            generator: the random stream of the draws; None: torch's global one.
+        """
+        z1, m1 = self._m1_terms(x, num_samples, generator)
+        return m1 + self.head.log_importance_weights(self._codes(z1), 1, generator).reshape(m1.shape)
+
+    @torch.no_grad()
+    def generate(
+        self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n images [n, C, H, W] in [0, 1]: z2 ~ p(z2), labels y (default 0, 1, 2, ...), z1 the mean of
+        p(z1|y,z2), the picture M1's decoded mean.
+
+        Args:
+            n: how many images.
+            generator: the random stream of z2.
+            y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
+        """
+        device = self.head.prior_net.loc.device
+        labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
+        z2 = rsample(self.prior(), (n,), generator)
+        return self.decode(z2, labels).mean.clamp(0.0, 1.0)
+
+
+def build_m2(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
+    """M2 on the images, or with `model.features` set, M1+M2 on that run's codes.
+
+    Args:
+        cfg: the model config.
+        shape: one datum's shape (C, H, W).
+    """
+    return StackedM2(cfg, shape) if cfg.features else M2(cfg, shape)
