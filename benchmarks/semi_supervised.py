@@ -88,9 +88,11 @@ def put_cell(path: Path, key: str, entry: dict[str, Any], commit: str | None = N
         atomic_write_json(path, body)
         if commit:
             rel = str(path.relative_to(ROOT))
-            done = subprocess.run(
-                ["git", "commit", "-q", "-m", commit, "--", rel], cwd=ROOT, capture_output=True, text=True
-            )
+            done = subprocess.run(["git", "add", "--", rel], cwd=ROOT, capture_output=True, text=True)
+            if done.returncode == 0:
+                done = subprocess.run(
+                    ["git", "commit", "-q", "-m", commit, "--", rel], cwd=ROOT, capture_output=True, text=True
+                )
             if done.returncode != 0:
                 print(f"  (git commit of {rel} failed: {done.stderr.strip()[:200]})", flush=True)
 
