@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "eval",
     "viz",
+    "analogies",
     "data",
     "configs",
     "report",

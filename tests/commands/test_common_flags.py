@@ -53,9 +53,10 @@ def test_every_subcommand_accepts_quiet_and_plugin():
 
 RUNS_A_MODEL = {
     "train", "eval", "sample", "reconstruct", "manifold", "interpolate", "latents", "figures", "report", "serve",
+    "analogies",
 }  # fmt: skip
 DRAWS_RANDOM_NUMBERS = {
-    "train", "eval", "sample", "reconstruct", "interpolate", "figures", "report", "vi", "mcmc",
+    "train", "eval", "sample", "reconstruct", "interpolate", "figures", "report", "vi", "mcmc", "analogies",
 }  # fmt: skip
 
 

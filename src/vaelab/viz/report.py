@@ -9,9 +9,7 @@ note on the page rather than a failure. Figures that need the run's data say so 
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import json
 import math
 import os
@@ -28,9 +26,15 @@ from vaelab.io import atomic_write_text
 from vaelab.models.protocol import Capabilities, capabilities
 from vaelab.runs import read_eval
 from vaelab.viz import figures as fig
+from vaelab.viz.analogies import analogies_figure, why_no_analogies
 from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
 from vaelab.viz.figureset import figure_plan
+from vaelab.viz.grids import NotDrawn
+from vaelab.viz.page import PAGE_CSS
+from vaelab.viz.page import draw as _draw
+from vaelab.viz.page import esc as _esc
+from vaelab.viz.page import figure_html as _figure
 from vaelab.viz.tables import NOT_PICTURES, is_table_model
 
 LATENT_PICTURES = ("reconstructions", "manifold", "interpolations", "latents")
@@ -62,6 +66,22 @@ PICTURES = (
 )
 
 PICTURES_ROWS = (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",))
+# A model whose decoder takes a label: its analogies beside its samples (the latent pictures are notes).
+LABELLED_ROWS = (("samples", "analogies"), ("reconstructions", "manifold"), ("interpolations", "latents"))
+
+
+def analogies_caption(model: object) -> str:
+    """The analogies figure's caption: where each row's style comes from.
+
+    Args:
+        model: a labelled run's model.
+    """
+    at = "its classifier's label" if capabilities(model).label_for_encode == "optional" else "its own label"
+    return (
+        "Kingma et al. 2014, figure 1: each row keeps the style z of the test image on its left (the mean of "
+        f"q(z|x,y) at {at}) and decodes it at every label y; along a row only the label changes."
+    )
+
 
 # A table run's pictures in place of the image ones (`vaelab.viz.tables`), in the columns' own units.
 TABLE_PICTURES = (
@@ -111,79 +131,6 @@ def samples_caption(model: object) -> str:
     return next(text for applies, text in SAMPLES_CAPTIONS if applies(caps))
 
 
-PAGE_CSS = """
-:root { --ink: #1d2433; --muted: #6b7385; --line: #e2e5eb; --bg: #f4f5f7; --accent: #3056d3; }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--ink);
-  font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; }
-header h1 { margin: 0 0 4px; font-size: 24px; }
-header p { margin: 0; color: var(--muted); }
-h2 { margin: 34px 0 12px; font-size: 18px; border-bottom: 1px solid var(--line); padding-bottom: 6px; }
-h3 { margin: 0 0 8px; font-size: 14px; }
-code { font: 12px ui-monospace, "DejaVu Sans Mono", Menlo, monospace; background: #eceef2; padding: 1px 4px;
-  border-radius: 4px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px;
-  margin: 0 0 16px; box-shadow: 0 1px 2px rgba(16, 24, 40, 0.05); }
-figure.card img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
-figcaption { color: var(--muted); font-size: 12.5px; margin-top: 8px; }
-.cols { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; margin-bottom: 16px; }
-.cols > * { flex: 1 1 340px; margin: 0; min-width: 0; }
-.cols > .narrow { flex: 0 1 400px; }
-.stats { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 18px; }
-.stat { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px 16px; min-width: 150px; }
-.stat .label { color: var(--muted); font-size: 12px; }
-.stat .value { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; }
-.stat .unit { color: var(--muted); font-size: 11.5px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-table.kv th { text-align: left; font-weight: 500; color: var(--muted); padding: 2px 14px 2px 0;
-  vertical-align: top; }
-table.kv td { padding: 2px 0; word-break: break-word; }
-table.grid { width: 100%; background: #fff; border: 1px solid var(--line); border-radius: 10px;
-  margin-bottom: 16px; }
-table.grid th, table.grid td { padding: 7px 12px; border-bottom: 1px solid var(--line); text-align: right; }
-table.grid th:first-child, table.grid th:last-child, table.grid td:last-child { text-align: left; }
-table.grid tr:first-child th { background: #f8f9fb; color: var(--muted); font-weight: 600; font-size: 12.5px; }
-.meta { color: var(--muted); }
-.note { color: var(--muted); font-style: italic; }
-.warn { background: #fff4e5; border: 1px solid #f7d4a8; color: #7a3e00; border-radius: 10px; padding: 10px 14px; }
-footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
-"""
-
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _png_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _figure(uri: str | None, title: str, caption: str, note: str | None = None) -> str:
-    body = (
-        f'<img src="{uri}" alt="{_esc(title)}">'
-        if uri
-        else f'<p class="note">{_esc(note or "not drawn")}</p>'
-    )
-    return (
-        f'<figure class="card"><h3>{_esc(title)}</h3>{body}<figcaption>{_esc(caption)}</figcaption></figure>'
-    )
-
-
-def _draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[str, str]) -> str | None:
-    """Draw one figure into `tmp` and embed it (None when there is nothing to draw); failures become notes."""
-    try:
-        drawn = make(tmp / f"{key}.png")
-        return None if drawn is None else _png_uri(drawn)
-    except VaelabError as e:  # NotDrawn among them: the figure's own line
-        notes[key] = f"not drawn: {' '.join(str(e).split())}"
-        return None
-    except (ValueError, RuntimeError) as e:  # not foreseen: one line, not the page
-        first = next((line for line in str(e).splitlines() if line.strip()), "")
-        notes[key] = f"not drawn: {type(e).__name__} ({first.strip()[:200]})"
-        return None
-
-
 def _stale_eval(o: OpenRun, ev: dict[str, Any] | None) -> str | None:
     """Why eval.json does not describe the checkpoint shown (another file or epoch), or None if it does."""
     if ev is None or ("epoch" not in ev and "checkpoint" not in ev):
@@ -225,7 +172,21 @@ def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[d
             notes[key] = f"not drawn: {make}"
         else:
             uris[key] = _draw(tmp, key, make, notes)
+    if capabilities(model).labelled:
+        uris["analogies"] = _draw(tmp, "analogies", lambda p: _analogies(o, p, data_dir, seed), notes)
     return uris, notes
+
+
+def _analogies(o: OpenRun, path: Path, data_dir: str | None, seed: int) -> Path:
+    """The analogies figure of a labelled run (`vaelab.viz.analogies`), on its test split."""
+    why = why_no_analogies(o.model)
+    if why is not None:
+        raise NotDrawn(why)
+    try:
+        test = o.split("test", data_dir)
+    except VaelabError as e:
+        raise NotDrawn(f"the run's test data could not be loaded ({' '.join(str(e).split())})") from None
+    return analogies_figure(o.model, test, path, seed=seed)
 
 
 FOLDER_ONLY = ("image_size", "channels")  # data settings that only an image folder uses
@@ -388,11 +349,16 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     for key, name, caption in TABLE_PICTURES if table else PICTURES:
         cap = samples_caption(o.model) if key == "samples" else caption.format(codes=fig.code_name(o.model))
         pictures[key] = _figure(uris.get(key), name, cap, notes.get(key))
+    labelled = capabilities(o.model).labelled and not table
+    if labelled:
+        pictures["analogies"] = _figure(
+            uris.get("analogies"), "Analogies", analogies_caption(o.model), notes.get("analogies")
+        )
     if table:  # samples, reconstructions, manifold and interpolations are images: one line for all four
         parts.append(
             f'<p class="note">Samples, reconstructions, manifold, interpolations: {NOT_PICTURES}.</p>'
         )
-    rows = (("columns",), ("marginals", "latents")) if table else PICTURES_ROWS
+    rows = (("columns",), ("marginals", "latents")) if table else LABELLED_ROWS if labelled else PICTURES_ROWS
     for row in rows:
         parts.append(f'<div class="cols">{"".join(pictures[k] for k in row)}</div>')
     parts.append("<h2>Config</h2>")
