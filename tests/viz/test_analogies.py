@@ -20,6 +20,7 @@ from vaelab.models.cvae import CVAE
 from vaelab.models.m2 import M2
 from vaelab.models.vae import VAE
 from vaelab.viz.analogies import (
+    FLAT,
     GAP,
     IGNORED_LABEL,
     Analogies,
@@ -29,6 +30,7 @@ from vaelab.viz.analogies import (
     figure_title,
     label_effect,
     pick_rows,
+    spreads,
     why_no_analogies,
 )
 from vaelab.viz.grids import GRID_SIDE, NotDrawn
@@ -227,3 +229,9 @@ def test_the_title_notes_a_decoder_that_ignores_the_label():
     uses = cells(0.01 * r[:, None] + 0.08 * k[None])
     assert len(figure_title(uses, 3).splitlines()) == 2
     assert "classifier's label argmax q(y|x)" in figure_title(uses._replace(predicted=True), 0)
+    flat = cells(0.5 + 0.002 * r[:, None] + 0.001 * k[None])  # an untrained decoder: one picture everywhere
+    assert max(spreads(flat)) < FLAT
+    assert figure_title(flat, 0).splitlines()[2] == (
+        f"note: the pictures hardly change with y or z (RMS {max(spreads(flat)):.3f} of the pixel range): the "
+        "decoder draws about one picture"
+    )

@@ -90,10 +90,9 @@ def analogies(
     return Analogies(x, images.clamp(0.0, 1.0), z, y, predicted)
 
 
-def label_effect(a: Analogies) -> float:
-    """How much the label changes the pictures against how much the style does: the RMS pixel deviation of
-    each cell from its row's mean (along a row only y changes) over that from its column's mean (down a column
-    only z changes); inf when the rows do not differ. Well below 1: the decoder mostly ignores y.
+def spreads(a: Analogies) -> tuple[float, float]:
+    """(along, down): the RMS pixel deviation of each cell from its row's mean (along a row only y changes) and
+    from its column's mean (down a column only z changes), in units of the pixel range [0, 1].
 
     Args:
         a: what `analogies` returned.
@@ -101,14 +100,27 @@ def label_effect(a: Analogies) -> float:
     im = a.images.flatten(2).double()
     along = (im - im.mean(1, keepdim=True)).pow(2).mean().sqrt()
     down = (im - im.mean(0, keepdim=True)).pow(2).mean().sqrt()
-    return float(along / down) if down > 0 else float("inf")
+    return float(along), float(down)
+
+
+def label_effect(a: Analogies) -> float:
+    """How much the label changes the pictures against how much the style does: along / down of `spreads`
+    (inf when the rows do not differ). Well below 1: the decoder mostly ignores y.
+
+    Args:
+        a: what `analogies` returned.
+    """
+    along, down = spreads(a)
+    return along / down if down > 0 else float("inf")
 
 
 IGNORED_LABEL = 0.5  # a label effect below this gets a note in the figure's title
+FLAT = 0.01  # pictures whose RMS change along rows and down columns are both below this get a note
 
 
 def figure_title(a: Analogies, seed: int) -> str:
-    """The figure's title: what a row keeps, and a note when the label hardly changes the pictures.
+    """The figure's title: what a row keeps, and a note when the label hardly changes the pictures (or neither
+    label nor style does).
 
     Args:
         a: what `analogies` returned.
@@ -119,8 +131,13 @@ def figure_title(a: Analogies, seed: int) -> str:
         f"Analogies (Kingma et al. 2014, fig. 1), seed {seed}: each row decodes one test image's style\n"
         f"z = mean of q(z|x,y) at {at}, at every label y"
     )
-    effect = label_effect(a)
-    if min(a.images.shape[:2]) > 1 and effect < IGNORED_LABEL:
+    effect, most = label_effect(a), max(spreads(a))
+    if min(a.images.shape[:2]) > 1 and most < FLAT:
+        title += (
+            f"\nnote: the pictures hardly change with y or z (RMS {most:.3f} of the pixel range): the decoder "
+            "draws about one picture"
+        )
+    elif min(a.images.shape[:2]) > 1 and effect < IGNORED_LABEL:
         title += (
             f"\nnote: y changes the pictures {effect:.2f}x as much as z does: the decoder mostly ignores y"
         )
