@@ -52,7 +52,7 @@ def test_every_model_trains_with_its_defaults_on_mnist_5k(name, tmp_path):
     the first epoch's training statistics are finite."""
     run = tmp_path / name
     argv = ["train", "--data", "mnist-5k", "--model", name, "--epochs", "1", "--quiet", "--threads", "1"]
-    limit = 600 if name == "m2" else 128  # M2's 100 labels, balanced, need ~10 images of every class
+    limit = 600 if name in ("m2", "adgm") else 128  # 100 labels, balanced, need ~10 images of every class
     assert main([*argv, "--set", f"data.train_limit={limit}", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     for key, value in MODELS[name].defaults.items():

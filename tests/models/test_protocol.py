@@ -32,6 +32,7 @@ EXPECTED = {
     "vampprior": (T, T, T, T, 20, 20, None, F, F, F, F, F, F, F, F, F, F, 1),
     "cvae": (T, T, T, T, 2, 2, 10, T, F, F, F, F, T, F, F, F, F, 1),
     "m2": (T, T, T, T, 50, 50, 10, F, T, T, F, F, T, F, F, F, F, 10),
+    "adgm": (T, T, T, T, 100, 100, 10, F, T, T, F, F, T, F, F, F, F, 10),
     "pixelcnn": (T, F, F, F, None, None, None, F, F, F, T, T, T, F, F, F, F, 1),
     "gan": (F, T, F, T, 64, 64, None, F, F, F, F, F, T, F, F, T, T, 1),
 }
@@ -46,6 +47,7 @@ DERIVED = {
     "vampprior": (T, F, T, T, None, T),
     "cvae": (T, T, T, T, "required", F),
     "m2": (T, T, T, T, "optional", F),
+    "adgm": (T, T, T, T, "optional", F),
     "pixelcnn": (F, F, T, F, None, F),
     "gan": (F, F, T, T, None, F),
 }

@@ -96,6 +96,20 @@ MODELS = Table(
                 "data.labelled": 100,
             },
         ),
+        "adgm": Described(
+            "auxiliary deep generative model (Maaloe et al. 2016): M2 with an auxiliary a, q(y|a,x); 100 labels",
+            {
+                "model.hidden": (500, 500),
+                "model.activation": "relu",
+                "model.latent_dim": 100,
+                "data.labelled": 100,
+                "train.lr": 3e-4,
+                "train.batch_size": 100,
+                "train.lr_schedule": "step",
+                "train.lr_step_epochs": 200,
+                "train.lr_gamma": 0.75,
+            },
+        ),
         "pixelcnn": Described(
             "PixelCNN (van den Oord et al. 2016): masked convolutions, exact log p(x) by the chain rule, binary pixels"
         ),
