@@ -283,24 +283,29 @@ def test_adgm_learns_from_unlabelled_digits(config_factory):
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("changes", "message"),
     [
         (
-            {"aux_dim": 0},
+            {"model.extra": {"aux_dim": 0}},
             r"model.extra.aux_dim \(dimensions of the auxiliary a\) must be an integer >= 1, got 0",
         ),
-        ({"aux_dim": 2.5}, "model.extra.aux_dim .* must be an integer >= 1, got 2.5"),
+        ({"model.extra": {"aux_dim": 2.5}}, "model.extra.aux_dim .* must be an integer >= 1, got 2.5"),
         (
-            {"alpha": -1.0},
+            {"model.extra": {"alpha": -1.0}},
             r"model.extra.alpha \(weight of the labelled classification loss\) must be a number >= 0, got -1.0",
         ),
-        ({"alpha": "big"}, "model.extra.alpha .* must be a number >= 0, got 'big'"),
-        ({"classes": 1}, "model.extra.classes must be an integer >= 2, got 1"),
-        ({"aux_dims": 4}, "unknown key.* aux_dims for adgm; it takes: classes, alpha, aux_dim"),
+        ({"model.extra": {"alpha": "big"}}, "model.extra.alpha .* must be a number >= 0, got 'big'"),
+        ({"model.extra": {"classes": 1}}, "model.extra.classes must be an integer >= 2, got 1"),
+        (
+            {"model.extra": {"aux_dims": 4}},
+            "unknown key.* aux_dims for adgm; it takes: classes, alpha, aux_dim",
+        ),
+        ({"model.features": "runs/m1"}, r"model.features \(runs/m1\) is M1\+M2's, for model m2"),
+        ({"model.body": "conv"}, "model.body must be mlp, not 'conv'"),
     ],
 )
-def test_bad_settings_are_one_line_config_errors(extra, message, config_factory):
-    cfg = model_config("adgm", config_factory()).replace(**{"model.extra": extra})
+def test_bad_settings_are_one_line_config_errors(changes, message, config_factory):
+    cfg = model_config("adgm", config_factory()).replace(**changes)
     with pytest.raises(ConfigError, match=message) as e:
         train(cfg)
     assert "\n" not in str(e.value)

@@ -74,6 +74,10 @@ def check_adgm(cfg: Config) -> None:
         cfg: the run's config.
     """
     adgm_settings(cfg.model)
+    if cfg.model.features:
+        raise ConfigError(
+            f"model 'adgm' learns on the images: model.features ({cfg.model.features}) is M1+M2's, for model m2"
+        )
 
 
 class JoinedMLP(nn.Module):
