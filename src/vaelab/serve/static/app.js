@@ -7,7 +7,8 @@
  * Not every run can do everything: /api/runs says what each can (`capabilities`), and the controls a run
  * does not support are disabled with the server's one-line reason beside them. A run without an encoder
  * (a GAN, the hierarchical VAE) gets an empty pad that still decodes; a run without a latent variable
- * (PixelCNN) only samples. Label-conditional runs (cvae, m2) decode at the label picked in the Decoded card.
+ * (PixelCNN) only samples. A run whose decoder takes a label (cvae, m2, ...: /api/runs gives `label`) gets a
+ * label selector under the pad, and every picture of z (the pad's point, interpolations) is decoded at that label.
  */
 "use strict";
 
@@ -96,7 +97,7 @@ function applyCaps(caps) {
   if (lab) {
     labelOptions("label", lab.classes, false);
     $("label").value = String(lab.default);
-    $("label-note").textContent = `the picture of z at label y (default ${lab.default})`;
+    $("label-note").textContent = `the pad's point is decoded at this label (default ${lab.default})`;
     labelOptions("encode-label", lab.classes, lab.encode === "optional");
     $("encode-label").title = lab.encode === "required"
       ? "this model encodes q(z | x, y): it needs the image's label"
@@ -280,6 +281,7 @@ async function decode() {
     const res = await postJSON("/api/decode", body);
     const url = URL.createObjectURL(await res.blob());
     const img = $("decoded");
+    img.dataset.label = res.headers.get("x-vaelab-label") ?? "";
     if (state.decodedUrl) URL.revokeObjectURL(state.decodedUrl);
     state.decodedUrl = url;
     img.src = url;
