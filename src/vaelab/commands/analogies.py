@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """
     p = sub.add_parser(
         "analogies",
-        help="one test image's style at every label (Kingma et al. 2014, fig. 1)",
+        help="each test image's style at every label (Kingma et al. 2014)",
         description="For a model whose decoder takes a label (cvae, m2, ...): each row keeps the style z of one "
         "test image (the mean of q(z|x,y) at its own label, or at its classifier's label for a model that "
         "classifies) and each column decodes it at another label y; the first column is the test image.",
