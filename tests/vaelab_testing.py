@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vaelab.config import Config
 from vaelab.data.download import content_sha256
@@ -102,3 +103,29 @@ def tiny_frey_face(root: Path, frames: int = 300) -> Path:
     (root / "frey-face").mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(root / "frey-face" / "frey_rawface.mat", {"ff": ff})
     return root
+
+
+def labels_alone_error(cfg: Config, epochs: int, batch: int) -> float:
+    """Test error of `cfg`'s model's own classifier (`classify`) trained by cross-entropy on the labelled
+    training images alone (full batch, Adam at train.lr, as many steps as `epochs` of batches of `batch`):
+    the bar a semi-supervised model must clear."""
+    import math
+
+    from vaelab.data import load_data, prepare, prepare_split
+    from vaelab.evaluate.classification import classification_error
+    from vaelab.models.registry import build_model
+
+    split = load_data(cfg.data).train
+    labelled = prepare(
+        split.subset((split.labels >= 0).nonzero().flatten()), cfg.data.binarize, "cpu", 0, train=True
+    )
+    torch.manual_seed(0)
+    alone = build_model(cfg.model, labelled.shape)
+    opt = torch.optim.Adam([p for p in alone.parameters() if p.requires_grad], lr=cfg.train.lr)
+    x = labelled.batch(slice(None))
+    for _ in range(epochs * math.ceil(len(split) / batch)):
+        loss = -alone.classify(x).log_prob(labelled.labels).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return classification_error(alone.eval(), prepare_split(cfg.data, "test"))["error"]

@@ -17,16 +17,16 @@ from torch import nn
 from torch.distributions import MultivariateNormal, Normal
 
 from vaelab.config import ModelConfig, ObjectiveConfig
-from vaelab.data import load_data, prepare, prepare_split
 from vaelab.distributions.gaussian import diagonal_gaussian
 from vaelab.errors import ConfigError
-from vaelab.evaluate import classification_error
 from vaelab.models.adgm import ADGM
 from vaelab.models.cvae import one_hot
 from vaelab.models.registry import build_model, model_config
 from vaelab.nets.mlp import ACTIVATIONS
 from vaelab.objectives.semisupervised import m2_objective
 from vaelab.train import train
+
+from vaelab_testing import labels_alone_error
 
 SHAPE, SIGMA, D, A, C = (1, 3, 3), 0.6, 2, 1, 3
 F64 = {"dtype": torch.float64}
@@ -267,18 +267,7 @@ def test_adgm_learns_from_unlabelled_digits(config_factory):
         }
     )
     errors = [r["test_error"] for r in train(cfg).history]
-    split = load_data(cfg.data).train
-    labelled = prepare(split.subset((split.labels >= 0).nonzero().flatten()), "none", "cpu", 0, train=True)
-    torch.manual_seed(0)
-    alone = build_model(cfg.model, labelled.shape)
-    opt = torch.optim.Adam(alone.parameters(), lr=3e-3)
-    x = labelled.batch(slice(None))
-    for _ in range(epochs * math.ceil(len(split) / batch)):
-        loss = -alone.classify(x).log_prob(labelled.labels).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    baseline = classification_error(alone.eval(), prepare_split(cfg.data, "test"))["error"]
+    baseline = labels_alone_error(cfg, epochs, batch)
     assert errors[-1] < 0.2 and errors[-1] < baseline - 0.05, (errors, baseline)
 
 

@@ -71,22 +71,28 @@ def check_features(cfg: Config) -> None:
 class StackedM2(nn.Module):
     """M1+M2: a frozen M1 encoder/decoder of x and an M2 over its codes z1; bounds on log p(x), q(y|z1)."""
 
-    def __init__(self, cfg: ModelConfig, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, cfg: ModelConfig, shape: tuple[int, int, int], features: nn.Module | None = None
+    ) -> None:
+        """M1 from `features` (a trained model, in Python) or else the run `cfg.features` names; M2 from `cfg`."""
         super().__init__()
-        from vaelab.train.checkpoint import model_from_checkpoint
+        if features is None:
+            from vaelab.train.checkpoint import model_from_checkpoint
 
-        ck, m1_cfg, file = read_features_run(cfg.features)
-        if tuple(ck["shape"]) != tuple(shape):
-            raise ConfigError(
-                f"model.features: {file} was trained on images of shape {tuple(ck['shape'])}, this run's are "
-                f"{tuple(shape)}"
-            )
-        m1 = model_from_checkpoint(ck, file)
+            ck, m1_cfg, file = read_features_run(cfg.features)
+            if tuple(ck["shape"]) != tuple(shape):
+                raise ConfigError(
+                    f"model.features: {file} was trained on images of shape {tuple(ck['shape'])}, this run's "
+                    f"are {tuple(shape)}"
+                )
+            m1, where = model_from_checkpoint(ck, file), f"{file} is a '{m1_cfg.model.name}' model"
+        else:
+            m1, where = features, f"the features model is a {type(features).__name__}"
         caps = capabilities(m1)
         if not caps.one_latent_layer or caps.labelled or not caps.importance:
             raise ConfigError(
-                f"model.features: {file} is a '{m1_cfg.model.name}' model; M1 must be an unlabelled model with "
-                "one latent layer (encode, decode, prior: e.g. vae)"
+                f"model.features: {where}; M1 must be an unlabelled model with one latent layer (encode, "
+                "decode, prior: e.g. vae)"
             )
         self.features = m1.requires_grad_(False).eval()
         self.shape = tuple(shape)
