@@ -276,7 +276,7 @@ def table(cells: dict[str, Any]) -> str:
                 row.append("not run")
             else:
                 sd = s["test_error_percent_sd"]
-                mark = "" if s["all_done"] else " (running)"
+                mark = "" if s["all_done"] else " (unfinished)"
                 row.append(
                     f"{s['test_error_percent_mean']:.2f}"
                     + (f" ± {sd:.2f}" if sd is not None else "")
