@@ -67,7 +67,7 @@ class DataConfig:
     train_limit: int = 0  # use only the first N training images (0: all)
     download: bool = True
     labelled: int = 0  # semi-supervised: keep N training labels, balanced and seeded; the rest become -1
-    label_seed: int = -1  # seed of which labels are kept (-1: split_seed): label draws at a fixed validation split
+    label_seed: int = -1  # which labels are kept (-1: split_seed): label draws at one validation split
     labelled_share: float = 0.1  # ...and repeat the labelled images to about this share of each epoch
     skip_bad: bool = False  # folder: sources: leave unreadable image files out (counted) instead of stopping
     # tables (vaelab.data.tables): column -> continuous | binary | categorical | drop (else inferred); refuse a
