@@ -148,6 +148,7 @@ BAD = {
     "data.valid_fraction": (1, "must be in [0, 1) (0: no validation split), got 1.0"),
     "data.train_limit": (-5, "must be >= 0 (0: every training image), got -5"),
     "data.labelled": (-1, "must be >= 0 (0: keep every label), got -1"),
+    "data.label_seed": (-2, "must be >= -1 (-1: data.split_seed), got -2"),
     "data.labelled_share": (-0.1, "must be in [0, 1), got -0.1"),
     "model.latent_dim": (0, "must be >= 1, got 0"),
     "model.gaussian_sigma": (0, "must be > 0, got 0.0"),
