@@ -171,6 +171,7 @@ BAD = {
     "train.dist_timeout": (0, "must be > 0 seconds, got 0.0"),
     "train.max_restarts": (-1, "must be >= 0, got -1"),
     "train.restart_lr_factor": (1, "must be in (0, 1), got 1.0"),
+    "train.ema": (1, "must be in [0, 1) (0: no weight averaging), got 1.0"),
 }
 
 

@@ -158,6 +158,7 @@ class TrainConfig:
     log: tuple[str, ...] = ()  # tensorboard | mlflow: also log each epoch there (vaelab.train.loggers)
     mlflow_uri: str = ""  # MLflow tracking URI; "": sqlite:///RUN/mlflow.db, a store inside the run
     log_images_every: int = 1  # epochs between TensorBoard's sample grids (0: none)
+    ema: float = 0.0  # decay of the weights' exponential moving average (0: off); what scoring uses
 
 
 @dataclass(frozen=True)

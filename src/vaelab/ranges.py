@@ -74,6 +74,7 @@ RANGES: dict[str, Range] = {
     "train.dist_timeout": above(0, "seconds"),
     "train.max_restarts": at_least(0),
     "train.restart_lr_factor": Range(lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.ema": Range(lambda v: 0 <= v < 1, "in [0, 1) (0: no weight averaging)"),
 }
 
 
