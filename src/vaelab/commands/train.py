@@ -58,6 +58,7 @@ FLAGS = {
     "device": "train.device",
     "threads": "train.threads",
     "precision": "train.precision",
+    "ema": "train.ema",
 }
 # config key -> the flag that sets it, named with the key when its value is refused
 FLAG_OF = {
@@ -158,6 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the training step (eager if it fails)"
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="score and save an exponential moving average of the weights, e.g. 0.999 (default 0: off)",
     )
     p.add_argument(
         "--nproc",
