@@ -10,7 +10,7 @@ Under torchrun (or `vaelab train --nproc N`) the same loop runs data-parallel (`
 each rank takes its share of every global batch, DDP averages the gradients, rank 0 alone writes files,
 and a run ends close to the one-process run with the same global batch and seed. What surrounds the loop
 lives beside it: `validate` (the config), `optim` (optimisers, schedules), `precision`, `compiled`,
-`finite` (the non-finite guard), `restarts` and `resume`.
+`finite` (the non-finite guard), `restarts`, `resume` and `ema` (weight averaging: what is scored and saved).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from vaelab.train import distributed
 from vaelab.train.checkpoint import model_from_checkpoint, save_checkpoint
 from vaelab.train.compiled import Compiled
 from vaelab.train.distributed import World
+from vaelab.train.ema import WeightAverage, check_averageable
 from vaelab.train.finite import FiniteWatch
 from vaelab.train.loggers import Loggers, Session, open_loggers
 from vaelab.train.optim import OPTIMIZERS, SCHEDULES, iwae_lr_factor, make_optimizer, make_scheduler
@@ -217,6 +218,8 @@ def _train(
     torch.manual_seed(cfg.train.seed)
     spec = get_spec(cfg.model.name)
     model = build_model(cfg.model, data.shape).to(device)
+    if cfg.train.ema > 0:
+        check_averageable(model, cfg.model.name)
     objective = OBJECTIVES[objective_name(cfg)]
     # a model may name parameter groups with their own settings (the GAN: Adam betas (0.5, 0.999), DCGAN's)
     params = model.param_groups() if capabilities(model).param_groups else model.parameters()
@@ -237,17 +240,23 @@ def _train(
     if ckpt is not None:
         epoch, step, history, best = restore(ckpt, model, optimizer, scheduler, g_perm, g_noise)
     scale_rates(optimizer, scheduler, lr_factor, ckpt)  # after a divergence: the same run, a smaller step
+    # --ema: the average of the weights is what each epoch scores and what checkpoints ship (vaelab.train.ema)
+    ema = WeightAverage(model, cfg.train.ema) if cfg.train.ema > 0 else None
+    if ema is not None and ckpt is not None:
+        ema.load(ckpt)
+    scored = ema.module if ema is not None else model
     if run is not None and w.main:
         if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
             run.clear_outputs(keep_mlflow="mlflow" in cfg.train.log)
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
-        logs.start(Session(run, cfg, model, evals, list(history), fresh=ckpt is None))
+        logs.start(Session(run, cfg, scored, evals, list(history), fresh=ckpt is None))
 
     def payload() -> dict[str, Any]:
         return {
-            "model": model.state_dict(),
+            "model": scored.state_dict(),
+            **({"ema": ema.entry(model)} if ema is not None else {}),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "config": cfg.to_dict(),
@@ -299,6 +308,8 @@ def _train(
             if cfg.train.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update()
             step += 1
             for k, v in res.stats.items():
                 s = v.detach().sum()
@@ -328,7 +339,7 @@ def _train(
             totals = distributed.all_reduce_sum(torch.stack([v.float() for v in sums.values()])).tolist()
             record.update({f"train_{k}": v / len(train_data) for k, v in zip(sums, totals)})
         for name, split in evals.items():
-            stats = evaluate_split(model, split, objective, cfg, cfg.train.eval_seed, spec.needs_labels)
+            stats = evaluate_split(scored, split, objective, cfg, cfg.train.eval_seed, spec.needs_labels)
             record.update({f"{name}_{k}": v for k, v in stats.items()})
         history.append(record)
         key = primary_stat({k.split("_", 1)[1]: v for k, v in record.items() if k.startswith("train_")})
@@ -356,4 +367,5 @@ def _train(
             file=sys.stderr,
         )
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
-    return TrainResult(model.eval(), history, cfg, run.root if run is not None else None)
+    extra = {"raw_model": model.eval()} if ema is not None else {}
+    return TrainResult(scored.eval(), history, cfg, run.root if run is not None else None, extra)

@@ -16,6 +16,7 @@ from vaelab.config import Config
 from vaelab.errors import ConfigError
 from vaelab.runs import RunDir
 from vaelab.train.checkpoint import config_of, read_checkpoint
+from vaelab.train.ema import raw_weights
 
 # Settings a resumed run may change; anything else must match the checkpoint's config.
 RESUMABLE_CHANGES = (
@@ -146,7 +147,7 @@ def restore(
         g_perm: the generator of each epoch's permutation.
         g_noise: the generator of the binarization and the objective's noise.
     """
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(raw_weights(ckpt))  # with --ema, "model" holds the average (vaelab.train.ema)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):  # closed form: the resumed epoch's rate
