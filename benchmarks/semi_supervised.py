@@ -230,7 +230,8 @@ def run_cells(a: argparse.Namespace) -> None:
     for model in a.models:
         features = {"model.features": str(m1_run(a).resolve())} if model == "m1m2" else {}
         for labels in a.labels:
-            for draw in range(a.draws if labels == 100 or a.all_draws else 1):
+            draws = range(a.draws if labels == 100 or a.all_draws else 1) if a.draw is None else [a.draw]
+            for draw in draws:
                 key = f"{a.data}/{model}/{labels}/d{draw}"
                 cell = read_cells(a.results).get(key, {})
                 if cell.get("done") and cell.get("epochs_planned", 0) >= a.epochs[model]:
@@ -340,6 +341,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--labelled", type=int, help="one label count (the old flag; same as --labels N)")
     p.add_argument("--draws", type=int, default=3, help="label draws for 100 labels (one for the others)")
     p.add_argument("--all-draws", action="store_true", help="--draws draws for every label count")
+    p.add_argument("--draw", type=int, help="only this draw (run draws side by side in several processes)")
     p.add_argument("--epochs", default="m2=100,m1m2=100,adgm=100", help="MODEL=N,... (or one N for all)")
     p.add_argument("--m1-epochs", type=int, default=150)
     p.add_argument("--threads", type=int, default=1)
