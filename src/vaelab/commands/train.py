@@ -16,6 +16,7 @@ from vaelab.runs import RunDir
 distributed = lazy_module("vaelab.train.distributed")
 get_spec = lazy_function("vaelab.models.registry.get_spec")
 model_config = lazy_function("vaelab.models.registry.model_config")
+posterior_defaults = lazy_function("vaelab.models.registry.posterior_defaults")
 parse_noise = lazy_function("vaelab.objectives.noise.parse_noise")
 config_of = lazy_function("vaelab.train.checkpoint.config_of")
 read_checkpoint = lazy_function("vaelab.train.checkpoint.read_checkpoint")
@@ -40,6 +41,7 @@ FLAGS = {
     "activation": "model.activation",
     "latent_dim": "model.latent_dim",
     "likelihood": "model.likelihood",
+    "posterior": "model.posterior",
     "beta": "objective.beta",
     "kl": "objective.kl",
     "warmup": "objective.warmup_epochs",
@@ -115,6 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--likelihood",
         help=f"decoder p(x|z): {' | '.join(LIKELIHOODS)} (default bernoulli; mixed for csv:/parquet: tables)",
+    )
+    p.add_argument(
+        "--posterior",
+        help="q(z|x): gaussian | planar:K (planar flow) | iaf:K[:WIDTH] (inverse autoregressive flow); a flow "
+        "implies --kl mc (vae, iwae, vampprior, hierarchical; default gaussian)",
     )
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--kl", help="analytic | mc: the KL estimator (default analytic)")
@@ -241,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     explicit = set(overrides) | from_file if args.resume else None
     # a table's defaults (binarize none, likelihood mixed) where not asked for; grey levels binarized: one line
     config = table_defaults(config, set(overrides) | from_file)
+    config = posterior_defaults(config, set(overrides) | from_file)  # a flow: objective.kl=mc unless asked
     warning = binarized_grey_warning(config, set(overrides) | from_file)
     if warning and args.nproc in (None, 1) and distributed.world().main:
         print(warning, file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
 from vaelab.data.batches import shared_draw
 from vaelab.distributions.sampling import rsample
@@ -35,13 +35,19 @@ def diagonal_gaussian(params: torch.Tensor) -> Independent:
 
 def draw_z(q: Distribution, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
     """K reparameterised draws z ~ q, [K, *batch, D]; a Gaussian's eps comes from `shared_draw` (its batch
-    dimension is q's first), so a datum's draw is the same in one process and split over ranks (DDP).
+    dimension is q's first), so a datum's draw is the same in one process and split over ranks (DDP); a flow
+    posterior pushes its base Gaussian's draw through its transforms.
 
     Args:
         q: the distribution to draw from (any with a generator-driven `rsample`).
         num_samples: K, the draws per datum.
         generator: the random stream; None draws from torch's global one.
     """
+    if isinstance(q, TransformedDistribution):  # a flow: the base's draw, then the transforms
+        z = draw_z(q.base_dist, num_samples, generator)
+        for t in q.transforms:
+            z = t(z)
+        return z
     base = q.base_dist if isinstance(q, Independent) else q
     if generator is None or not isinstance(base, Normal):
         return rsample(q, (num_samples,), generator)

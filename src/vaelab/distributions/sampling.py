@@ -1,7 +1,8 @@
 """Sampling from torch.distributions with an explicit torch.Generator.
 
 torch.distributions draws from the global RNG; vaelab's sampling and evaluation take a generator so that
-every number is reproducible. Gaussians keep the reparameterisation trick: z = mu + sigma * eps.
+every number is reproducible. Gaussians keep the reparameterisation trick: z = mu + sigma * eps; a
+TransformedDistribution (a flow posterior, `vaelab.distributions.flows`) draws its base, then applies its transforms.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch.distributions import (
     Independent,
     MixtureSameFamily,
     Normal,
+    TransformedDistribution,
 )
 
 
@@ -43,12 +45,18 @@ def rsample(
     """A reparameterised draw (differentiable in the parameters) of shape sample_shape + batch + event.
 
     Args:
-        dist: a Normal, ContinuousBernoulli, an Independent of one, or any `RSamplesWith`.
+        dist: a Normal, ContinuousBernoulli, an Independent or TransformedDistribution of one, or any
+            `RSamplesWith`.
         sample_shape: the leading shape of the draws.
         generator: the random stream; None draws with torch's own `rsample`.
     """
     if generator is None:
         return dist.rsample(torch.Size(sample_shape))
+    if isinstance(dist, TransformedDistribution):
+        z = rsample(dist.base_dist, sample_shape, generator)
+        for t in dist.transforms:
+            z = t(z)
+        return z
     if isinstance(dist, Independent):
         return rsample(dist.base_dist, sample_shape, generator)
     if isinstance(dist, Normal):

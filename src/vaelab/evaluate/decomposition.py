@@ -97,7 +97,11 @@ def decompose(
             kl.append(kl_divergence(q, prior))
         except NotImplementedError:
             kl.append((q.log_prob(z) - prior.log_prob(z)).mean(0))
-        fe.append((log_px_z + prior.log_prob(z)).mean(0) + q.entropy())
+        try:
+            entropy = q.entropy()
+        except NotImplementedError:  # a flow posterior: its entropy is a Monte Carlo term too
+            entropy = -q.log_prob(z).mean(0)
+        fe.append((log_px_z + prior.log_prob(z)).mean(0) + entropy)
         base_q, base_p = _diag_normal(q), _diag_normal(prior)
         if base_q is not None:
             locs.append(base_q.loc)

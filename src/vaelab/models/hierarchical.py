@@ -10,7 +10,9 @@ It has no single latent layer (no encode/decode/prior). It meets `vaelab.models.
 ELBO and IWAE objectives ask it for `latent_terms` (with DReG's `stop_q`), evaluation reads
 `log_importance_weights`, and pictures come from `generate` (ancestral samples) or, for one top-layer code,
 `mean_image(h2)` (h1 held at its conditional mean; what the latent explorer decodes). Every conditional is the
-diagonal-Gaussian head of `vaelab.distributions.gaussian`.
+diagonal-Gaussian head of `vaelab.distributions.gaussian`; with model.posterior each q layer is a flow over its
+Gaussian (`vaelab.distributions.flows`), read from the features before that layer's head: q(h1|x)'s from the
+x -> h1 body, q(h2|h1)'s from the last hidden layer of q(h2|h1)'s MLP.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import dataclasses
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Distribution, Independent, Normal
 from torch.func import functional_call
 
 from vaelab.config import ModelConfig
+from vaelab.distributions.flows import build_flow, reparameterise, with_flow
 from vaelab.distributions.gaussian import diagonal_gaussian, draw_z, stopped
 from vaelab.distributions.priors import StandardNormalPrior
 from vaelab.distributions.sampling import sample
@@ -63,6 +66,23 @@ class HierarchicalVAE(nn.Module):
         self.p1 = mlp(cfg.latent_dim, tuple(reversed(hidden2)), 2 * h1, cfg.activation)
         self.decoder = decoder
         self.prior_net = StandardNormalPrior(cfg.latent_dim)
+        # None for gaussian; else a flow over each q layer's Gaussian, read from that layer's features
+        self.flow1 = build_flow(cfg.posterior, encoder.out_features, h1)
+        self.flow2 = build_flow(cfg.posterior, hidden2[-1], cfg.latent_dim)
+
+    def _q1(self, x: torch.Tensor) -> Distribution:
+        """q(h1|x): the Gaussian head of the x -> h1 body, or a flow over it."""
+        if self.flow1 is None:
+            return gaussian(self.q1(x))
+        h = self.q1[0](x)
+        return with_flow(self.flow1, h, gaussian(self.q1[1](h)))
+
+    def _q2(self, h1: torch.Tensor) -> Distribution:
+        """q(h2|h1): the Gaussian head of q(h2|h1)'s MLP, or a flow over it."""
+        if self.flow2 is None:
+            return gaussian(self.q2(h1))
+        h = self.q2[:-1](h1)
+        return with_flow(self.flow2, h, gaussian(self.q2[-1](h)))
 
     def latent_terms(
         self,
@@ -86,12 +106,12 @@ class HierarchicalVAE(nn.Module):
             x_enc: what q(h1|.) reads (a corrupted x when denoising); None: x.
             stop_q: detach the inference networks' parameters in log q (DReG).
         """
-        q1 = gaussian(self.q1(x if x_enc is None else x_enc))
+        q1 = self._q1(x if x_enc is None else x_enc)
         h1 = draw_z(q1, num_samples, generator)  # [K, B, H1]
         zero = x.new_zeros(len(x), self.latent_dim)
         eps = draw_z(Independent(Normal(zero, torch.ones_like(zero)), 1), num_samples, generator)
-        q2 = gaussian(self.q2(h1))
-        h2 = q2.base_dist.loc + q2.base_dist.scale * eps  # [K, B, H2]
+        q2 = self._q2(h1)
+        h2 = reparameterise(q2, eps)  # [K, B, H2]
         if stop_q:
             h1_used = h1.view_as(h1)
             frozen = {k: v.detach() for k, v in self.q2.named_parameters()}

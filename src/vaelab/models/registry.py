@@ -19,6 +19,8 @@ from torch import nn
 from vaelab.baselines import GAN, PixelCNN
 from vaelab.baselines.pixelcnn import DEFAULTS as PIXELCNN_EXTRA
 from vaelab.config import Config, ModelConfig, ObjectiveConfig
+from vaelab.distributions.flows import GAUSSIAN as GAUSSIAN_POSTERIOR
+from vaelab.distributions.flows import parse_posterior
 from vaelab.distributions.mixed import MixedLikelihood
 from vaelab.errors import ConfigError
 from vaelab.models.adgm import ADGM, check_adgm
@@ -47,6 +49,7 @@ class ModelSpec:
         defaults: config values it brings along, by dotted key.
         check: refuses config values that do not fit it (ConfigError), before data is read.
         extra_keys: the model.extra settings it reads; any other key is refused as a typo.
+        flows: it takes a flow posterior (model.posterior, `vaelab.distributions.flows`); else only gaussian.
     """
 
     build: Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
@@ -57,6 +60,7 @@ class ModelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[Config], None] | None = None
     extra_keys: tuple[str, ...] = ()  # the model.extra settings it reads; any other key is a typo
+    flows: bool = False  # takes model.posterior planar:K / iaf:K (a flow q(z|x)); else gaussian only
 
 
 def _no_analytic_kl(why: str) -> Callable[[Config], None]:
@@ -139,6 +143,7 @@ MODELS: Registry[ModelSpec] = Registry(
             "VAE: Gaussian encoder, N(0, I) prior, chosen likelihood (Kingma & Welling 2014); beta-VAE: --beta 4",
             objectives=("iwae", *WAKE_SLEEP_MCEM),
             check=_no_elbo_knobs,
+            flows=True,
         ),
         "autoencoder": ModelSpec(
             Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
@@ -151,7 +156,7 @@ MODELS: Registry[ModelSpec] = Registry(
             check=_no_elbo_knobs,
         ),
         "iwae": ModelSpec(
-            VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}
+            VAE, "iwae", IWAE_NOTE, objectives=("elbo",), defaults={"objective.num_samples": 5}, flows=True
         ),
         "hierarchical": ModelSpec(
             HierarchicalVAE,
@@ -166,6 +171,7 @@ MODELS: Registry[ModelSpec] = Registry(
             },
             check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
             extra_keys=("h1_dim", "h2_hidden"),
+            flows=True,
         ),
         "vampprior": ModelSpec(
             VampPriorVAE,
@@ -175,6 +181,7 @@ MODELS: Registry[ModelSpec] = Registry(
             defaults={"objective.kl": "mc"},
             check=_no_analytic_kl("the VampPrior is a mixture"),
             extra_keys=("pseudo_inputs",),
+            flows=True,
         ),
         "cvae": ModelSpec(
             CVAE,
@@ -364,8 +371,49 @@ def check_model_config(cfg: Config) -> None:
         raise ConfigError(
             f"model.extra has unknown key(s) {', '.join(unknown)} for {cfg.model.name}; it takes: {takes}"
         )
+    check_posterior(cfg, spec)
     if spec.check is not None:
         spec.check(cfg)
+
+
+def check_posterior(cfg: Config, spec: ModelSpec) -> None:
+    """model.posterior parses, and a flow goes with a model that takes one, a Monte Carlo KL and no DReG
+    (ConfigError otherwise).
+
+    Args:
+        cfg: the run's config.
+        spec: its model's spec.
+    """
+    post = cfg.model.posterior
+    if not parse_posterior(post).flow:
+        return
+    if not spec.flows:
+        takes = ", ".join(n for n, s in MODELS.items() if s.flows)
+        raise ConfigError(
+            f"model '{cfg.model.name}' has a Gaussian q(z|x) only: model.posterior {post} is for {takes}"
+        )
+    if cfg.objective.kl == "analytic" and objective_name(cfg) != "iwae":
+        raise ConfigError(
+            f"model.posterior {post} is a flow: KL(q || p) has no closed form; use objective.kl=mc (--kl mc)"
+        )
+    if cfg.objective.dreg:
+        raise ConfigError(
+            f"objective.dreg needs a diagonal Gaussian q(z|x) (log q at stopped parameters); model.posterior "
+            f"{post} is a flow"
+        )
+
+
+def posterior_defaults(cfg: Config, asked: set[str]) -> Config:
+    """objective.kl=mc with a flow posterior unless objective.kl was asked for: a flow's KL(q || p) has no
+    closed form (an explicit objective.kl=analytic is refused by `check_posterior`).
+
+    Args:
+        cfg: the run's config.
+        asked: the dotted keys set by flags or a config file.
+    """
+    if cfg.model.posterior != GAUSSIAN_POSTERIOR and "objective.kl" not in asked:
+        return cfg.replace(**{"objective.kl": "mc"})
+    return cfg
 
 
 def model_config(name: str, base: Config | None = None) -> Config:

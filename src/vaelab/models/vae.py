@@ -1,6 +1,7 @@
 """The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014).
 
-q(z|x) is a diagonal Gaussian whose `rsample` is the reparameterisation trick, p(z) = N(0, I), and p(x|z) is a
+q(z|x) is a diagonal Gaussian whose `rsample` is the reparameterisation trick (or, with model.posterior, a flow
+over it read from the same encoder features: `vaelab.distributions.flows`), p(z) = N(0, I), and p(x|z) is a
 likelihood chosen by name. Everything (ELBO, IWAE bound, importance-sampled log p(x)) derives from
 `log_importance_weights`, the public protocol of DESIGN.md; prior / encode / decode make it a
 `vaelab.models.protocol.OneLatentLayer`. The bodies come from the `vaelab.nets.BODIES` table (`model.body`), the
@@ -14,6 +15,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.config import ModelConfig
+from vaelab.distributions.flows import build_flow, with_flow
 from vaelab.distributions.gaussian import MIN_SCALE, diagonal_gaussian
 from vaelab.distributions.likelihoods import Likelihood, build_likelihood
 from vaelab.distributions.priors import StandardNormalPrior
@@ -68,6 +70,7 @@ class VAE(nn.Module):
         self.likelihood = likelihood_from(cfg, self.shape)
         self.encoder, self.decoder = make_bodies(cfg, self.shape, self.likelihood.factor)
         self.head = nn.Linear(self.encoder.out_features, 2 * cfg.latent_dim)
+        self.flow = build_flow(cfg.posterior, self.encoder.out_features, cfg.latent_dim)  # None: gaussian
         self.prior_net = StandardNormalPrior(cfg.latent_dim)
 
     def prior(self) -> Distribution:
@@ -75,7 +78,16 @@ class VAE(nn.Module):
         return self.prior_net()
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x): a diagonal Gaussian, batch (B,), event (D,).
+        """q(z|x): a diagonal Gaussian (or a flow over it), batch (B,), event (D,).
+
+        Args:
+            x: the batch [B, C, H, W].
+        """
+        h = self.encoder(x)
+        return with_flow(self.flow, h, diagonal_gaussian(self.head(h)))
+
+    def base_posterior(self, x: torch.Tensor) -> Distribution:
+        """The diagonal Gaussian of q(z|x), before any flow: batch (B,), event (D,).
 
         Args:
             x: the batch [B, C, H, W].

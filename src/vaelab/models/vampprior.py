@@ -5,7 +5,9 @@ in [0, 1] by a hard tanh, started near 0.05 as the paper does on MNIST; K = mode
 500 by default). The optimal prior for a given encoder is the aggregate posterior (1/N) sum_n q(z | x_n);
 the VampPrior approximates it with K << N learned points. KL(q(z|x) || p(z)) has no closed form against a
 mixture, so its ELBO uses the Monte Carlo KL: `vaelab train --model vampprior` sets objective.kl=mc and an
-explicit objective.kl=analytic is refused.
+explicit objective.kl=analytic is refused. With a flow posterior (model.posterior) the components stay the
+encoder's Gaussians before the flow, q0(z | u_k): the mixture's density needs no flow inverse at each of the K
+pseudo-inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,6 @@ class VampPriorVAE(VAE):
         self.pseudo_inputs = nn.Parameter(torch.randn(k, *self.shape) * INIT_STD + INIT_MEAN)
 
     def prior(self) -> DiagonalGaussianMixture:
-        """p(z) = (1/K) sum_k q(z | u_k): event shape (D,)."""
-        q = self.encode(F.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist
+        """p(z) = (1/K) sum_k q0(z | u_k), q0 the encoder's Gaussian (q itself without a flow): event shape (D,)."""
+        q = self.base_posterior(F.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist
         return DiagonalGaussianMixture(q.loc, q.scale)

@@ -1,0 +1,322 @@
+"""Flow posteriors: q(z|x) as the encoder's diagonal Gaussian pushed through K invertible maps (`model.posterior`).
+
+`planar:K`: K planar layers f(z) = z + u_hat tanh(w^T z + b) (Rezende & Mohamed 2015), with u, w, b read from the
+encoder's features for each datum (amortised, as in the paper's experiments) and u_hat the projection of u that
+keeps a layer invertible (w^T u_hat = -1 + softplus(w^T u) > -1).
+`iaf:K[:WIDTH]`: K inverse autoregressive steps (Kingma et al. 2016): (m, s) = MADE(z, h), sigma = sigmoid(s),
+z <- sigma * z + (1 - sigma) * m, the context h being the encoder's features, the variable order reversed
+between steps; each MADE (Germain et al. 2015) has two masked ELU layers of WIDTH units (default 320).
+
+Each layer is a `torch.distributions.Transform` with its log|det J|, and q(z|x) is a `FlowPosterior`, a
+`TransformedDistribution` over the Independent Normal base: `rsample` and `log_prob` are torch's, so
+log_importance_weights, IS, the decomposition and the report use it unchanged, and KL(q || p) is a Monte Carlo
+term. `log_prob` at a point q did not just draw inverts the layers: a planar layer by a scalar root (bisection,
+then one Newton step that carries the implicit-function gradient), an IAF step in D passes. A flow has no
+closed-form mean: `mean` and `stddev` are Monte Carlo estimates from MOMENT_DRAWS fixed draws.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, Independent, Transform, TransformedDistribution, constraints
+
+from vaelab.errors import ConfigError
+from vaelab.registry import Registry
+
+GAUSSIAN = "gaussian"
+IAF_WIDTH = 320  # the MADE's hidden units per layer, unless iaf:K:WIDTH says otherwise
+FORGET_BIAS = 1.0  # s starts near +1, so sigma = sigmoid(s) near 0.73 (Kingma et al. 2016, section 4)
+MOMENT_DRAWS = 64  # draws behind a flow's mean and stddev: their error is about sd / 8
+MOMENT_SEED = 0
+BISECTION_STEPS = 50  # halvings of a planar inverse's bracket before its Newton step
+TINY = 1e-12
+
+_VECTOR = constraints.independent(constraints.real, 1)
+
+
+class PlanarTransform(Transform):
+    """y = z + u_hat tanh(w^T z + b) with per-datum u, w [..., D] and b [...]; log|det J| = log(1 + w^T u_hat
+    tanh'(w^T z + b)) (Rezende & Mohamed 2015, eq. 10-12; the constraint of their appendix A.1)."""
+
+    domain = _VECTOR
+    codomain = _VECTOR
+    bijective = True
+
+    def __init__(self, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, cache_size: int = 1) -> None:
+        super().__init__(cache_size=cache_size)
+        wu = (w * u).sum(-1, keepdim=True)
+        self.c = F.softplus(wu) - 1.0  # w^T u_hat > -1: the layer is invertible
+        self.u = u + (self.c - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(TINY)
+        self.w, self.b = w, b[..., None]
+
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        """f(z) [..., D], without the inverse's cache."""
+        return z + self.u * torch.tanh((z * self.w).sum(-1, keepdim=True) + self.b)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return self.push(x)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        # w^T y = a + c tanh(a + b) with a = w^T z: increasing in a, its root lies within t -+ |c|
+        t = (y * self.w).sum(-1, keepdim=True)
+        c, b = self.c, self.b
+        with torch.no_grad():
+            c0, b0, t0 = c.detach(), b.detach(), t.detach()
+            lo, hi = t0 - c0.abs(), t0 + c0.abs()
+            for _ in range(BISECTION_STEPS):
+                mid = 0.5 * (lo + hi)
+                below = mid + c0 * torch.tanh(mid + b0) < t0
+                lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+            a = 0.5 * (lo + hi)
+        s = torch.tanh(a + b)
+        a = a - (a + c * s - t) / (1.0 + c * (1.0 - s * s))  # at the root: the implicit function's gradient
+        return y - self.u * torch.tanh(a + b)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = torch.tanh((x * self.w).sum(-1, keepdim=True) + self.b)
+        return torch.log1p(self.c * (1.0 - s * s)).squeeze(-1)
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask [out, in] (MADE's connectivity)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """(m, s) [..., D] each from z [..., D] and a context h [..., F]: output i sees only the z_j earlier in
+    `order` (and h), through two masked ELU layers; hidden units of degree 0 see the context alone.
+
+    Args:
+        dim: D.
+        width: hidden units per layer.
+        context: the context's width F.
+        reverse: order the variables D, ..., 1 instead of 1, ..., D.
+    """
+
+    def __init__(self, dim: int, width: int, context: int, reverse: bool = False) -> None:
+        super().__init__()
+        order = torch.arange(1, dim + 1)
+        order = order.flip(0) if reverse else order
+        self.register_buffer("order", order, persistent=False)
+        hidden = torch.arange(width) % dim  # degrees 0 .. D-1
+        self.inp = MaskedLinear(hidden[:, None] >= order[None, :])
+        self.context = nn.Linear(context, width)
+        self.hid = MaskedLinear(hidden[:, None] >= hidden[None, :])
+        self.out = MaskedLinear(torch.cat([order, order])[:, None] > hidden[None, :])
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = F.elu(self.hid(F.elu(self.inp(z) + self.context(h))))
+        m, s = self.out(a).chunk(2, dim=-1)
+        return m, s + FORGET_BIAS
+
+
+class IAFTransform(Transform):
+    """y = sigma * z + (1 - sigma) * m with (m, s) = MADE(z, h), sigma = sigmoid(s): the numerically stable IAF
+    step (Kingma et al. 2016, algorithm 1); its Jacobian is triangular in the MADE's order, log|det| = sum log
+    sigma."""
+
+    domain = _VECTOR
+    codomain = _VECTOR
+    bijective = True
+
+    def __init__(self, made: MADE, h: torch.Tensor, cache_size: int = 1) -> None:
+        super().__init__(cache_size=cache_size)
+        self.made, self.h = made, h
+        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def step(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f(z) [..., D] and log|det J| [...]."""
+        m, s = self.made(z, self.h)
+        sigma = torch.sigmoid(s)
+        return sigma * z + (1.0 - sigma) * m, F.logsigmoid(s).sum(-1)
+
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        """f(z) [..., D], without the inverse's cache."""
+        return self.step(z)[0]
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        y, ldj = self.step(x)
+        self._last = (x, ldj)  # log_abs_det_jacobian(x, y) of this draw needs no second MADE pass
+        return y
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        x = torch.zeros_like(y)
+        for k in range(1, y.shape[-1] + 1):  # pass k solves for the k-th variable in the order
+            m, s = self.made(x, self.h)
+            sigma = torch.sigmoid(s)
+            x = torch.where(self.made.order == k, (y - (1.0 - sigma) * m) / sigma, x)  # the later ones stay 0
+        return x
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        last_x, ldj = self._last
+        if x is last_x and ldj is not None:
+            return ldj
+        return F.logsigmoid(self.made(x, self.h)[1]).sum(-1)
+
+
+class FlowPosterior(TransformedDistribution):
+    """q(z|x): a base Independent(Normal, 1) pushed through transforms; batch (B,), event (D,). `mean`, `variance`
+    and `stddev` are Monte Carlo estimates from MOMENT_DRAWS draws of fixed noise (the same for every datum, so
+    a datum's estimate does not depend on its batch)."""
+
+    def __init__(self, base: Independent, transforms: Sequence[Transform]) -> None:
+        super().__init__(base, list(transforms), validate_args=False)
+        self._moments: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimates of E[z] and Var[z], [*batch, D] each."""
+        if self._moments is None:
+            normal = self.base_dist.base_dist
+            loc = normal.loc
+            g = torch.Generator(device=loc.device).manual_seed(MOMENT_SEED)
+            eps = torch.randn(MOMENT_DRAWS, loc.shape[-1], generator=g, device=loc.device, dtype=loc.dtype)
+            z = loc + normal.scale * eps.view(MOMENT_DRAWS, *[1] * (loc.dim() - 1), loc.shape[-1])
+            for t in self.transforms:
+                z = t.push(z)
+            self._moments = (z.mean(0), z.var(0))
+        return self._moments
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.moments()[0]
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.moments()[1]
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
+
+class PlanarFlow(nn.Module):
+    """The amortised planar flow: K layers whose u, w, b [D, D, 1] are a linear map of the encoder's features."""
+
+    def __init__(self, features: int, dim: int, length: int) -> None:
+        super().__init__()
+        self.dim, self.length = dim, length
+        self.params = nn.Linear(features, length * (2 * dim + 1))
+
+    def forward(self, h: torch.Tensor, base: Independent) -> FlowPosterior:
+        """q(z|x) from the encoder's features h [B, F] and its base Gaussian."""
+        d = self.dim
+        p = self.params(h).unflatten(-1, (self.length, 2 * d + 1))
+        layers = [
+            PlanarTransform(p[..., k, :d], p[..., k, d : 2 * d], p[..., k, 2 * d]) for k in range(self.length)
+        ]
+        return FlowPosterior(base, layers)
+
+
+class IAFFlow(nn.Module):
+    """K IAF steps, each a MADE that reads z and the encoder's features; the order is reversed between steps."""
+
+    def __init__(self, features: int, dim: int, length: int, width: int = IAF_WIDTH) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(MADE(dim, width, features, reverse=k % 2 == 1) for k in range(length))
+
+    def forward(self, h: torch.Tensor, base: Independent) -> FlowPosterior:
+        """q(z|x) from the encoder's features h [B, F] and its base Gaussian."""
+        return FlowPosterior(base, [IAFTransform(made, h) for made in self.steps])
+
+
+@dataclass(frozen=True)
+class PosteriorKind:
+    """A flow family: `build(features, dim, length, width)` makes its module; `form` is how a user writes it;
+    `width` is its default hidden width (0: it takes none)."""
+
+    build: Callable[[int, int, int, int], nn.Module]
+    form: str
+    width: int = 0
+
+
+# model.posterior's flow families; "gaussian" (no flow) is the default.
+POSTERIORS: Registry[PosteriorKind] = Registry(
+    "posterior",
+    {
+        "planar": PosteriorKind(lambda f, d, k, _w: PlanarFlow(f, d, k), "planar:K"),
+        "iaf": PosteriorKind(IAFFlow, "iaf:K[:WIDTH]", IAF_WIDTH),
+    },
+    more=GAUSSIAN,
+)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """A parsed model.posterior: its kind, flow length K (0: none) and hidden width (0: none)."""
+
+    kind: str = GAUSSIAN
+    length: int = 0
+    width: int = 0
+
+    @property
+    def flow(self) -> bool:
+        """q(z|x) is a flow (not the diagonal Gaussian alone)."""
+        return self.kind != GAUSSIAN
+
+
+def parse_posterior(text: object) -> Posterior:
+    """model.posterior read: "gaussian", "planar:K" or "iaf:K[:WIDTH]"; a one-line ConfigError otherwise.
+
+    Args:
+        text: the setting's value.
+    """
+    choices = ", ".join([GAUSSIAN, *(k.form for k in POSTERIORS.values())])
+    if not isinstance(text, str):
+        raise ConfigError(f"model.posterior must be a string ({choices}), got {text!r}")
+    kind, *numbers = text.split(":")
+    if kind == GAUSSIAN and not numbers:
+        return Posterior()
+    if kind not in POSTERIORS:
+        raise ConfigError(f"unknown model.posterior '{text}'; choose one of: {choices}")
+    spec = POSTERIORS[kind]
+    if len(numbers) > (2 if spec.width else 1):
+        raise ConfigError(f"model.posterior '{text}': write it as {spec.form}")
+    names = ("K, the number of flow layers", "WIDTH, the MADE's hidden units per layer")
+    for name, n in zip(names, numbers or [""]):
+        if not re.fullmatch(r"[0-9]+", n) or int(n) < 1:
+            raise ConfigError(f"model.posterior '{text}': {name}, must be an integer >= 1 ({spec.form})")
+    return Posterior(kind, int(numbers[0]), int(numbers[1]) if len(numbers) > 1 else spec.width)
+
+
+def build_flow(posterior: str, features: int, dim: int) -> nn.Module | None:
+    """The flow of model.posterior for an encoder with `features` outputs and a D-dimensional z; None for gaussian.
+
+    Args:
+        posterior: model.posterior.
+        features: the width of the encoder's features h (what the flow's parameters are read from).
+        dim: D, the latent dimension.
+    """
+    p = parse_posterior(posterior)
+    return POSTERIORS[p.kind].build(features, dim, p.length, p.width) if p.flow else None
+
+
+def with_flow(flow: nn.Module | None, h: torch.Tensor, base: Independent) -> Distribution:
+    """q(z|x): the base diagonal Gaussian, or the flow over it read from the encoder's features h."""
+    return base if flow is None else flow(h, base)
+
+
+def reparameterise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """z of q for standard-normal noise eps [..., D]: loc + scale * eps, then q's transforms (if a flow).
+
+    Args:
+        q: a diagonal Gaussian Independent(Normal, 1), or a FlowPosterior over one.
+        eps: the noise, broadcastable against q's batch.
+    """
+    flows = q.transforms if isinstance(q, TransformedDistribution) else []
+    normal = (q.base_dist if flows else q).base_dist
+    z = normal.loc + normal.scale * eps
+    for t in flows:
+        z = t(z)
+    return z
