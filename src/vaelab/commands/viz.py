@@ -80,16 +80,38 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifold_label(o: OpenRun, label: int | None) -> int | None:
+    """--label checked against the run's model: None for an unlabelled model, 0..C-1 for a labelled one."""
+    from vaelab.models.protocol import capabilities
+
+    classes, name = capabilities(o.model).num_classes, type(o.model).__name__
+    if classes is None:
+        if label is not None:
+            raise VaelabError(
+                f"{o.run.root}: --label {label}: {name} takes no label y (its decoder maps z alone)"
+            )
+        _need(o, "manifold")
+        return None
+    if label is None:
+        raise VaelabError(
+            f"{o.run.root}: {name}'s decoder takes a label y: give --label Y (0..{classes - 1})"
+        )
+    if not 0 <= label < classes:
+        raise VaelabError(f"{o.run.root}: --label must be a label 0..{classes - 1} of {name}, got {label}")
+    return label
+
+
 def cmd_manifold(args: argparse.Namespace) -> int:
-    """`vaelab manifold`: the decoded grid over a latent plane.
+    """`vaelab manifold`: the decoded grid over a latent plane (at label --label for a labelled model).
 
     Args:
-        args: the parsed flags: run, device, checkpoint, data_dir, n, dims, out.
+        args: the parsed flags: run, device, checkpoint, data_dir, n, dims, grid_range, label, out.
     """
     from vaelab.viz import figures as fig
+    from vaelab.viz.label_manifold import label_manifold_figure
 
     o = open_run(args.run, args.device, args.checkpoint)
-    _need(o, "manifold")
+    label = _manifold_label(o, args.label)
     dims = None
     if args.dims:
         try:
@@ -99,9 +121,13 @@ def cmd_manifold(args: argparse.Namespace) -> int:
         dims = (a, b)
     data = o.split("test", args.data_dir)
     try:
-        path = fig.manifold_figure(
-            o.model, data, _out(args, o, "manifold"), n=args.n, dims=dims, grid_range=args.grid_range
-        )
+        if label is None:
+            path = fig.manifold_figure(
+                o.model, data, _out(args, o, "manifold"), n=args.n, dims=dims, grid_range=args.grid_range
+            )
+        else:
+            out = _out(args, o, f"manifold-y{label}")
+            path = label_manifold_figure(o.model, data, out, label, args.n, dims, args.grid_range)
     except ValueError as e:
         raise VaelabError(str(e)) from None
     done(path)
@@ -236,8 +262,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="prior",
         help="grid at the prior's quantiles or over the test codes' own spread",
     )
+    p.add_argument(
+        "--label",
+        type=int,
+        metavar="Y",
+        help="for a model whose decoder takes a label (cvae, m2, adgm): decode the grid at label Y; the plane's "
+        "test codes are encoded at their own labels (or their classifier's)",
+    )
     add_shared_options(p, "threads", "quiet")
-    p.add_argument("--out", help="PNG file (default RUN/figures/manifold.png)")
+    p.add_argument(
+        "--out", help="PNG file (default RUN/figures/manifold.png, or manifold-yY.png with --label)"
+    )
     p.set_defaults(func=with_threads(cmd_manifold))
 
     p = sub.add_parser("interpolate", help="linear and spherical latent interpolations")

@@ -1,13 +1,14 @@
 """The report page's parts that are not about a run: its style sheet, HTML escaping, and figures embedded as
-data: URIs in cards (a figure that cannot be drawn becomes its one-line note), so the page stays one
-self-contained file (`vaelab.viz.report`).
+data: URIs in cards (a figure that cannot be drawn becomes its one-line note), and a card of several images
+behind a selector (`selector_html`), so the page stays one self-contained file (`vaelab.viz.report`).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,26 @@ table.grid tr:first-child th { background: #f8f9fb; color: var(--muted); font-we
 .note { color: var(--muted); font-style: italic; }
 .warn { background: #fff4e5; border: 1px solid #f7d4a8; color: #7a3e00; border-radius: 10px; padding: 10px 14px; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
+[hidden] { display: none !important; }
+.pickrow { display: flex; flex-wrap: wrap; align-items: baseline; gap: 12px; margin-bottom: 8px; }
+.pickrow h3 { margin: 0; }
+.pick, .pick-static { color: var(--muted); font-size: 12.5px; }
+.views img { max-width: 100%; height: auto; display: block; margin: 0 auto; image-rendering: pixelated; }
+.views .note { text-align: center; margin: 6px 0 0; }
 """
+
+# The selector's script: show the view whose data-view is the picked value (run once at load, so a value the
+# browser restores is honoured). Without script the selector stays hidden and the first view shows.
+SELECT_SCRIPT = """(function () {
+  var card = document.getElementById(%s), pick = card.querySelector("select");
+  function show() {
+    card.querySelectorAll("[data-view]").forEach(function (v) { v.hidden = v.dataset.view !== pick.value; });
+  }
+  card.querySelector(".pick").hidden = false;
+  card.querySelector(".pick-static").hidden = true;
+  pick.addEventListener("change", show);
+  show();
+})();"""
 
 
 def esc(v: Any) -> str:
@@ -106,3 +126,39 @@ def draw(tmp: Path, key: str, make: Callable[[Path], Path | None], notes: dict[s
         first = next((line for line in str(e).splitlines() if line.strip()), "")
         notes[key] = f"not drawn: {type(e).__name__} ({first.strip()[:200]})"
         return None
+
+
+def selector_html(
+    key: str,
+    title: str,
+    what: str,
+    views: Sequence[tuple[str, str, Sequence[str]]],
+    caption: str,
+    width: int | None = None,
+) -> str:
+    """A figure card with one embedded image per value and a <select> beside the title that shows one at a
+    time (a few lines of inline script); without script the first image shows, named beside the title.
+
+    Args:
+        key: the card's element id (letters, digits and dashes).
+        title: the card's heading.
+        what: the selector's name ("label y").
+        views: (value, image data: URI, notes under the image) per value, in the selector's order.
+        caption: what the figure shows.
+        width: the images' shown width in screen pixels (None: their own).
+    """
+    size = "" if width is None else f' width="{int(width)}"'
+    options = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v, _, _ in views)
+    shown = "".join(
+        f'<div data-view="{esc(v)}"{" hidden" if i else ""}><img src="{uri}"{size} alt="{esc(title)}, '
+        f'{esc(what)} = {esc(v)}">' + "".join(f'<p class="note">{esc(n)}</p>' for n in notes) + "</div>"
+        for i, (v, uri, notes) in enumerate(views)
+    )
+    first = views[0][0] if views else ""
+    return (
+        f'<figure class="card" id="{esc(key)}"><div class="pickrow"><h3>{esc(title)}</h3>'
+        f'<label class="pick" hidden>{esc(what)} <select>{options}</select></label>'
+        f'<span class="pick-static">{esc(what)} = {esc(first)}</span></div>'
+        f'<div class="views">{shown}</div><figcaption>{esc(caption)}</figcaption>'
+        f"<script>{SELECT_SCRIPT % json.dumps(key)}</script></figure>"
+    )

@@ -1,7 +1,8 @@
 """A run as one self-contained HTML page: config, training curves, pictures and, when present, the evaluation.
 
 Every figure is a PNG drawn by `vaelab.viz.figures` (or the evaluation charts below) and embedded as a
-base64 data URI; the page has no script and no external reference, so the single file opens offline.
+base64 data URI; the page has no external reference, so the single file opens offline. Its only script is
+the label selector of a labelled model's manifold (`vaelab.viz.label_manifold`), a few inline lines.
 The evaluation (`eval.json`, written by `vaelab eval`) is read defensively: whatever parts are present
 are shown, numbers that are missing or not numbers are shown as such, and an unreadable file becomes a
 note on the page rather than a failure. Figures that need the run's data say so when it cannot be found.
@@ -31,6 +32,7 @@ from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
 from vaelab.viz.figureset import figure_plan
 from vaelab.viz.grids import NotDrawn
+from vaelab.viz.label_manifold import label_manifold_card
 from vaelab.viz.page import PAGE_CSS
 from vaelab.viz.page import draw as _draw
 from vaelab.viz.page import esc as _esc
@@ -66,7 +68,8 @@ PICTURES = (
 )
 
 PICTURES_ROWS = (("samples", "manifold"), ("reconstructions", "latents"), ("interpolations",))
-# A model whose decoder takes a label: its analogies beside its samples (the latent pictures are notes).
+# A model whose decoder takes a label: its analogies beside its samples, its manifold at a chosen label (the
+# other latent pictures are notes).
 LABELLED_ROWS = (("samples", "analogies"), ("reconstructions", "manifold"), ("interpolations", "latents"))
 
 
@@ -293,9 +296,12 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     table = is_table_model(o.model)
     columns = len(cfg.model.table.get("columns", ())) or len(cfg.data.table.get("columns", ()))
     pixels = columns if table and columns else math.prod(o.shape)  # bits/dim: a table's per column
+    labelled = capabilities(o.model).labelled and not table
     with tempfile.TemporaryDirectory(prefix="vaelab-report-") as tmpdir:
         tmp = Path(tmpdir)
         uris, pic_notes = _pictures(o, tmp, data_dir, seed)
+        if labelled:  # one manifold per label, behind a selector
+            manifold = label_manifold_card(o.model, lambda: o.split("test", data_dir), tmp)
         notes.update(pic_notes)
         if history:
             uris["curves"] = _draw(
@@ -349,11 +355,11 @@ def render(o: OpenRun, data_dir: str | None = None, seed: int = 0) -> str:
     for key, name, caption in TABLE_PICTURES if table else PICTURES:
         cap = samples_caption(o.model) if key == "samples" else caption.format(codes=fig.code_name(o.model))
         pictures[key] = _figure(uris.get(key), name, cap, notes.get(key))
-    labelled = capabilities(o.model).labelled and not table
     if labelled:
         pictures["analogies"] = _figure(
             uris.get("analogies"), "Analogies", analogies_caption(o.model), notes.get("analogies")
         )
+        pictures["manifold"] = manifold
     if table:  # samples, reconstructions, manifold and interpolations are images: one line for all four
         parts.append(
             f'<p class="note">Samples, reconstructions, manifold, interpolations: {NOT_PICTURES}.</p>'
