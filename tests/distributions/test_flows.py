@@ -283,14 +283,15 @@ def fitted_gap(kind: str, length: int, steps: int = 1000, draws: int = 128) -> t
 
 @pytest.mark.slow
 def test_the_elbo_gap_shrinks_with_the_flows_length_on_a_known_posterior():
-    """Measured (2026-07, this machine): planar K=0: 0.365, K=2: 0.160, K=8: 0.040 nats (standard errors
-    <= 0.003); iaf:2 0.015 (one IAF step already maps a Gaussian onto this banana: z2 = z1^2 + noise is affine
-    autoregressive). Each step must beat the last by 10 standard errors and the margins below."""
+    """Measured 2026-12-03 on this machine (seed 0): planar K=0: 0.366, K=2: 0.093, K=8: 0.031 nats, iaf:2: 0.036
+    (standard errors <= 0.004). Over four seeds K=0 gave 0.36-0.37, K=2 0.09-0.24, K=8 0.03-0.10 (each seed's K=8
+    at least 0.06 below its K=2) and iaf:2 0.003-0.036 (one IAF step can map a Gaussian onto this banana exactly:
+    z2 = z1^2 + noise is affine autoregressive). The margins below hold for all four."""
     gaps = {k: fitted_gap("planar", k) for k in (0, 2, 8)}
     iaf_gap, iaf_se = fitted_gap("iaf", 2)
     (g0, s0), (g2, s2), (g8, s8) = gaps[0], gaps[2], gaps[8]
     assert g0 > 0.3  # a diagonal Gaussian cannot bend
-    assert g0 - g2 > max(0.1, 10 * (s0 + s2))
-    assert g2 - g8 > max(0.05, 10 * (s2 + s8))
+    assert g0 - g2 > max(0.05, 10 * (s0 + s2))
+    assert g2 - g8 > max(0.03, 10 * (s2 + s8))
     assert g8 > -4 * s8  # a gap is a KL: never negative beyond the noise
-    assert iaf_gap < g0 / 10 and iaf_gap > -4 * iaf_se
+    assert -4 * iaf_se < iaf_gap < g0 / 4

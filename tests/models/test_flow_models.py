@@ -4,6 +4,7 @@ checkpoint gives back the same q, and bad settings are one line each."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -16,6 +17,8 @@ from vaelab.cli import main
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.distributions.flows import IAFFlow, PlanarFlow
 from vaelab.distributions.gaussian import diagonal_gaussian
+from vaelab.distributions.sampling import rsample
+from vaelab.evaluate.decomposition import decompose
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
@@ -237,3 +240,58 @@ def test_bad_posterior_settings_are_one_line(tmp_path, capsys, one_line_error, f
     code = main(["train", *TINY_TRAIN, *flags, "--out", str(tmp_path / "run")])
     assert one_line_error(capsys, code, line).endswith(line)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_decomposition_of_a_flow_uses_monte_carlo_terms():
+    """KL(q || p) and the entropy in the free-energy form are averages of log q - log p and -log q over the same
+    draws (no closed form), so ELBO = rec - KL by hand and the two forms agree; active units and I(x; z), defined
+    for Gaussian q, are left out."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden=(16,), latent_dim=3, posterior="planar:2"), SHAPE)
+    x = binary(7)
+    with torch.no_grad():
+        d = decompose(model, x, num_samples=5, generator=torch.Generator().manual_seed(4))
+        q = model.encode(x)
+        z = rsample(q, (5,), torch.Generator().manual_seed(4))
+        rec = model.decode(z).log_prob(x).mean(0)
+        kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
+    assert d["rec"] == pytest.approx(float(rec.double().mean()), abs=1e-5)
+    assert d["kl"] == pytest.approx(float(kl.double().mean()), abs=1e-5)
+    assert d["elbo"] == pytest.approx(d["rec"] - d["kl"], abs=1e-9)
+    assert d["forms_difference"] == pytest.approx(0.0, abs=1e-5)
+    assert "active_units" not in d and "mutual_information" not in d
+
+
+def test_the_explorer_encodes_with_the_flows_moments(tmp_path, config_factory):
+    """/api/encode answers q's mean and std, a flow's Monte Carlo estimates (the same for the image alone as in
+    any batch), and decodes the mean."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from vaelab.commands.common import open_run
+    from vaelab.serve import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's TestClient warns that it prefers httpx2 to httpx
+        from fastapi.testclient import TestClient
+
+    cfg = config_factory(**{"model.posterior": "iaf:1:8", "objective.kl": "mc", "train.epochs": 1})
+    train(cfg, out=tmp_path / "flow")
+    o = open_run(str(tmp_path / "flow"))
+    u8 = o.split("test").images[:1].cpu()  # a binarized run's test images are one 0/1 draw
+    png = io.BytesIO()
+    Image.fromarray((u8[0, 0] * 255).numpy()).save(png, format="PNG")
+    r = TestClient(create_app(tmp_path / "flow")).post(
+        "/api/encode", data={"run": "flow"}, files={"file": ("d.png", png.getvalue(), "image/png")}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    with torch.no_grad():
+        q = o.model.encode(o.split("test").images[:5].float())
+        mean, std = q.mean[0].numpy(), q.stddev[0].numpy()
+        base = o.model.base_posterior(u8.float()).mean[0].numpy()
+    assert np.allclose(body["mean"], mean, atol=1e-5)
+    assert np.allclose(body["std"], std, atol=1e-5)
+    assert not np.allclose(body["mean"], base, atol=1e-3)  # the flow moved it

@@ -31,7 +31,7 @@ from vaelab.registry import Registry
 
 GAUSSIAN = "gaussian"
 IAF_WIDTH = 320  # the MADE's hidden units per layer, unless iaf:K:WIDTH says otherwise
-FORGET_BIAS = 1.0  # s starts near +1, so sigma = sigmoid(s) near 0.73 (Kingma et al. 2016, section 4)
+FORGET_BIAS = 2.0  # s starts near +2, sigma = sigmoid(s) near 0.88: close to the identity (Kingma et al. 2016)
 MOMENT_DRAWS = 64  # draws behind a flow's mean and stddev: their error is about sd / 8
 MOMENT_SEED = 0
 BISECTION_STEPS = 50  # halvings of a planar inverse's bracket before its Newton step
