@@ -37,7 +37,7 @@ def planar(seed: int, scale: float = 1.0, batch: tuple[int, ...] = ()) -> Planar
     """A planar layer with random float64 u, w, b (per datum when `batch` is given)."""
     g = gen(seed)
     u, w = (scale * torch.randn(*batch, D, generator=g, dtype=torch.float64) for _ in range(2))
-    return PlanarTransform(u, w, torch.randn(batch, generator=g, dtype=torch.float64))
+    return PlanarTransform.of(u, w, torch.randn(batch, generator=g, dtype=torch.float64))
 
 
 def iaf(seed: int, reverse: bool, width: int = 16, context: int = 3) -> IAFTransform:

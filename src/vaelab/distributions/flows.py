@@ -31,7 +31,9 @@ from vaelab.registry import Registry
 
 GAUSSIAN = "gaussian"
 IAF_WIDTH = 320  # the MADE's hidden units per layer, unless iaf:K:WIDTH says otherwise
-FORGET_BIAS = 2.0  # s starts near +2, sigma = sigmoid(s) near 0.88: close to the identity (Kingma et al. 2016)
+FORGET_BIAS = (
+    2.0  # s starts near +2, sigma = sigmoid(s) near 0.88: close to the identity (Kingma et al. 2016)
+)
 MOMENT_DRAWS = 64  # draws behind a flow's mean and stddev: their error is about sd / 8
 MOMENT_SEED = 0
 BISECTION_STEPS = 50  # halvings of a planar inverse's bracket before its Newton step
@@ -40,27 +42,44 @@ TINY = 1e-12
 _VECTOR = constraints.independent(constraints.real, 1)
 
 
+def constrain(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """u_hat = u + (m(w^T u) - w^T u) w / |w|^2 with m(a) = -1 + softplus(a), and c = w^T u_hat = m(w^T u) > -1
+    (Rezende & Mohamed 2015, appendix A.1): [..., D] and [..., 1], for any number of layers at once."""
+    wu = (w * u).sum(-1, keepdim=True)
+    c = F.softplus(wu) - 1.0
+    return u + (c - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(TINY), c
+
+
 class PlanarTransform(Transform):
-    """y = z + u_hat tanh(w^T z + b) with per-datum u, w [..., D] and b [...]; log|det J| = log(1 + w^T u_hat
-    tanh'(w^T z + b)) (Rezende & Mohamed 2015, eq. 10-12; the constraint of their appendix A.1)."""
+    """y = z + u_hat tanh(w^T z + b) with per-datum u_hat, w [..., D], b and c = w^T u_hat > -1 [..., 1];
+    log|det J| = log(1 + c tanh'(w^T z + b)) (Rezende & Mohamed 2015, eq. 10-12). `PlanarTransform.of(u, w, b)`
+    makes one from an unconstrained u."""
 
     domain = _VECTOR
     codomain = _VECTOR
     bijective = True
 
-    def __init__(self, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, cache_size: int = 1) -> None:
+    def __init__(
+        self, u_hat: torch.Tensor, w: torch.Tensor, b: torch.Tensor, c: torch.Tensor, cache_size: int = 1
+    ) -> None:
         super().__init__(cache_size=cache_size)
-        wu = (w * u).sum(-1, keepdim=True)
-        self.c = F.softplus(wu) - 1.0  # w^T u_hat > -1: the layer is invertible
-        self.u = u + (self.c - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(TINY)
-        self.w, self.b = w, b[..., None]
+        self.u, self.w, self.b, self.c = u_hat, w, b, c
+        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    @classmethod
+    def of(cls, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> PlanarTransform:
+        """The invertible layer of u, w [..., D] and b [...]: u projected by `constrain`."""
+        u_hat, c = constrain(u, w)
+        return cls(u_hat, w, b[..., None], c)
 
     def push(self, z: torch.Tensor) -> torch.Tensor:
         """f(z) [..., D], without the inverse's cache."""
         return z + self.u * torch.tanh((z * self.w).sum(-1, keepdim=True) + self.b)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return self.push(x)
+        s = torch.tanh((x * self.w).sum(-1, keepdim=True) + self.b)
+        self._last = (x, s)  # log_abs_det_jacobian(x, y) of this draw reuses tanh
+        return x + self.u * s
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         # w^T y = a + c tanh(a + b) with a = w^T z: increasing in a, its root lies within t -+ |c|
@@ -79,7 +98,9 @@ class PlanarTransform(Transform):
         return y - self.u * torch.tanh(a + b)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        s = torch.tanh((x * self.w).sum(-1, keepdim=True) + self.b)
+        last_x, s = self._last
+        if x is not last_x or s is None:
+            s = torch.tanh((x * self.w).sum(-1, keepdim=True) + self.b)
         return torch.log1p(self.c * (1.0 - s * s)).squeeze(-1)
 
 
@@ -213,8 +234,11 @@ class PlanarFlow(nn.Module):
         """q(z|x) from the encoder's features h [B, F] and its base Gaussian."""
         d = self.dim
         p = self.params(h).unflatten(-1, (self.length, 2 * d + 1))
+        w, b = p[..., d : 2 * d], p[..., 2 * d :]
+        u_hat, c = constrain(p[..., :d], w)  # every layer at once
         layers = [
-            PlanarTransform(p[..., k, :d], p[..., k, d : 2 * d], p[..., k, 2 * d]) for k in range(self.length)
+            PlanarTransform(u_hat[..., k, :], w[..., k, :], b[..., k, :], c[..., k, :])
+            for k in range(self.length)
         ]
         return FlowPosterior(base, layers)
 
