@@ -201,12 +201,38 @@ def manifold_plane(
     """
     if grid_range not in GRID_RANGES:
         raise ValueError(f"unknown manifold range '{grid_range}'; choose one of: {', '.join(GRID_RANGES)}")
-    dev = _device(model)
     d = capabilities(model).latent_dim
     has_prior = capabilities(model).prior and grid_range == "prior"
     if dims is not None and (len(dims) != 2 or max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]):
         raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
     z = None if (has_prior and (d <= 2 or dims is not None)) else codes(model, data, limit=5000)
+    return plane_of_codes(model, z, dims, grid_range, data.name or "the split")
+
+
+def plane_of_codes(
+    model: nn.Module,
+    z: torch.Tensor | None,
+    dims: tuple[int, ...] | None = None,
+    grid_range: str = "prior",
+    where: str = "the split",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """`manifold_plane` from given test codes z [N, D] (None when the plane is z's own dims at the prior's
+    scale): the one rule for unlabelled models and for labelled ones (`vaelab.viz.label_manifold`).
+
+    Args:
+        model: the model whose latent space is drawn.
+        z: the test codes, or None.
+        dims: two latent dimensions to span the plane, or None.
+        grid_range: "prior" or "codes" (see `manifold_plane`).
+        where: the split the codes came from, named in errors.
+    """
+    if grid_range not in GRID_RANGES:
+        raise ValueError(f"unknown manifold range '{grid_range}'; choose one of: {', '.join(GRID_RANGES)}")
+    dev = _device(model)
+    d = capabilities(model).latent_dim
+    has_prior = capabilities(model).prior and grid_range == "prior"
+    if dims is not None and (len(dims) != 2 or max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]):
+        raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
     why = ""
     if dims is None and d > 2:
         centre, axes, scales, _ = principal(z)
@@ -228,10 +254,10 @@ def manifold_plane(
     if has_prior:
         centre, scales = torch.zeros(d, device=dev), torch.ones(len(dims), device=dev)
     else:
-        if len(z) < 2:
+        if z is None or len(z) < 2:
             raise NotDrawn(
                 f"the manifold of {type(model).__name__} spans its test codes' spread, "
-                f"and {data.name or 'the split'} has {_images(len(z))} (need 2)"
+                f"and {where} has {_images(0 if z is None else len(z))} (need 2)"
             )
         centre, scales = z.mean(0), z[:, list(dims)].std(0)
         if capabilities(model).prior:  # the other dimensions stay at the prior's centre

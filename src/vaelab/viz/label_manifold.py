@@ -29,8 +29,7 @@ from vaelab.data import Prepared, iterate
 from vaelab.errors import VaelabError
 from vaelab.io import atomic_save
 from vaelab.models.protocol import capabilities
-from vaelab.viz.figures import GRID_RANGES
-from vaelab.viz.geometry import principal
+from vaelab.viz.figures import plane_of_codes
 from vaelab.viz.grids import GRID_SIDE, NotDrawn, capped, save_panels, tile
 from vaelab.viz.page import esc, png_uri, selector_html
 from vaelab.viz.trust import manifold_notes
@@ -112,60 +111,6 @@ def label_codes(
     return z.to(next(model.parameters()).device)
 
 
-def label_plane(
-    model: nn.Module,
-    z: torch.Tensor | None,
-    dims: tuple[int, ...] | None = None,
-    grid_range: str = "prior",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """(centre [D], axes [k, D], scales [k], description) of the plane (a line when D = 1), as
-    `figures.manifold_plane` chooses it, from test codes z [N, D] (`label_codes`; None when not needed).
-
-    Args:
-        model: a labelled model.
-        z: the test codes, or None (allowed only when the plane is z's own dims at the prior's scale).
-        dims: two latent dimensions to span the plane, or None.
-        grid_range: "prior" (unit scale about 0) or "codes" (the codes' mean and spread).
-    """
-    if grid_range not in GRID_RANGES:
-        raise ValueError(f"unknown manifold range '{grid_range}'; choose one of: {', '.join(GRID_RANGES)}")
-    caps = capabilities(model)
-    d, dev = caps.latent_dim, next(model.parameters()).device
-    has_prior = caps.prior and grid_range == "prior"
-    if dims is not None and (len(dims) != 2 or max(dims) >= d or min(dims) < 0 or dims[0] == dims[1]):
-        raise ValueError(f"dims {dims} are not two distinct dimensions of a {d}-d latent space")
-    why = ""
-    if dims is None and d > 2:
-        centre, axes, scales, _ = principal(z)
-        if len(axes) == 2:
-            return (
-                centre,
-                axes,
-                scales,
-                "top two principal directions of the test codes, at Gaussian quantiles",
-            )
-        if not has_prior:
-            raise NotDrawn(
-                f"the manifold of {type(model).__name__} lies on its test codes' top two principal directions, "
-                f"and {len(z)} test codes span {len(axes)} (need 3 test images that differ)"
-            )
-        why = f" ({len(z)} test codes span fewer than two directions)"
-    dims = tuple(range(min(d, 2))) if dims is None else dims
-    axes = torch.eye(d, device=dev)[list(dims)]
-    if has_prior:
-        centre, scales = torch.zeros(d, device=dev), torch.ones(len(dims), device=dev)
-    else:
-        if z is None or len(z) < 2:
-            raise NotDrawn(f"the manifold of {type(model).__name__} spans its test codes' spread (need 2)")
-        centre, scales = z.mean(0), z[:, list(dims)].std(0)
-        if caps.prior:  # the other dimensions stay at the prior's centre
-            centre = torch.zeros(d, device=dev).index_copy(
-                0, torch.tensor(list(dims), device=dev), centre[list(dims)]
-            )
-    what = ", ".join(f"z[{i}]" for i in dims) + " at Gaussian quantiles"
-    return centre, axes, scales, what + ("" if has_prior else " of the codes' spread") + why
-
-
 def grid_codes(centre: torch.Tensor, axes: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
     """The grid [n * n, D] (a row [n, D] for one axis) at Gaussian quantiles of the plane, rows top to bottom
     with the second axis decreasing, as `figures.manifold_figure` draws it.
@@ -199,7 +144,7 @@ def label_manifold(
         data: the prepared test split (its codes place the plane and check the prior's coverage).
         n: the grid's side.
         dims: two latent dimensions to span the plane, or None.
-        grid_range: "prior" or "codes" (see `label_plane`).
+        grid_range: "prior" or "codes" (see `vaelab.viz.figures.manifold_plane`).
         labels: the labels to decode at.
     """
     why = why_no_label_manifold(model)
@@ -216,7 +161,7 @@ def label_manifold(
             z = label_codes(model, data)
         except NotDrawn:
             z = None
-    centre, axes, scales, what = label_plane(model, z, dims, grid_range)
+    centre, axes, scales, what = plane_of_codes(model, z, dims, grid_range, "the test split")
     grid = grid_codes(centre, axes, scales, n)
     on_plane = (z - centre) @ axes.T / scales if has_prior and z is not None else None
     real = next((x for _, x in iterate(data, 500)), None)
@@ -274,7 +219,7 @@ def label_manifold_figure(
         y: the label, 0..C-1.
         n: the grid's side (at most `GRID_SIDE`).
         dims: two latent dimensions to span the plane, or None.
-        grid_range: "prior" or "codes" (see `label_plane`).
+        grid_range: "prior" or "codes" (see `vaelab.viz.figures.manifold_plane`).
     """
     n = capped(n, GRID_SIDE, "pictures per side", path)
     m = label_manifold(model, data, n, dims, grid_range, labels=(y,))
