@@ -34,7 +34,7 @@ demo: install
 	@echo "demo done: pictures in $(RUN)/demo-vae/figures and $(RUN)/demo-autoencoder/figures"
 
 test: install-test browser-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2  # two workers (pytest-xdist): the whole suite on 2 cores
 
 # Debian's Chromium and chromedriver for the browser test, where apt-get and root are at hand; it never
 # fails the build: without them that test is skipped and says why.
@@ -47,7 +47,7 @@ browser-deps:
 	else echo "no apt-get or not root: the browser test is skipped unless chromium is installed"; fi
 
 test-fast: install-test
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # The peers (pythae, Pyro) live in their own environment, installed from PyPI with vaelab's torch.
 BENCH_VENV := .venv-bench
