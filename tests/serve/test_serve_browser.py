@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_testing import chrome, missing_browser, serving
 from vaelab.config import Config
 from vaelab.train import train
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
@@ -47,67 +42,22 @@ def small_config(**flat) -> Config:
     return Config().replace(**{**base, **flat})
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    absent = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if absent:
-        return f"{' and '.join(absent)} not found: install Debian's chromium and chromium-driver (make test does)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`vaelab serve` on a folder of two runs, on port 0 (a free port), in a subprocess."""
-    if why := _missing():
+    if why := missing_browser():
         pytest.skip(why)
     root = tmp_path_factory.mktemp("browser") / "runs"
     train(small_config(**{"train.epochs": 4}), out=root / "digits-vae")
     train(small_config(**{"model.name": "autoencoder", "train.epochs": 2}), out=root / "digits-ae")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "serve", str(root), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    if not match:
-        proc.kill()
-        pytest.fail(f"vaelab serve did not start: {line}{proc.stdout.read()}")
-    yield f"http://127.0.0.1:{match.group(1)}/"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=20) == 0
+    with serving(root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
     profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1320,1200",
-        f"--user-data-dir={profile}",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    driver.set_page_load_timeout(30)
+    driver = chrome(profile)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)

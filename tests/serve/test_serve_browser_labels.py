@@ -8,45 +8,27 @@ Nothing is downloaded: Selenium is given /usr/bin/chromium and /usr/bin/chromedr
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from browser_testing import chrome, missing_browser, serving
 from vaelab.commands.common import open_run
 from vaelab.models.registry import model_config
 from vaelab.train import train
 
 from vaelab_testing import small_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUNS = {"cvae": {}, "m2": {"data.labelled": 50}, "vae": {}}
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    absent = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if absent:
-        return f"{' and '.join(absent)} not found: install Debian's chromium and chromium-driver (make browser-deps)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    if why := _missing():
+    if why := missing_browser():
         pytest.skip(why)
     root = tmp_path_factory.mktemp("browser-labels") / "runs"
     for name, flat in RUNS.items():
@@ -59,46 +41,14 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(root):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "serve", str(root), "--port", "0", "--threads", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    if not match:
-        proc.kill()
-        pytest.fail(f"vaelab serve did not start: {line}{proc.stdout.read()}")
-    yield f"http://127.0.0.1:{match.group(1)}/"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=20) == 0
+    with serving(root, "--threads", "1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
     profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1320,1200",
-        f"--user-data-dir={profile}",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    driver.set_page_load_timeout(30)
+    driver = chrome(profile)
     driver.get(server)
     yield driver
     driver.quit()

@@ -5,14 +5,13 @@ Selenium is given /usr/bin/chromium and /usr/bin/chromedriver."""
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from browser_testing import chrome, missing_browser
 from vaelab.commands.common import open_run
 from vaelab.models.registry import model_config
 from vaelab.train import train
@@ -21,25 +20,12 @@ from vaelab.viz.report import write_report
 
 from vaelab_testing import small_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    absent = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if absent:
-        return f"{' and '.join(absent)} not found: install Debian's chromium and chromium-driver (make browser-deps)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    if why := _missing():
+    if why := missing_browser():
         pytest.skip(why)
     run = tmp_path_factory.mktemp("report-labels-browser") / "cvae"
     cfg = model_config("cvae", small_config(**{"train.epochs": 1}))
@@ -47,38 +33,12 @@ def report(tmp_path_factory):
     return run, write_report(run)
 
 
-def _driver(profile: Path, script: bool):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1320,1200",
-        f"--user-data-dir={profile}",
-    ):
-        opts.add_argument(flag)
-    if not script:
-        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    driver.set_page_load_timeout(30)
-    return driver
-
-
 @pytest.fixture
 def browser(tmp_path, request):
     made = []
 
     def open_page(url: str, script: bool = True):
-        driver = _driver(tmp_path / f"profile{len(made)}", script)
+        driver = chrome(tmp_path / f"profile{len(made)}", script)
         made.append(driver)
         driver.get(url)
         return driver

@@ -25,9 +25,8 @@ from vaelab.config import Config, ModelConfig
 from vaelab.data.batches import shared_draw
 from vaelab.distributions.gaussian import diagonal_gaussian, draw_z
 from vaelab.distributions.priors import StandardNormalPrior
-from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
-from vaelab.models.cvae import num_classes, one_hot
+from vaelab.models.cvae import labelled_draws, num_classes, one_hot
 from vaelab.models.protocol import LabelTerms
 from vaelab.models.vae import decode_with, likelihood_from
 from vaelab.nets.mlp import GATED, MLPDecoder, activation, mlp
@@ -227,7 +226,5 @@ class ADGM(nn.Module):
             generator: the random stream of z.
             y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
         """
-        device = self.prior_net.loc.device
-        labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
-        z = sample(self.prior(), (n,), generator)
+        z, labels = labelled_draws(self, n, generator, y)
         return self.likelihood.image(self.decode(z, labels))

@@ -52,6 +52,23 @@ def one_hot(y: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
     return F.one_hot(y.long(), classes).to(dtype)
 
 
+def labelled_draws(
+    model: nn.Module, n: int, generator: torch.Generator | None, y: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws z ~ p(z) and their labels (y, or 0, 1, 2, ... in turn), on the prior's device: what a labelled
+    model's `generate` decodes.
+
+    Args:
+        model: a labelled model with `prior()`, `prior_net` and `num_classes`.
+        n: how many.
+        generator: the random stream of z.
+        y: the labels [n]; None: 0, 1, 2, ... in turn.
+    """
+    device = model.prior_net.loc.device
+    labels = torch.arange(n, device=device) % model.num_classes if y is None else y.to(device)
+    return sample(model.prior(), (n,), generator), labels
+
+
 class LabelledBodies(nn.Module):
     """q(z | x, y) and p(x | z, y): an encoder body on x with a head on [features, one-hot y], and a decoder
     body on [z, one-hot y]. Shared by the CVAE and M2."""
@@ -159,7 +176,5 @@ class CVAE(nn.Module):
             generator: the random stream of z.
             y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
         """
-        device = self.prior_net.loc.device
-        labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
-        z = sample(self.prior(), (n,), generator)
+        z, labels = labelled_draws(self, n, generator, y)
         return self.nets.likelihood.image(self.decode(z, labels))

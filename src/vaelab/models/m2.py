@@ -23,9 +23,8 @@ from torch.distributions import Categorical, Distribution, kl_divergence
 from vaelab.config import ModelConfig
 from vaelab.distributions.gaussian import draw_z
 from vaelab.distributions.priors import StandardNormalPrior
-from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
-from vaelab.models.cvae import LabelledBodies, num_classes
+from vaelab.models.cvae import LabelledBodies, labelled_draws, num_classes
 from vaelab.models.protocol import LabelTerms
 from vaelab.models.vae import make_bodies
 
@@ -135,7 +134,5 @@ class M2(nn.Module):
             generator: the random stream of z.
             y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
         """
-        device = self.prior_net.loc.device
-        labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
-        z = sample(self.prior(), (n,), generator)
+        z, labels = labelled_draws(self, n, generator, y)
         return self.nets.likelihood.image(self.decode(z, labels))

@@ -23,6 +23,7 @@ from torch.distributions import Categorical, Distribution
 from vaelab.config import Config, ModelConfig
 from vaelab.distributions.sampling import rsample
 from vaelab.errors import ConfigError
+from vaelab.models.cvae import labelled_draws
 from vaelab.models.m2 import M2
 from vaelab.models.protocol import LabelTerms, capabilities
 
@@ -216,9 +217,7 @@ class StackedM2(nn.Module):
             generator: the random stream of z2.
             y: the labels [n] to draw; None: 0, 1, 2, ... in turn.
         """
-        device = self.head.prior_net.loc.device
-        labels = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
-        z2 = rsample(self.prior(), (n,), generator)
+        z2, labels = labelled_draws(self.head, n, generator, y)
         return self.decode(z2, labels).mean.clamp(0.0, 1.0)
 
 
