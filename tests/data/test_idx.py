@@ -152,3 +152,11 @@ def test_big_endian_types_come_back_native_and_writable(tmp_path):
     p.write_bytes(_header(0x0B, (3,)) + np.array([-2, 1, 300], ">i2").tobytes())
     out = read_idx(p)
     assert out.dtype == np.dtype(np.int16) and out.tolist() == [-2, 1, 300] and out.flags.writeable
+
+
+def test_a_zero_beside_dimensions_numpy_cannot_represent_is_refused(tmp_path):
+    """Zero bytes of data, but 0 x (2^32-1)^3 is no array numpy can make (found by tests/test_fuzz.py)."""
+    p = tmp_path / "odd.idx"
+    p.write_bytes(struct.pack(">HBB", 0, 0x08, 4) + struct.pack(">4I", 0, 2**32 - 1, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(DataError, match="make no array"):
+        read_idx(p)

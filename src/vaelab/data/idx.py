@@ -94,7 +94,10 @@ def read_idx(path: str | os.PathLike, max_bytes: int = MAX_PAYLOAD_BYTES) -> np.
         raise DataError(f"{p}: truncated: {got} of {expected} data bytes for dimensions {dims}")
     if extra:
         raise DataError(f"{p}: {len(extra)}+ bytes beyond the dimensions {dims} in its header")
-    arr = buf.view(dtype).reshape(dims)
+    try:
+        arr = buf.view(dtype).reshape(dims)
+    except ValueError as e:  # e.g. a zero beside dimensions whose product numpy cannot represent
+        raise DataError(f"{p}: the dimensions {dims} in its header make no array ({e})") from None
     return arr if dtype.isnative else arr.byteswap(inplace=True).view(dtype.newbyteorder("="))
 
 
