@@ -163,6 +163,7 @@ def _start(
     check_world(config, w)
     if ckpt is not None and run is not None and ckpt["epoch"] >= config.train.epochs:
         if w.main:
+            remove_stale_temporaries(run.root)  # a kill during the last figures left them; nothing else will
             done = f"{ckpt['epoch']} epoch{'s' * (ckpt['epoch'] != 1)}"
             print(
                 f"vaelab: note: {run.root} already has {done} (train.epochs is {config.train.epochs}): "
