@@ -62,57 +62,22 @@ def test_label_draws_differ_and_keep_the_validation_split():
         assert torch.all(counts == counts[0])
 
 
-def test_features_refuses_a_run_of_other_data(m1_run, tmp_path, capsys, one_line_error):
-    code = main(
-        [
-            "train",
-            "--model",
-            "m2",
-            "--data",
-            "mnist-5k",
-            "--features",
-            str(m1_run),
-            "--out",
-            str(tmp_path / "x"),
-            "--quiet",
-        ]
+def train_m2_on(data: str, features, out) -> int:
+    """`vaelab train --model m2 --data DATA --features RUN --out OUT --quiet`: its exit code."""
+    return main(
+        ["train", "--model", "m2", "--data", data, "--features", str(features), "--out", str(out), "--quiet"]
     )
+
+
+def test_features_refuses_a_run_of_other_data(m1_run, tmp_path, capsys, one_line_error):
+    code = train_m2_on("mnist-5k", m1_run, tmp_path / "x")
     one_line_error(capsys, code, "model.features", "'digits'", "'mnist-5k'")
     assert not (tmp_path / "x").exists()
 
 
 def test_features_refuses_a_labelled_or_missing_run(config_factory, tmp_path, capsys, one_line_error):
-    code = main(
-        [
-            "train",
-            "--model",
-            "m2",
-            "--data",
-            "digits",
-            "--features",
-            str(tmp_path / "none"),
-            "--out",
-            str(tmp_path / "x"),
-            "--quiet",
-        ]
-    )
-    one_line_error(capsys, code, "model.features", "none")
+    one_line_error(capsys, train_m2_on("digits", tmp_path / "none", tmp_path / "x"), "model.features", "none")
     cvae = tmp_path / "cvae"
     train(model_config("cvae", config_factory(**{"train.epochs": 1})), out=cvae)
-    code = main(
-        [
-            "train",
-            "--model",
-            "m2",
-            "--data",
-            "digits",
-            "--features",
-            str(cvae),
-            "--out",
-            str(tmp_path / "y"),
-            "--quiet",
-            "--epochs",
-            "1",
-        ]
-    )
+    code = train_m2_on("digits", cvae, tmp_path / "y")
     one_line_error(capsys, code, "model.features", "cvae", "unlabelled")
