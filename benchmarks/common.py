@@ -6,6 +6,7 @@ Standard library only (torch if present), so the peers' interpreter in `.venv-be
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,15 @@ def write_results(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock beside `path` (two benchmark processes merge into one results file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -16,20 +16,27 @@ resumes each unfinished cell from its run folder, or continues a finished one to
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, ROOT, command_line, default_data_dir, git_commit, load_average, machine  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    command_line,
+    default_data_dir,
+    git_commit,
+    load_average,
+    locked,
+    machine,
+)
 
 PUBLISHED = {  # test error (%) by labels: Kingma et al. 2014, Table 1; Maaloe et al. 2016, Table 2 (100 only)
     100: {"M2": (11.97, 1.71), "M1+M2": (3.33, 0.14), "ADGM": (0.96, 0.02)},
@@ -46,18 +53,6 @@ M1 = {  # Kingma et al. 2014's M1 for MNIST: 2 x 600 softplus, 50-d z
     "model.latent_dim": 50,
 }
 RESULTS_FILE = RESULTS / "semi_supervised.json"
-
-
-@contextmanager
-def locked(path: Path):
-    """Hold an exclusive lock beside `path` (two benchmark processes merge into one results file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_cells(path: Path) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""benchmarks/speedrun.py: the records' configs obey their rules, the time marks and targets, and a quick record
+on mnist-5k (offline): its scored number is vaelab eval's on best.pt, its clock is monotone, a re-run retrains
+nothing, and every record stays in the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import speedrun
+from vaelab.train.validate import validate_config
+
+
+def test_marks_double_up_to_the_budget():
+    assert speedrun.marks(960.0, 5) == [60.0, 120.0, 240.0, 480.0, 960.0]
+    assert speedrun.marks(10.0, 1) == [10.0]
+
+
+def test_a_target_is_met_at_or_under_it_and_a_strict_one_only_under_it():
+    r = speedrun.RECORDS["mnist-1layer-15min"]
+    assert speedrun.reached(r, 86.76) and not speedrun.reached(r, 86.77)
+    moon = speedrun.RECORDS["mnist-any-8h"]
+    assert moon.strict and not speedrun.reached(moon, 80.0) and speedrun.reached(moon, 79.99)
+
+
+@pytest.mark.parametrize("name", list(speedrun.RECORDS))
+def test_each_records_config_is_valid_and_obeys_the_records_rule(name):
+    """One command away: the shipped config builds and validates; it trains what the record's rule says, on a
+    validation split (best.pt is chosen on it, never on the test set)."""
+    rec = speedrun.RECORDS[name]
+    a = argparse.Namespace(data_dir="/nowhere", threads=1, seed=0, device="cpu", quick=False, set=[])
+    cfg = speedrun.config_for(rec, a)
+    validate_config(cfg)
+    assert cfg.data.valid_fraction > 0 and cfg.data.binarize == "dynamic"
+    assert cfg.data.name == ("fashion-mnist" if name.startswith("fashion") else "mnist")
+    if "1layer" in name:
+        assert cfg.model.name == "vae" and cfg.model.posterior == "gaussian"  # one layer, N(0, I) prior
+    if "2layer" in name:
+        assert cfg.model.name == "hierarchical"
+    if name.startswith("fashion"):
+        assert cfg.model.name == "vampprior"
+
+
+def test_an_unknown_record_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        speedrun.main(["mnist-1layer-1min"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown record 'mnist-1layer-1min'" in err and "mnist-1layer-15min" in err
+
+
+def test_a_quick_record_scores_best_pt_on_its_clock_and_a_rerun_retrains_nothing(tmp_path, capsys):
+    torch.set_num_threads(1)
+    results = tmp_path / "speedrun.json"
+    argv = ["mnist-1layer-15min", "--quick", "--threads", "1", "--eval-threads", "1", "--set",
+            "data.name=mnist-5k", "--runs-dir", str(tmp_path / "runs"), "--results", str(results)]  # fmt: skip
+    assert speedrun.main(argv) == 0
+    run = tmp_path / "runs" / "mnist-1layer-15min-quick"
+    state = json.loads((run / speedrun.STATE).read_text())
+    walls = [e["wall"] for e in state["epochs"]]
+    assert len(walls) == 2 and walls == sorted(walls)
+    assert all(e["cpu"] > 0 and e["valid_elbo"] < 0 for e in state["epochs"])
+    best = max(state["epochs"], key=lambda e: e["valid_elbo"])
+    row = json.loads(results.read_text())["records"]["mnist-1layer-15min"]
+    ev = json.loads((run / "speedrun-eval.json").read_text())
+    assert ev["checkpoint"].endswith("best.pt") and ev["epoch"] == best["epoch"] == row["scored_epoch"]
+    assert row["nll"] == pytest.approx(-ev["importance"]["log_px"]) and row["nll"] <= -row["elbo"] + 1e-6
+    assert row["minutes_to_scored"] == pytest.approx(best["wall"] / 60)
+    assert row["reached"] is False and row["nll"] > 86.76  # two epochs on 500 digits
+    assert row["psis_share_above_0.7"] == ev["psis"]["share_above_threshold"]
+    assert row["curve"] and all(p["K"] == speedrun.QUICK["curve_importance"] for p in row["curve"])
+    assert (results.with_suffix(".png")).stat().st_size > 0
+    table = capsys.readouterr().out
+    assert all(f"| {name}:" in table for name in speedrun.RECORDS)  # every record, run or not
+    before = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert speedrun.main(argv) == 0
+    assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+    assert json.loads((run / speedrun.STATE).read_text())["epochs"] == state["epochs"]
