@@ -39,9 +39,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, ROOT, command_line, default_data_dir, git_commit, load_average, machine  # noqa: E402
+from common import RESULTS, ROOT, command_line, default_data_dir, git_commit, load_average, locked, machine  # noqa: E402
 from families import config_for  # noqa: E402
-from semi_supervised import locked, read_cells  # noqa: E402
+from semi_supervised import read_cells  # noqa: E402
 
 RESULTS_FILE = RESULTS / "posteriors.json"
 QUICK_DIR = Path(tempfile.gettempdir()) / "vaelab-posteriors-quick"
