@@ -144,7 +144,8 @@ def train_record(rec: Record, cfg, run: Path, a: argparse.Namespace) -> dict[str
     if state.get("trained"):
         return state
     state.setdefault("train_command", command_line())
-    budget = (QUICK["budget_minutes"] if a.quick else rec.budget_minutes) * 60
+    minutes = a.budget_minutes or (QUICK["budget_minutes"] if a.quick else rec.budget_minutes)
+    budget = minutes * 60
     epochs: list[dict[str, Any]] = state.get("epochs", [])
     done_wall = epochs[-1]["wall"] if epochs else 0.0
     done_cpu = epochs[-1]["cpu"] if epochs else 0.0
@@ -247,8 +248,21 @@ def score_final(run: Path, state: dict[str, Any], a: argparse.Namespace) -> dict
     return state["final"]
 
 
+def candidates(run: Path, name: str) -> dict[str, Any]:
+    """The validation ELBO of every trained run of this record beside `run` (--tag): how its recipe was picked."""
+    out = {}
+    for folder in sorted(run.parent.glob(f"{name}*")):
+        s = read_state(folder)
+        scored = [e for e in s.get("epochs", []) if e.get("valid_elbo") is not None]
+        if s.get("trained") and scored and not folder.name.endswith("-quick"):
+            best = max(scored, key=lambda e: e["valid_elbo"])
+            out[folder.name] = {"best_valid_elbo": best["valid_elbo"], "epoch": best["epoch"],
+                                "command": s.get("train_command")}  # fmt: skip
+    return out
+
+
 def entry(
-    rec: Record, cfg, state: dict[str, Any], curve: list[dict[str, Any]], a: argparse.Namespace
+    rec: Record, cfg, state: dict[str, Any], curve: list[dict[str, Any]], run: Path, a: argparse.Namespace
 ) -> dict:
     """The record's row of the results file."""
     final = state["final"]
@@ -277,6 +291,8 @@ def entry(
         "threads": cfg.train.threads,
         "precision": cfg.train.precision,
         "command": state.get("train_command", command_line()),
+        "rerun": f"python benchmarks/speedrun.py {rec.name} --data-dir DATA --threads {cfg.train.threads}",
+        "selection": candidates(run, rec.name),
         "eval_command": final["eval_command"],
         "git_commit": git_commit(),
         "machine": machine(cfg.train.threads),
@@ -378,7 +394,7 @@ def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
         return state
     curve = score_curve(run, state, a)
     final = score_final(run, state, a)
-    row = entry(rec, cfg, state, curve, a)
+    row = entry(rec, cfg, state, curve, run, a)
     merge(name, row, Path(a.results))
     print(f"[{name}] test NLL {final['nll']:.2f} ± {final['stderr']:.2f} ({row['estimator']}) at "
           f"{row['minutes_to_scored']:.1f} min: {'reached' if row['reached'] else 'not reached'}", flush=True)  # fmt: skip
@@ -397,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="training threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-minutes", type=float, default=None, help="another budget than the record's")
     p.add_argument(
         "--snapshots", type=int, default=6, help="curve points spaced geometrically over the budget"
     )
