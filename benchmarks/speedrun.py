@@ -254,7 +254,7 @@ def candidates(run: Path, name: str) -> dict[str, Any]:
     for folder in sorted(run.parent.glob(f"{name}*")):
         s = read_state(folder)
         scored = [e for e in s.get("epochs", []) if e.get("valid_elbo") is not None]
-        if s.get("trained") and scored and not folder.name.endswith("-quick"):
+        if s.get("trained") and scored and not folder.name.endswith(("-quick", "-rerun")):
             best = max(scored, key=lambda e: e["valid_elbo"])
             out[folder.name] = {"best_valid_elbo": best["valid_elbo"], "epoch": best["epoch"],
                                 "command": s.get("train_command")}  # fmt: skip
@@ -291,7 +291,8 @@ def entry(
         "threads": cfg.train.threads,
         "precision": cfg.train.precision,
         "command": state.get("train_command", command_line()),
-        "rerun": f"python benchmarks/speedrun.py {rec.name} --data-dir DATA --threads {cfg.train.threads}",
+        "run": str(run.resolve()),
+        "rerun_command": f"python benchmarks/speedrun.py {rec.name} --data-dir DATA --threads {cfg.train.threads}",
         "selection": candidates(run, rec.name),
         "eval_command": final["eval_command"],
         "git_commit": git_commit(),
@@ -300,30 +301,70 @@ def entry(
     }
 
 
+def read_rows(path: Path) -> dict[str, Any]:
+    """The records in the results file ({} when there is none)."""
+    try:
+        return json.loads(path.read_text()).get("records", {})
+    except (OSError, ValueError):
+        return {}
+
+
 def merge(name: str, row: dict[str, Any], path: Path) -> None:
     """Put one record's row into the results file (under a lock: records may run side by side)."""
     with locked(path):
-        try:
-            rows = json.loads(path.read_text()).get("records", {})
-        except (OSError, ValueError):
-            rows = {}
+        rows = read_rows(path)
         rows[name] = row
         write_json(path, {"benchmark": "speedrun", "records": rows})
+
+
+def paired_nll_difference(record_eval: Path, rerun_eval: Path) -> tuple[float, float]:
+    """Mean and standard error over test images of the re-run's NLL minus the record's (same images, same draw)."""
+    a = json.loads(record_eval.read_text())["importance"]["per_datum"]
+    b = json.loads(rerun_eval.read_text())["importance"]["per_datum"]
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"{rerun_eval} scored {len(b)} images, the record's {record_eval} {len(a)}")
+    d = [x - y for x, y in zip(a, b)]  # log p(x) record - rerun = NLL rerun - record
+    mean = sum(d) / len(d)
+    return mean, (sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d)) ** 0.5
+
+
+def merge_rerun(name: str, row: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Attach a re-run's score to the record's row: does the record's command give its number again?"""
+    with locked(path):
+        rows = read_rows(path)
+        rec = rows[name]
+        diff, se = paired_nll_difference(
+            Path(rec["run"]) / "speedrun-eval.json", Path(row["run"]) / "speedrun-eval.json"
+        )
+        rec["rerun"] = {k: row[k] for k in ("nll", "stderr", "minutes_to_scored", "reached", "scored_epoch",
+                                              "run", "command", "measured_at", "load_average_max")}  # fmt: skip
+        rec["rerun"].update(
+            nll_minus_record=diff, paired_stderr=se, within_record_stderr=abs(diff) <= rec["stderr"]
+        )
+        write_json(path, {"benchmark": "speedrun", "records": rows})
+        return rec["rerun"]
+
+
+def rerun_cell(r: dict[str, Any] | None) -> str:
+    """A re-run's NLL and its paired difference from the record, for the table."""
+    if r is None:
+        return ""
+    return f"{r['nll']:.2f} ({r['nll_minus_record']:+.2f} ± {r['paired_stderr']:.2f})"
 
 
 def table(rows: dict[str, Any]) -> str:
     """The records table in markdown: every record, reached or not."""
     lines = [
         "| record | target (nats) | budget | vaelab test NLL (all images) | time to scored checkpoint | reached |"
-        " model, epochs | k-hat > 0.7 | CPU, threads, load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " model, epochs | k-hat > 0.7 | CPU, threads, load | re-run (paired Δ) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, rec in RECORDS.items():
         r = rows.get(name)
         op = "<" if rec.strict else "≤"
         if r is None:
             lines.append(f"| {name}: {rec.rule} | {op} {rec.target} | {rec.budget_minutes:g} min | not run | "
-                         "| no | | | |")  # fmt: skip
+                         "| no | | | | |")  # fmt: skip
             continue
         share = r.get("psis_share_above_0.7")
         lines.append(
@@ -331,7 +372,7 @@ def table(rows: dict[str, Any]) -> str:
             f"{r['stderr']:.2f} | {r['minutes_to_scored']:.1f} min ({r['cpu_minutes_to_scored']:.1f} CPU min) | "
             f"{'**yes**' if r['reached'] else 'no'} | {r['model']}, {r['scored_epoch']} of {r['epochs_trained']} | "
             f"{'' if share is None else f'{100 * share:.2f}%'} | {r['machine']['cpu_model']}, {r['threads']}, "
-            f"{r['load_average_max']:.1f} |"
+            f"{r['load_average_max']:.1f} | {rerun_cell(r.get('rerun'))} |"
         )
     return "\n".join(lines)
 
@@ -378,7 +419,10 @@ def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     rec = RECORDS[name]
     torch.set_num_threads(a.threads)
     cfg = config_for(rec, a)
-    run = Path(a.runs_dir) / "-".join([name, *([a.tag] if a.tag else []), *(["quick"] if a.quick else [])])
+    if a.rerun and name not in read_rows(Path(a.results)):  # before any training: nothing to compare with
+        raise SystemExit(f"speedrun: --rerun {name}: {a.results} holds no record {name} to compare with")
+    tag = a.tag or ("rerun" if a.rerun else "")
+    run = Path(a.runs_dir) / "-".join([name, *([tag] if tag else []), *(["quick"] if a.quick else [])])
     run.mkdir(parents=True, exist_ok=True)
     print(
         f"[{name}] {rec.rule}: target {rec.target} nats within {rec.budget_minutes:g} min; run {run}",
@@ -395,6 +439,11 @@ def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     curve = score_curve(run, state, a)
     final = score_final(run, state, a)
     row = entry(rec, cfg, state, curve, run, a)
+    if a.rerun:
+        r = merge_rerun(name, row, Path(a.results))
+        print(f"[{name}] re-run: test NLL {r['nll']:.2f}, {r['nll_minus_record']:+.2f} ± {r['paired_stderr']:.2f} "
+              f"against the record (paired over images)", flush=True)  # fmt: skip
+        return row
     merge(name, row, Path(a.results))
     print(f"[{name}] test NLL {final['nll']:.2f} ± {final['stderr']:.2f} ({row['estimator']}) at "
           f"{row['minutes_to_scored']:.1f} min: {'reached' if row['reached'] else 'not reached'}", flush=True)  # fmt: skip
@@ -429,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tag", default="", help="a suffix of the run folder (candidates of a record side by side)"
     )
+    p.add_argument("--rerun", action="store_true", help="train the record again (folder tag 'rerun') and "
+                   "store its score beside the record's, with the paired difference")  # fmt: skip
     p.add_argument("--train-only", action="store_true", help="train (resumably), score nothing: a candidate")
     p.add_argument("--commit-results", action="store_true")
     p.add_argument("--list", action="store_true", help="print the records and exit")
@@ -455,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         run_record(name, a)
     path = Path(a.results)
     if path.is_file():
-        rows = json.loads(path.read_text()).get("records", {})
+        rows = read_rows(path)
         print(table(rows))
         if rows:
             draw(rows, path.with_suffix(".png"))

@@ -83,3 +83,26 @@ def test_a_quick_record_scores_best_pt_on_its_clock_and_a_rerun_retrains_nothing
     assert speedrun.main(argv) == 0
     assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == before
     assert json.loads((run / speedrun.STATE).read_text())["epochs"] == state["epochs"]
+
+
+def test_a_rerun_is_stored_beside_the_record_with_its_paired_difference(tmp_path):
+    """--rerun trains the record again in its own folder; the paired mean difference over the same test images
+    equals the difference of the two NLLs, and the record's own number is left as it was."""
+    torch.set_num_threads(1)
+    results = tmp_path / "speedrun.json"
+    argv = ["mnist-1layer-15min", "--quick", "--threads", "1", "--eval-threads", "1", "--set", "data.name=mnist-5k",
+            "--budget-minutes", "30", "--runs-dir", str(tmp_path / "runs"), "--results", str(results)]  # fmt: skip
+    with pytest.raises(SystemExit, match="holds no record mnist-1layer-15min"):
+        speedrun.main([*argv, "--rerun"])
+    assert not (tmp_path / "runs" / "mnist-1layer-15min-rerun-quick").exists()  # refused before training
+    assert speedrun.main(argv) == 0
+    before = json.loads(results.read_text())["records"]["mnist-1layer-15min"]
+    assert speedrun.main([*argv, "--rerun", "--set", "train.seed=1"]) == 0
+    row = json.loads(results.read_text())["records"]["mnist-1layer-15min"]
+    again = row.pop("rerun")
+    assert row == before
+    assert Path(again["run"]).name == "mnist-1layer-15min-rerun-quick" != Path(row["run"]).name
+    assert again["nll_minus_record"] == pytest.approx(again["nll"] - row["nll"], abs=1e-9)
+    assert again["paired_stderr"] > 0 and again["within_record_stderr"] == (
+        abs(again["nll_minus_record"]) <= row["stderr"]
+    )
