@@ -412,6 +412,13 @@ def draw(rows: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def commit_file(path: Path, message: str) -> None:
+    """git add and commit this one file (and its figure), nothing else of the index."""
+    files = [str(f.resolve()) for f in (path, path.with_suffix(".png")) if f.exists()]
+    subprocess.run(["git", "-C", str(ROOT), "add", "--", *files], check=False)
+    subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", *files], check=False)
+
+
 def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     """Train, score and merge one record (each phase resumes)."""
     import torch
@@ -448,8 +455,7 @@ def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     print(f"[{name}] test NLL {final['nll']:.2f} ± {final['stderr']:.2f} ({row['estimator']}) at "
           f"{row['minutes_to_scored']:.1f} min: {'reached' if row['reached'] else 'not reached'}", flush=True)  # fmt: skip
     if a.commit_results:
-        subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", f"speedrun: {name} measured",
-                        "--", str(Path(a.results).resolve())], check=False)  # fmt: skip
+        commit_file(Path(a.results), f"speedrun: {name} measured")
     return row
 
 
