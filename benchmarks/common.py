@@ -193,3 +193,24 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def commit_files(paths: list[Path], message: str) -> bool:
+    """`git add` and `git commit` these files alone (results committed as a long run goes); False, said in one
+    line, if a file is outside the repository or git refuses."""
+    files = [Path(p).resolve() for p in paths if Path(p).exists()]
+    outside = [f for f in files if not f.is_relative_to(ROOT)]
+    if outside or not files:
+        print(
+            f"  (not committed: {outside[0] if outside else 'no file'} is outside the repository)", flush=True
+        )
+        return False
+    rel = [str(f.relative_to(ROOT)) for f in files]
+    done = subprocess.run(["git", "add", "--", *rel], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        done = subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", *rel], cwd=ROOT, capture_output=True, text=True
+        )
+    if done.returncode != 0:
+        print(f"  (git commit of {' '.join(rel)} failed: {done.stderr.strip()[:200]})", flush=True)
+    return done.returncode == 0

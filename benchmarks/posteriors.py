@@ -29,7 +29,6 @@ import json
 import math
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, ROOT, command_line, default_data_dir, git_commit, load_average, locked, machine  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    command_line,
+    commit_files,
+    default_data_dir,
+    git_commit,
+    load_average,
+    locked,
+    machine,
+)
 from families import config_for  # noqa: E402
 from semi_supervised import read_cells  # noqa: E402
 
@@ -212,18 +221,9 @@ def put_cell(path: Path, key: str, entry: dict[str, Any], a: argparse.Namespace)
         }
         atomic_write_json(path, body)
         if a.commit_results:
-            if not path.resolve().is_relative_to(ROOT):
-                print(f"  (not committed: {path} is outside the repository)", flush=True)
-                return
-            rel = str(path.resolve().relative_to(ROOT))
-            msg = f"posteriors: {key} ({entry['training']['epochs']} epochs, {a.budget_minutes:g} min)"
-            done = subprocess.run(["git", "add", "--", rel], cwd=ROOT, capture_output=True, text=True)
-            if done.returncode == 0:
-                done = subprocess.run(
-                    ["git", "commit", "-q", "-m", msg, "--", rel], cwd=ROOT, capture_output=True, text=True
-                )
-            if done.returncode != 0:
-                print(f"  (git commit of {rel} failed: {done.stderr.strip()[:200]})", flush=True)
+            commit_files(
+                [path], f"posteriors: {key} ({entry['training']['epochs']} epochs, {a.budget_minutes:g} min)"
+            )
 
 
 def run_cell(data: str, posterior: str, a: argparse.Namespace) -> dict[str, Any]:

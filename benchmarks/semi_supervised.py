@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from common import (  # noqa: E402
     RESULTS,
     ROOT,
     command_line,
+    commit_files,
     default_data_dir,
     git_commit,
     load_average,
@@ -82,14 +82,7 @@ def put_cell(path: Path, key: str, entry: dict[str, Any], commit: str | None = N
         }
         atomic_write_json(path, body)
         if commit:
-            rel = str(path.relative_to(ROOT))
-            done = subprocess.run(["git", "add", "--", rel], cwd=ROOT, capture_output=True, text=True)
-            if done.returncode == 0:
-                done = subprocess.run(
-                    ["git", "commit", "-q", "-m", commit, "--", rel], cwd=ROOT, capture_output=True, text=True
-                )
-            if done.returncode != 0:
-                print(f"  (git commit of {rel} failed: {done.stderr.strip()[:200]})", flush=True)
+            commit_files([path], commit)
 
 
 def best_epoch(curve: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     RESULTS,
     ROOT,
     command_line,
+    commit_files,
     default_data_dir,
     git_commit,
     load_average,
@@ -412,13 +413,6 @@ def draw(rows: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def commit_file(path: Path, message: str) -> None:
-    """git add and commit this one file (and its figure), nothing else of the index."""
-    files = [str(f.resolve()) for f in (path, path.with_suffix(".png")) if f.exists()]
-    subprocess.run(["git", "-C", str(ROOT), "add", "--", *files], check=False)
-    subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", *files], check=False)
-
-
 def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     """Train, score and merge one record (each phase resumes)."""
     import torch
@@ -454,8 +448,6 @@ def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
     merge(name, row, Path(a.results))
     print(f"[{name}] test NLL {final['nll']:.2f} ± {final['stderr']:.2f} ({row['estimator']}) at "
           f"{row['minutes_to_scored']:.1f} min: {'reached' if row['reached'] else 'not reached'}", flush=True)  # fmt: skip
-    if a.commit_results:
-        commit_file(Path(a.results), f"speedrun: {name} measured")
     return row
 
 
@@ -516,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows))
         if rows:
             draw(rows, path.with_suffix(".png"))
+        if a.commit_results and a.records:
+            commit_files([path, path.with_suffix(".png")], f"speedrun: {', '.join(a.records)} measured")
     return 0
 
 
