@@ -375,6 +375,10 @@ def table(rows: dict[str, Any]) -> str:
             f"{'' if share is None else f'{100 * share:.2f}%'} | {r['machine']['cpu_model']}, {r['threads']}, "
             f"{r['load_average_max']:.1f} | {rerun_cell(r.get('rerun'))} |"
         )
+    lines += ["", "| record | measured | commit | command (training; scored by `vaelab eval` as in the results file) |",
+              "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['measured_at']} | {r['git_commit'][:7]} | `{r['command']}` |")
     return "\n".join(lines)
 
 
