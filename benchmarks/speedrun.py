@@ -145,6 +145,8 @@ def train_record(rec: Record, cfg, run: Path, a: argparse.Namespace) -> dict[str
     if state.get("trained"):
         return state
     state.setdefault("train_command", command_line())
+    state.setdefault("trained_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    state.setdefault("train_commit", git_commit())
     minutes = a.budget_minutes or (QUICK["budget_minutes"] if a.quick else rec.budget_minutes)
     budget = minutes * 60
     epochs: list[dict[str, Any]] = state.get("epochs", [])
@@ -297,6 +299,8 @@ def entry(
         "selection": candidates(run, rec.name),
         "eval_command": final["eval_command"],
         "git_commit": git_commit(),
+        "train_commit": state.get("train_commit", ""),
+        "trained_at": state.get("trained_at", ""),
         "machine": machine(cfg.train.threads),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -375,10 +379,11 @@ def table(rows: dict[str, Any]) -> str:
             f"{'' if share is None else f'{100 * share:.2f}%'} | {r['machine']['cpu_model']}, {r['threads']}, "
             f"{r['load_average_max']:.1f} | {rerun_cell(r.get('rerun'))} |"
         )
-    lines += ["", "| record | measured | commit | command (training; scored by `vaelab eval` as in the results file) |",
+    lines += ["", "| record | training started | commit | command (training; scored by `vaelab eval` as in the results file) |",
               "| --- | --- | --- | --- |"]  # fmt: skip
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['measured_at']} | {r['git_commit'][:7]} | `{r['command']}` |")
+        when, commit = r.get("trained_at") or r["measured_at"], r.get("train_commit") or r["git_commit"]
+        lines.append(f"| {name} | {when} | {commit[:7]} | `{r['command']}` |")
     return "\n".join(lines)
 
 
