@@ -85,3 +85,37 @@ def test_train_into_a_closed_pipe_finishes_its_run_then_exits_141(tmp_path):
     assert err == "", err
     assert proc.returncode == 141
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+SWALLOWS = """import os, signal, time
+try:  # library code that catches everything around its own work, as some do while they import
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+except BaseException:
+    pass
+"""
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_ctrl_c_inside_an_import_that_swallows_it_still_ends_the_command(tmp_path, ours):
+    """A KeyboardInterrupt raised inside an import can be caught by the module being imported (then Ctrl-C is
+    lost: the control case, without vaelab's handler); vaelab's handler ends the command there with its one line."""
+    (tmp_path / "swallow.py").write_text(SWALLOWS)
+    install = "signal.signal(signal.SIGINT, _interrupt_handler('train'))" if ours else "pass"
+    code = f"import signal, sys; from vaelab.cli import _interrupt_handler; {install}; import swallow; print('lost')"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    if ours:
+        assert (done.returncode, done.stdout, done.stderr) == (130, "", "vaelab train: interrupted\n")
+    else:
+        assert (done.returncode, done.stdout) == (0, "lost\n")
+
+
+def test_outside_an_import_ctrl_c_is_a_keyboard_interrupt_and_main_restores_the_handler(capsys):
+    from vaelab.cli import _interrupt_handler, main
+
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_handler("train")(signal.SIGINT, sys._getframe())
+    assert main(["data", "list"]) == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from vaelab.commands.common import CommandParser, add_plugin_option
 from vaelab.commands.runtime import matplotlib_config_dir, say, silence_stdout
@@ -123,6 +125,24 @@ def _run(argv: list[str], command: str | None) -> int:
         return _fail(args.command, e)
 
 
+def _interrupt_handler(command: str | None):
+    """SIGINT's handler: a KeyboardInterrupt, except inside an import, where library code can swallow it or be
+    left half-initialised (measured: 8 of 80 Ctrl-Cs during torch's import lost or turned into a traceback);
+    there the one line and exit 130 at once (files are written by temporary name and rename: nothing is left
+    half-written)."""
+
+    def handle(signum: int, frame) -> None:
+        f = frame
+        while f is not None:
+            if f.f_code.co_filename.startswith("<frozen importlib"):
+                say(f"vaelab{' ' + command if command else ''}: interrupted")
+                os._exit(EXIT_INTERRUPTED)
+            f = f.f_back
+        raise KeyboardInterrupt
+
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
@@ -131,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
+    ours = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when ignored, nor a caller's own
+    )
+    if ours:
+        signal.signal(signal.SIGINT, _interrupt_handler(command))
     try:
         matplotlib_config_dir(os.environ)  # before anything imports matplotlib
         try:
@@ -143,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return EXIT_BROKEN_PIPE
+    finally:
+        if ours:  # main() called from Python hands Ctrl-C back as it found it
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":
