@@ -18,10 +18,21 @@ from vaelab_testing import TINY_TRAIN
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and sends POSIX signals")
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C at its default (pytest-xdist's workers ignore SIGINT, and an ignored
+    signal is inherited: the child's Python would then ignore Ctrl-C, as it should under `cmd &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def vaelab(*argv: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "VAELAB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "vaelab", *argv], stderr=subprocess.PIPE, text=True, env=env, **kwargs
+        [sys.executable, "-m", "vaelab", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
+        **kwargs,
     )
 
 
@@ -104,7 +115,12 @@ def test_ctrl_c_inside_an_import_that_swallows_it_still_ends_the_command(tmp_pat
     install = "signal.signal(signal.SIGINT, _interrupt_handler('train'))" if ours else "pass"
     code = f"import signal, sys; from vaelab.cli import _interrupt_handler; {install}; import swallow; print('lost')"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=default_sigint,
     )
     if ours:
         assert (done.returncode, done.stdout, done.stderr) == (130, "", "vaelab train: interrupted\n")
@@ -117,5 +133,6 @@ def test_outside_an_import_ctrl_c_is_a_keyboard_interrupt_and_main_restores_the_
 
     with pytest.raises(KeyboardInterrupt):
         _interrupt_handler("train")(signal.SIGINT, sys._getframe())
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a pytest-xdist worker
     assert main(["data", "list"]) == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
