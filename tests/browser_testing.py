@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vaelab_testing import default_sigint
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -67,6 +69,7 @@ def serving(root: Path, *args: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=default_sigint,
     )
     line = proc.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)

@@ -13,15 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vaelab_testing import TINY_TRAIN
+from vaelab_testing import TINY_TRAIN, default_sigint
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and sends POSIX signals")
-
-
-def default_sigint() -> None:
-    """In the child before exec: Ctrl-C at its default (pytest-xdist's workers ignore SIGINT, and an ignored
-    signal is inherited: the child's Python would then ignore Ctrl-C, as it should under `cmd &`)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def vaelab(*argv: str, **kwargs) -> subprocess.Popen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,10 @@ def labels_alone_error(cfg: Config, epochs: int, batch: int) -> float:
         loss.backward()
         opt.step()
     return classification_error(alone.eval(), prepare_split(cfg.data, "test"))["error"]
+
+
+def default_sigint() -> None:
+    """preexec_fn of a child that a test sends Ctrl-C: SIGINT at its default. An ignored signal is inherited,
+    and a pytest-xdist worker can be left ignoring SIGINT by a library's worker pool; the child's Python would
+    then ignore Ctrl-C (as it should under `cmd &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -20,7 +20,7 @@ from vaelab.errors import DataError, VaelabError
 from vaelab.runs import RunDir, hold_lock
 from vaelab.train import distributed, loop, read_checkpoint, train
 
-from vaelab_testing import TINY_TRAIN
+from vaelab_testing import TINY_TRAIN, default_sigint
 
 # A process that holds a run folder's lock until its stdin closes.
 HOLDER = """
@@ -80,6 +80,7 @@ def test_a_running_training_holds_the_lock_and_ctrl_c_releases_it(tmp_path, caps
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         _wait_for(run / "checkpoints/last.pt", child)
