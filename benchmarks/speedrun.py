@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,16 +104,10 @@ def read_state(run: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, body: dict[str, Any]) -> None:
-    """Write `body` to `path` through a temporary name (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `body` to `path` through a temporary name (never half-written): vaelab's own atomic writer."""
+    from vaelab.io import atomic_write_json
+
+    atomic_write_json(path, body)
 
 
 def config_for(rec: Record, a: argparse.Namespace):
@@ -324,13 +317,13 @@ def merge(name: str, row: dict[str, Any], path: Path) -> None:
 
 def paired_nll_difference(record_eval: Path, rerun_eval: Path) -> tuple[float, float]:
     """Mean and standard error over test images of the re-run's NLL minus the record's (same images, same draw)."""
+    from reproduce_iwae import paired_difference
+
     a = json.loads(record_eval.read_text())["importance"]["per_datum"]
     b = json.loads(rerun_eval.read_text())["importance"]["per_datum"]
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"{rerun_eval} scored {len(b)} images, the record's {record_eval} {len(a)}")
-    d = [x - y for x, y in zip(a, b)]  # log p(x) record - rerun = NLL rerun - record
-    mean = sum(d) / len(d)
-    return mean, (sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d)) ** 0.5
+    return paired_difference(a, b)  # log p(x) record - rerun = NLL rerun - record
 
 
 def merge_rerun(name: str, row: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -415,11 +408,10 @@ def draw(rows: dict[str, Any], path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    from vaelab.io import atomic_save
+
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run_record(name: str, a: argparse.Namespace) -> dict[str, Any]:
