@@ -165,3 +165,39 @@ def test_models_do_not_import_the_objectives(name):
         m for m in imported_modules(path) if m == "vaelab.objectives" or m.startswith("vaelab.objectives.")
     }
     assert found == set(), f"{path.name} imports {sorted(found)}"
+
+
+def test_a_compiled_step_that_asks_capabilities_compiles_once_while_other_models_come_and_go():
+    """torch.compile guards on what the traced code reads: capabilities kept in a global dictionary that shrinks
+    when any model is collected made the step recompile (or fail to build a guard, and train eagerly)."""
+    import gc
+
+    compiles = []
+
+    def counting(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    before = [Outside() for _ in range(20)]  # asked first, collected after the step is compiled
+    for o in before:
+        capabilities(o)
+    model = Outside()
+    capabilities(model)
+
+    @torch.compile(backend=counting, fullgraph=True)
+    def step(x: torch.Tensor) -> torch.Tensor:
+        return model.encode(x).mean.sum() if capabilities(model).encode else x.sum()
+
+    x = torch.randn(2, 4)
+    first = step(x)
+    del before, o
+    gc.collect()
+    for _ in range(3):
+        others = [Outside() for _ in range(20)]
+        for o in others:
+            capabilities(o)
+        del others, o
+        gc.collect()
+        torch.testing.assert_close(step(x), first)
+    assert len(compiles) == 1

@@ -11,7 +11,6 @@ A model written outside vaelab needs no base class: it has the methods, and `cap
 from __future__ import annotations
 
 import contextlib
-import weakref
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -251,21 +250,23 @@ class Capabilities:
         return self.encode and self.decode and not self.labelled
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ATTR = "_vaelab_capabilities"
 
 
 def capabilities(model: object) -> Capabilities:
     """What `model` can do, from the protocols it meets (the one place that looks at a model's attributes).
 
-    Read once per model object and remembered (objectives ask on every step; protocol checks cost microseconds).
+    Read once per model object and kept on the object itself (objectives ask on every step; protocol checks cost
+    microseconds). Not in a module-level weak dictionary: torch.compile guards on what a traced function reads,
+    and a global dictionary that shrinks whenever any model is collected made compiled steps recompile, or fail to
+    build their guards.
     """
-    try:
-        return _CACHE[model]
-    except (KeyError, TypeError):
-        pass
+    caps = getattr(model, _ATTR, None)
+    if isinstance(caps, Capabilities):
+        return caps
     caps = _read(model)
-    with contextlib.suppress(TypeError):  # an object that takes no weak reference: read each time
-        _CACHE[model] = caps
+    with contextlib.suppress(AttributeError, TypeError):  # __slots__ or a builtin: read each time
+        object.__setattr__(model, _ATTR, caps)
     return caps
 
 
