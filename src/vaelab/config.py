@@ -108,7 +108,7 @@ class ModelConfig:
     variance_floor: float = 1e-4  # the Gaussian decoder's variance never goes below this
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific settings
     features: str = ""  # m2: the run of a trained VAE (M1) whose codes M2 learns on (M1+M2); "": the images
-    posterior: str = "gaussian"  # q(z|x): gaussian | planar:K | iaf:K[:WIDTH] (vaelab.distributions.flows)
+    posterior: str = "gaussian"  # q(z|x): gaussian | planar:K | iaf:K[:WIDTH] | sylvester:K (see flows.py)
     # the likelihood `mixed`: each column's kind, width, mean and sd (`vaelab.distributions.mixed.table_layout`),
     # which training writes from the table it read (data.table); empty for images
     table: dict[str, Any] = field(default_factory=dict)

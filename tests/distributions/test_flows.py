@@ -20,6 +20,8 @@ from vaelab.distributions.flows import (
     IAFTransform,
     PlanarFlow,
     PlanarTransform,
+    SylvesterFlow,
+    SylvesterTransform,
     parse_posterior,
 )
 from vaelab.distributions.gaussian import draw_z
@@ -49,6 +51,20 @@ def iaf(seed: int, reverse: bool, width: int = 16, context: int = 3) -> IAFTrans
         for p in made.parameters():
             p.normal_(0.0, 0.3, generator=g)
     return IAFTransform(made, torch.randn(context, generator=gen(seed + 2), dtype=torch.float64))
+
+
+def sylvester(
+    seed: int, reverse: bool, scale: float = 1.0, batch: tuple[int, ...] = ()
+) -> SylvesterTransform:
+    """A Sylvester layer with random float64 upper-triangular R, R~ (diagonals tanh of a normal: |R_ii| < 1) and b."""
+    g = gen(seed)
+
+    def tri() -> torch.Tensor:
+        full = scale * torch.randn(*batch, D, D, generator=g, dtype=torch.float64)
+        return full.triu(1) + torch.diag_embed(torch.tanh(2 * full.diagonal(dim1=-2, dim2=-1)))
+
+    r, r_tilde = tri(), tri()
+    return SylvesterTransform(r, r_tilde, torch.randn(*batch, D, generator=g, dtype=torch.float64), reverse)
 
 
 def log_abs_det(f, x: torch.Tensor) -> float:
@@ -88,6 +104,23 @@ def test_iaf_log_det_is_autograds_and_its_jacobian_is_triangular_in_its_order(re
     assert t.made.order.tolist() == (list(range(D, 0, -1)) if reverse else list(range(1, D + 1)))
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_sylvester_log_det_is_autograds_and_its_jacobian_is_triangular_after_its_permutation(seed, reverse):
+    """T-SNF: the Jacobian of P^T z -> P^T f(z) is upper triangular and full above its diagonal (the layer mixes
+    every later coordinate into each), with diagonal 1 + R_ii R~_ii tanh'(a_i)."""
+    t = sylvester(seed, reverse, scale=1.5)
+    x = torch.randn(D, generator=gen(seed + 10), dtype=torch.float64)
+    j = jacobian(t.push, x)
+    assert t.log_abs_det_jacobian(x, t(x)).item() == pytest.approx(log_abs_det(t.push, x), abs=1e-10)
+    perm = torch.arange(D).flip(0) if reverse else torch.arange(D)
+    in_order = j[perm][:, perm]
+    assert float(in_order.tril(-1).abs().max()) == 0.0
+    assert float(in_order.triu(1).abs()[torch.ones(D, D).triu(1).bool()].min()) > 1e-6
+    s = torch.tanh(t._pre(x[perm]))
+    torch.testing.assert_close(in_order.diagonal(), 1 + t.diag * (1 - s * s), rtol=1e-12, atol=1e-12)
+
+
 def test_the_inverses_recover_the_input_for_batches_of_draws():
     """y = f(x) for x [K, B, D] with per-datum parameters [B, ...]; f^-1(y) off the cache gives x back."""
     x = 2.0 * torch.randn(7, 3, D, generator=gen(1), dtype=torch.float64)
@@ -96,15 +129,19 @@ def test_the_inverses_recover_the_input_for_batches_of_draws():
         planar(2, scale=0.3, batch=(3,)),
         iaf(3, False),
         iaf(4, True),
+        sylvester(5, False, scale=2.0, batch=(3,)),
+        sylvester(6, True, scale=0.5, batch=(3,)),
     ):
         y = t.push(x)
         torch.testing.assert_close(t.inv(y.clone()), x, rtol=0, atol=1e-9)
 
 
 def make_flow(kind: str, dim: int = D, seed: int = 0, gain: float = 1.0) -> torch.nn.Module:
-    """A float64 flow (planar:3 or iaf:2 of width 12) on 4 features, its weights multiplied by `gain`."""
+    """A float64 flow (planar:3, iaf:2 of width 12 or sylvester:2) on 4 features, its weights times `gain`."""
     torch.manual_seed(seed)
-    flow = (PlanarFlow(4, dim, 3) if kind == "planar" else IAFFlow(4, dim, 2, 12)).double()
+    build = {"planar": lambda: PlanarFlow(4, dim, 3), "iaf": lambda: IAFFlow(4, dim, 2, 12)}
+    build["sylvester"] = lambda: SylvesterFlow(4, dim, 2)
+    flow = build[kind]().double()
     with torch.no_grad():
         for p in flow.parameters():
             p.mul_(gain)
@@ -119,7 +156,7 @@ def q_of(flow: torch.nn.Module, dim: int = D, batch: int = 3, seed: int = 0) -> 
     return flow(h, Independent(Normal(loc, scale), 1))
 
 
-@pytest.mark.parametrize("kind", ["planar", "iaf"])
+@pytest.mark.parametrize("kind", ["planar", "iaf", "sylvester"])
 def test_log_prob_off_the_cache_and_its_gradient_are_exact(kind):
     """log q at a point q did not just draw inverts the layers: the value is the cached draw's, and its
     gradient in the flow's parameters is the central finite difference (the planar root's implicit gradient)."""
@@ -142,10 +179,10 @@ def test_log_prob_off_the_cache_and_its_gradient_are_exact(kind):
         assert float((grad * direction).sum()) == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["planar", "iaf"])
+@pytest.mark.parametrize("kind", ["planar", "iaf", "sylvester"])
 def test_the_density_integrates_to_one_on_a_grid(kind):
     """D = 2: a Riemann sum of q over [-10, 10]^2 at step 0.02 (1001^2 points, each log q by inverting the flow).
-    The density is smooth and its draws stay within |z| < 6, so the box holds its mass and the sum converges
+    The density is smooth and its draws stay within |z| < 8, so the box holds its mass and the sum converges
     fast: measured within 1e-7 of 1 (2026-12-03); the tolerance is 1e-5."""
     q = q_of(make_flow(kind, dim=2, gain=2.0), dim=2, batch=1, seed=5)
     side = torch.linspace(-10.0, 10.0, 1001, dtype=torch.float64)
@@ -155,7 +192,7 @@ def test_the_density_integrates_to_one_on_a_grid(kind):
         draws = q.sample((10_000,))
     step = float(side[1] - side[0])
     assert float(log_q.exp().sum()) * step**2 == pytest.approx(1.0, abs=1e-5)
-    assert float(draws.abs().max()) < 6
+    assert float(draws.abs().max()) < 8
     moved = (log_q - q.base_dist.log_prob(grid))[log_q.exp() > 1e-3]
     assert float(moved.abs().max()) > 2  # where q has mass, the flow changed the base's density many-fold
 
@@ -178,7 +215,7 @@ def _first(base: Independent) -> Independent:
     return Independent(Normal(n.loc[:1], n.scale[:1]), 1)
 
 
-@pytest.mark.parametrize("kind", ["planar", "iaf"])
+@pytest.mark.parametrize("kind", ["planar", "iaf", "sylvester"])
 def test_draws_with_a_generator_push_the_base_draw_through_the_transforms(kind):
     q = q_of(make_flow(kind, gain=2.0))
     n = q.base_dist.base_dist
@@ -207,9 +244,9 @@ BAD = {
     "(iaf:K[:WIDTH])",
     "planar:2:8": "model.posterior 'planar:2:8': write it as planar:K",
     "iaf:1:2:3": "model.posterior 'iaf:1:2:3': write it as iaf:K[:WIDTH]",
-    "foo": "unknown model.posterior 'foo'; choose one of: gaussian, planar:K, iaf:K[:WIDTH]",
-    "gaussian:2": "unknown model.posterior 'gaussian:2'; choose one of: gaussian, planar:K, iaf:K[:WIDTH]",
-    "Planar:2": "unknown model.posterior 'Planar:2'; choose one of: gaussian, planar:K, iaf:K[:WIDTH]",
+    "foo": "unknown model.posterior 'foo'; choose one of: gaussian, planar:K, iaf:K[:WIDTH], sylvester:K",
+    "gaussian:2": "unknown model.posterior 'gaussian:2'; choose one of: gaussian, planar:K, iaf:K[:WIDTH], sylvester:K",
+    "Planar:2": "unknown model.posterior 'Planar:2'; choose one of: gaussian, planar:K, iaf:K[:WIDTH], sylvester:K",
 }
 
 
@@ -258,7 +295,10 @@ def fitted_gap(kind: str, length: int, steps: int = 1000, draws: int = 128) -> t
     log_scale = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
     flow = None
     if length:
-        flow = (PlanarFlow(1, 2, length) if kind == "planar" else IAFFlow(1, 2, length, 32)).double()
+        build = {"planar": PlanarFlow, "sylvester": SylvesterFlow}.get(
+            kind, lambda f, d, k: IAFFlow(f, d, k, 32)
+        )
+        flow = build(1, 2, length).double()
     params = [loc, log_scale, *(flow.parameters() if flow is not None else [])]
     opt = torch.optim.Adam(params, lr=0.01)
     h, g = torch.ones(1, 1, dtype=torch.float64), gen(0)
@@ -295,3 +335,14 @@ def test_the_elbo_gap_shrinks_with_the_flows_length_on_a_known_posterior():
     assert g2 - g8 > max(0.03, 10 * (s2 + s8))
     assert g8 > -4 * s8  # a gap is a KL: never negative beyond the noise
     assert -4 * iaf_se < iaf_gap < g0 / 4
+
+
+@pytest.mark.slow
+def test_a_sylvester_flow_closes_much_of_the_gap_a_diagonal_gaussian_leaves():
+    """Measured 2026-12-03 (seed 0, 1000 steps): sylvester:1 0.187, :2 0.147, :4 0.190 nats (s.e. <= 0.003), against
+    0.366 with no flow; at 4000 steps :1 0.149, :2 0.051, :4 0.119, :8 0.095. A triangular Sylvester layer bends
+    less than a planar one here (|R_ii| < 1 keeps it invertible) and longer ones train slower: not monotone in K."""
+    g0, s0 = fitted_gap("planar", 0)
+    g2, s2 = fitted_gap("sylvester", 2)
+    assert g0 - g2 > max(0.1, 10 * (s0 + s2))
+    assert g2 > -4 * s2

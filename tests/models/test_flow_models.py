@@ -15,7 +15,7 @@ from torch.distributions import Bernoulli, Normal
 
 from vaelab.cli import main
 from vaelab.config import ModelConfig, ObjectiveConfig
-from vaelab.distributions.flows import IAFFlow, PlanarFlow
+from vaelab.distributions.flows import IAFFlow, PlanarFlow, SylvesterFlow
 from vaelab.distributions.gaussian import diagonal_gaussian
 from vaelab.distributions.sampling import rsample
 from vaelab.evaluate.decomposition import decompose
@@ -28,7 +28,7 @@ from vaelab.train import load, train
 from vaelab_testing import TINY_TRAIN
 
 SHAPE = (1, 4, 4)
-POSTERIORS = ("planar:3", "iaf:2:8")
+POSTERIORS = ("planar:3", "iaf:2:8", "sylvester:2")
 
 
 def binary(n: int, seed: int = 0) -> torch.Tensor:
@@ -39,7 +39,8 @@ def by_hand(
     flow: torch.nn.Module, h: torch.Tensor, base, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """z and log q(z|x) for noise eps: the base's z0 = loc + scale * eps and log q0(z0), then each layer by its
-    formula (planar: u_hat, tanh; IAF: sigma * z + (1 - sigma) * m), subtracting its log|det J|."""
+    formula (planar: u_hat, tanh; IAF: sigma * z + (1 - sigma) * m; Sylvester: z + P R tanh(R~ P^T z + b)),
+    subtracting its log|det J|."""
     loc, scale = base.base_dist.loc, base.base_dist.scale
     z = loc + scale * eps
     log_q = Normal(loc, scale).log_prob(z).sum(-1)
@@ -53,6 +54,24 @@ def by_hand(
             a = (w * z).sum(-1) + b
             log_q = log_q - torch.log(torch.abs(1 + (w * u_hat).sum(-1) * (1 - torch.tanh(a) ** 2)))
             z = z + u_hat * torch.tanh(a)[..., None]
+    elif isinstance(flow, SylvesterFlow):
+        d = z.shape[-1]
+        p = flow.params(h).view(*h.shape[:-1], flow.length, d * d + 3 * d)
+        for k in range(flow.length):
+            full = p[..., k, : d * d].reshape(*h.shape[:-1], d, d)
+            r = torch.triu(full, 1) + torch.diag_embed(torch.tanh(p[..., k, d * d : d * d + d]))
+            rt = torch.triu(full.transpose(-1, -2), 1) + torch.diag_embed(
+                torch.tanh(p[..., k, d * d + d : -d])
+            )
+            b = p[..., k, -d:]
+            v = z.flip(-1) if k % 2 else z
+            a = (rt @ v.unsqueeze(-1)).squeeze(-1) + b
+            jac_diag = 1 + r.diagonal(dim1=-2, dim2=-1) * rt.diagonal(dim1=-2, dim2=-1) * (
+                1 - torch.tanh(a) ** 2
+            )
+            log_q = log_q - torch.log(torch.abs(jac_diag)).sum(-1)
+            step = (r @ torch.tanh(a).unsqueeze(-1)).squeeze(-1)
+            z = z + (step.flip(-1) if k % 2 else step)
     else:
         assert isinstance(flow, IAFFlow)
         for made in flow.steps:
@@ -70,7 +89,7 @@ def log_px_given(decoder: torch.nn.Module, z: torch.Tensor, x: torch.Tensor) -> 
 
 def two_steps(model: torch.nn.Module, x: torch.Tensor) -> None:
     """Two Adam steps of the ELBO with a Monte Carlo KL; the flow's weights move, the loss stays finite."""
-    flows = [m for m in model.modules() if isinstance(m, (PlanarFlow, IAFFlow))]
+    flows = [m for m in model.modules() if isinstance(m, (PlanarFlow, IAFFlow, SylvesterFlow))]
     before = [p.detach().clone() for f in flows for p in f.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(2):
@@ -163,6 +182,7 @@ def test_a_gaussian_posterior_adds_no_weights():
         ("vae", "planar:2", {}),
         ("vampprior", "iaf:1:8", {"pseudo_inputs": 5}),
         ("hierarchical", "iaf:2:8", {"h1_dim": 4, "h2_hidden": [6]}),
+        ("vae", "sylvester:2", {}),
     ],
 )
 def test_a_checkpoint_gives_back_the_same_flow(tmp_path, config_factory, name, posterior, extra):
@@ -218,7 +238,7 @@ def test_a_flow_trains_with_a_monte_carlo_kl_unless_told(tmp_path):
         ),
         (
             ["--posterior", "foo"],
-            "unknown model.posterior 'foo'; choose one of: gaussian, planar:K, iaf:K[:WIDTH]",
+            "unknown model.posterior 'foo'; choose one of: gaussian, planar:K, iaf:K[:WIDTH], sylvester:K",
         ),
         (
             ["--posterior", "planar:2", "--kl", "analytic"],

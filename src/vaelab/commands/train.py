@@ -120,8 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--posterior",
-        help="q(z|x): gaussian | planar:K (planar flow) | iaf:K[:WIDTH] (inverse autoregressive flow); a flow "
-        "implies --kl mc (vae, iwae, vampprior, hierarchical; default gaussian)",
+        help="q(z|x): gaussian | planar:K (planar flow) | iaf:K[:WIDTH] (inverse autoregressive flow) | "
+        "sylvester:K (triangular Sylvester flow); a flow implies --kl mc (vae, iwae, vampprior, hierarchical; default gaussian)",
     )
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--kl", help="analytic | mc: the KL estimator (default analytic)")

@@ -6,12 +6,16 @@ keeps a layer invertible (w^T u_hat = -1 + softplus(w^T u) > -1).
 `iaf:K[:WIDTH]`: K inverse autoregressive steps (Kingma et al. 2016): (m, s) = MADE(z, h), sigma = sigmoid(s),
 z <- sigma * z + (1 - sigma) * m, the context h being the encoder's features, the variable order reversed
 between steps; each MADE (Germain et al. 2015) has two masked ELU layers of WIDTH units (default 320).
+`sylvester:K`: K triangular Sylvester layers f(z) = z + P R tanh(R~ P^T z + b) (van den Berg et al. 2018, T-SNF),
+R and R~ upper triangular with diagonals in (-1, 1) (so each layer is invertible), P the identity or the reversal
+in turn, all read from the encoder's features for each datum; log|det J| = sum_i log(1 + R_ii R~_ii tanh'(.)_i).
 
 Each layer is a `torch.distributions.Transform` with its log|det J|, and q(z|x) is a `FlowPosterior`, a
 `TransformedDistribution` over the Independent Normal base: `rsample` and `log_prob` are torch's, so
 log_importance_weights, IS, the decomposition and the report use it unchanged, and KL(q || p) is a Monte Carlo
 term. `log_prob` at a point q did not just draw inverts the layers: a planar layer by a scalar root (bisection,
-then one Newton step that carries the implicit-function gradient), an IAF step in D passes. A flow has no
+then one Newton step that carries the implicit-function gradient), an IAF step in D passes, a Sylvester layer by
+D scalar roots, last coordinate first. A flow has no
 closed-form mean: `mean` and `stddev` are Monte Carlo estimates from MOMENT_DRAWS fixed draws.
 """
 
@@ -50,6 +54,24 @@ def constrain(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return u + (c - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(TINY), c
 
 
+def solve_tanh_root(
+    t: torch.Tensor, r: torch.Tensor | float, c: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """The a with a + c tanh(r a + b) = t, for r c > -1 (so the left side increases in a; its root lies within
+    t -+ |c|): bisection without gradient, then one Newton step at the root, which carries the implicit
+    function's gradient in t, r, c and b."""
+    with torch.no_grad():
+        t0, r0, c0, b0 = (v.detach() if torch.is_tensor(v) else v for v in (t, r, c, b))
+        lo, hi = t0 - c0.abs(), t0 + c0.abs()
+        for _ in range(BISECTION_STEPS):
+            mid = 0.5 * (lo + hi)
+            below = mid + c0 * torch.tanh(r0 * mid + b0) < t0
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        a = 0.5 * (lo + hi)
+    s = torch.tanh(r * a + b)
+    return a - (a + c * s - t) / (1.0 + r * c * (1.0 - s * s))
+
+
 class PlanarTransform(Transform):
     """y = z + u_hat tanh(w^T z + b) with per-datum u_hat, w [..., D], b and c = w^T u_hat > -1 [..., 1];
     log|det J| = log(1 + c tanh'(w^T z + b)) (Rezende & Mohamed 2015, eq. 10-12). `PlanarTransform.of(u, w, b)`
@@ -82,20 +104,9 @@ class PlanarTransform(Transform):
         return x + self.u * s
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        # w^T y = a + c tanh(a + b) with a = w^T z: increasing in a, its root lies within t -+ |c|
-        t = (y * self.w).sum(-1, keepdim=True)
-        c, b = self.c, self.b
-        with torch.no_grad():
-            c0, b0, t0 = c.detach(), b.detach(), t.detach()
-            lo, hi = t0 - c0.abs(), t0 + c0.abs()
-            for _ in range(BISECTION_STEPS):
-                mid = 0.5 * (lo + hi)
-                below = mid + c0 * torch.tanh(mid + b0) < t0
-                lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-            a = 0.5 * (lo + hi)
-        s = torch.tanh(a + b)
-        a = a - (a + c * s - t) / (1.0 + c * (1.0 - s * s))  # at the root: the implicit function's gradient
-        return y - self.u * torch.tanh(a + b)
+        # w^T y = a + c tanh(a + b) with a = w^T z
+        a = solve_tanh_root((y * self.w).sum(-1, keepdim=True), 1.0, self.c, self.b)
+        return y - self.u * torch.tanh(a + self.b)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         last_x, s = self._last
@@ -187,6 +198,63 @@ class IAFTransform(Transform):
         return F.logsigmoid(self.made(x, self.h)[1]).sum(-1)
 
 
+class SylvesterTransform(Transform):
+    """y = z + P R tanh(R~ P^T z + b) with per-datum upper-triangular R, R~ [..., D, D] whose diagonals' product
+    exceeds -1, b [..., D], and P the identity or the reversal of the D coordinates (`reverse`); the Jacobian of
+    P^T z -> P^T y is upper triangular: log|det J| = sum_i log(1 + R_ii R~_ii tanh'(a_i)), a = R~ P^T z + b."""
+
+    domain = _VECTOR
+    codomain = _VECTOR
+    bijective = True
+
+    def __init__(
+        self, r: torch.Tensor, r_tilde: torch.Tensor, b: torch.Tensor, reverse: bool, cache_size: int = 1
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        self.r, self.rt, self.b, self.reverse = r, r_tilde, b, reverse
+        self.diag = torch.diagonal(r, dim1=-2, dim2=-1) * torch.diagonal(r_tilde, dim1=-2, dim2=-1)
+        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def _perm(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flip(-1) if self.reverse else z  # P is its own inverse and transpose
+
+    def _pre(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...ij,...j->...i", self.rt, v) + self.b
+
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        """f(z) [..., D], without the inverse's cache."""
+        h = torch.tanh(self._pre(self._perm(z)))
+        return z + self._perm(torch.einsum("...ij,...j->...i", self.r, h))
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        a = self._pre(self._perm(x))
+        self._last = (x, a)  # log_abs_det_jacobian(x, y) of this draw reuses a
+        return x + self._perm(torch.einsum("...ij,...j->...i", self.r, torch.tanh(a)))
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        w = self._perm(y)  # w = v + R tanh(R~ v + b), v = P^T z: solve v_D first, then v_D-1, ...
+        d = w.shape[-1]
+        shape = torch.broadcast_shapes(w.shape, self.b.shape)
+        v: list[torch.Tensor] = [w.new_zeros(())] * d
+        h: list[torch.Tensor] = [w.new_zeros(())] * d
+        for i in reversed(range(d)):
+            later = range(i + 1, d)
+            c = self.b[..., i] + sum((self.rt[..., i, k] * v[k] for k in later), w.new_zeros(shape[:-1]))
+            rest = sum((self.r[..., i, j] * h[j] for j in later), w.new_zeros(shape[:-1]))
+            r_ii, rt_ii = self.r[..., i, i], self.rt[..., i, i]
+            # v_i + R_ii tanh(R~_ii v_i + c) = w_i - rest
+            v[i] = solve_tanh_root((w[..., i] - rest).expand(shape[:-1]), rt_ii, r_ii, c)
+            h[i] = torch.tanh(rt_ii * v[i] + c)
+        return self._perm(torch.stack(v, -1))
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        last_x, a = self._last
+        if x is not last_x or a is None:
+            a = self._pre(self._perm(x))
+        s = torch.tanh(a)
+        return torch.log1p(self.diag * (1.0 - s * s)).sum(-1)
+
+
 class FlowPosterior(TransformedDistribution):
     """q(z|x): a base Independent(Normal, 1) pushed through transforms; batch (B,), event (D,). `mean`, `variance`
     and `stddev` are Monte Carlo estimates from MOMENT_DRAWS draws of fixed noise (the same for every datum, so
@@ -255,6 +323,33 @@ class IAFFlow(nn.Module):
         return FlowPosterior(base, [IAFTransform(made, h) for made in self.steps])
 
 
+class SylvesterFlow(nn.Module):
+    """K triangular Sylvester layers whose R, R~ (off-diagonals from one D x D output, diagonals through tanh)
+    and b are a linear map of the encoder's features; P alternates between identity and reversal."""
+
+    def __init__(self, features: int, dim: int, length: int) -> None:
+        super().__init__()
+        self.dim, self.length = dim, length
+        self.params = nn.Linear(features, length * (dim * dim + 3 * dim))
+        self.register_buffer("upper", torch.ones(dim, dim).triu(1), persistent=False)
+
+    def forward(self, h: torch.Tensor, base: Independent) -> FlowPosterior:
+        """q(z|x) from the encoder's features h [B, F] and its base Gaussian."""
+        d, up = self.dim, self.upper
+        p = self.params(h).unflatten(-1, (self.length, d * d + 3 * d))
+        full = p[..., : d * d].unflatten(-1, (d, d))
+        tail = p[..., d * d :].unflatten(-1, (3, d))
+        d1, d2 = torch.tanh(tail[..., :2, :]).unbind(-2)  # |R_ii|, |R~_ii| < 1: each layer is invertible
+        b = tail[..., 2, :]
+        r = full * up + torch.diag_embed(d1)
+        r_tilde = full.transpose(-1, -2) * up + torch.diag_embed(d2)  # the lower part, transposed
+        layers = [
+            SylvesterTransform(r[..., k, :, :], r_tilde[..., k, :, :], b[..., k, :], reverse=k % 2 == 1)
+            for k in range(self.length)
+        ]
+        return FlowPosterior(base, layers)
+
+
 @dataclass(frozen=True)
 class PosteriorKind:
     """A flow family: `build(features, dim, length, width)` makes its module; `form` is how a user writes it;
@@ -271,6 +366,7 @@ POSTERIORS: Registry[PosteriorKind] = Registry(
     {
         "planar": PosteriorKind(lambda f, d, k, _w: PlanarFlow(f, d, k), "planar:K"),
         "iaf": PosteriorKind(IAFFlow, "iaf:K[:WIDTH]", IAF_WIDTH),
+        "sylvester": PosteriorKind(lambda f, d, k, _w: SylvesterFlow(f, d, k), "sylvester:K"),
     },
     more=GAUSSIAN,
 )
@@ -291,7 +387,8 @@ class Posterior:
 
 
 def parse_posterior(text: object) -> Posterior:
-    """model.posterior read: "gaussian", "planar:K" or "iaf:K[:WIDTH]"; a one-line ConfigError otherwise.
+    """model.posterior read: "gaussian", "planar:K", "iaf:K[:WIDTH]" or "sylvester:K"; a one-line ConfigError
+    otherwise.
 
     Args:
         text: the setting's value.

@@ -60,7 +60,7 @@ class ModelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[Config], None] | None = None
     extra_keys: tuple[str, ...] = ()  # the model.extra settings it reads; any other key is a typo
-    flows: bool = False  # takes model.posterior planar:K / iaf:K (a flow q(z|x)); else gaussian only
+    flows: bool = False  # takes model.posterior planar:K, iaf:K, sylvester:K (a flow q(z|x)); else gaussian
 
 
 def _no_analytic_kl(why: str) -> Callable[[Config], None]:
