@@ -46,6 +46,10 @@ PUBLISHED = {  # test error (%) by labels: Kingma et al. 2014, Table 1; Maaloe e
 }
 MODELS = {"m2": "M2", "m1m2": "M1+M2", "adgm": "ADGM"}
 TARGETS = {"m2": 12.0, "m1m2": 3.6, "adgm": 1.5}  # issue #19: mean test error (%) with 100 labels
+# A model's recipe, when it changed after cells were run: a cell of another recipe keeps its entry and run folder
+# but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class
+# (model.extra.active_sd = 0.1, code_cov = full, m2's defaults); before it, "" (every unit, diagonal).
+RECIPES = {"m1m2": "active-full"}
 M1 = {  # Kingma et al. 2014's M1 for MNIST: 2 x 600 softplus, 50-d z
     "model.name": "vae",
     "model.hidden": (600, 600),
@@ -90,11 +94,16 @@ def best_epoch(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(curve, key=lambda r: (r["valid_error"], r["epoch"])) if curve else None
 
 
+def current(cell: dict[str, Any]) -> bool:
+    """Whether a cell ran its model's current recipe (`RECIPES`)."""
+    return cell.get("recipe", "") == RECIPES.get(cell.get("model", ""), "")
+
+
 def summarise(cells: dict[str, Any]) -> dict[str, Any]:
     """Per model and labels: mean and sd over draws of the test error (%) at each draw's best epoch."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for cell in cells.values():
-        if cell.get("model") in MODELS and cell.get("best"):
+        if cell.get("model") in MODELS and cell.get("best") and current(cell):
             groups.setdefault((cell["model"], cell["labels"]), []).append(cell)
     out: dict[str, Any] = {}
     for (model, labels), group in sorted(groups.items()):
@@ -220,7 +229,8 @@ def run_cells(a: argparse.Namespace) -> None:
         for labels in a.labels:
             draws = range(a.draws if labels == 100 or a.all_draws else 1) if a.draw is None else [a.draw]
             for draw in draws:
-                key = f"{a.data}/{model}/{labels}/d{draw}"
+                recipe = RECIPES.get(model, "")
+                key = f"{a.data}/{model}/{labels}/d{draw}" + (f"/{recipe}" if recipe else "")
                 cell = read_cells(a.results).get(key, {})
                 if cell.get("done") and cell.get("epochs_planned", 0) >= a.epochs[model]:
                     continue
@@ -232,7 +242,7 @@ def run_cells(a: argparse.Namespace) -> None:
                 }
                 cfg = base_config(a, flat, a.epochs[model])
                 out = Path(a.runs_dir) / key.replace("/", "-")
-                meta = {"model": model, "labels": labels, "draw": draw, "label_seed": draw}
+                meta = {"model": model, "labels": labels, "draw": draw, "label_seed": draw, "recipe": recipe}
                 train_cell(
                     key,
                     cfg,
@@ -287,7 +297,7 @@ def draw(cells: dict[str, Any], path: Path) -> Path | None:
 
     from vaelab.io import atomic_save
 
-    runs = [c for c in cells.values() if c.get("model") in MODELS and c.get("curve")]
+    runs = [c for c in cells.values() if c.get("model") in MODELS and c.get("curve") and current(c)]
     if not runs:
         return None
     labels = sorted({c["labels"] for c in runs})

@@ -204,12 +204,14 @@ MODELS: Registry[ModelSpec] = Registry(
                 "model.activation": "softplus",
                 "model.latent_dim": 50,
                 "data.labelled": 100,
+                # M1+M2 (--features) only: M2 on M1's active units with a full covariance per class (issue #19)
+                "model.extra": {"active_sd": 0.1, "code_cov": "full"},
             },
             check=_all(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
                 check_features,
             ),
-            extra_keys=("classes", "alpha"),
+            extra_keys=("classes", "alpha", "active_sd", "code_cov"),
         ),
         "adgm": ModelSpec(
             ADGM,

@@ -1,12 +1,18 @@
 """M1+M2 (Kingma, Rezende, Mohamed & Welling 2014, section 3.2): M2 stacked on the codes of a trained VAE, M1.
 
 M1 (any trained one-latent-layer model of unlabelled images: `vaelab train --model vae`) stays frozen; M2 learns
-on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image, with p(z1|y,z2) a Gaussian whose mean and
-variance the decoder gives. The classifier at test time is q(y|z1) at z1 = the mean of q(z1|x). The two models
-make one generative model p(x|z1) p(z1|y,z2) p(y) p(z2), so the bounds stay bounds on log p(x):
+on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image. The classifier at test time is q(y|z1) at
+z1 = the mean of q(z1|x). Two settings (model.extra, issue #19, docs/semi-supervised.md):
+- `active_sd`: M2 models only M1's active units, those whose code mean varies with sd > active_sd (0.1 in the
+  authors' code), found from images M1 generates; the inactive ones (N(0, 1) noise under q(z1|x) and p(z1)
+  alike) keep M1's prior. 0: every unit.
+- `code_cov`: p(z1|y,z2) is a Gaussian of diagonal covariance from the decoder (the paper's, "diagonal"), or of a
+  learned full covariance per class ("full"): the within-class correlations of M1's codes that a collapsed z2
+  cannot give (with "diagonal", M2 ends as a diagonal Gaussian mixture of the codes).
+The two models make one generative model p(x|z1) p(z1|y,z2) p(y) p(z2), so the bounds stay bounds on log p(x):
 log p(x) >= E_q(z1|x)[log p(x|z1) - log q(z1|x) + U(z1)], with M2's U(z1) <= log p(z1). `class_terms` adds
-M1's log p(x|z1) to every class's rec and log q(z1|x) to its kl; they do not depend on M2's weights, so the
-gradient is M2's own. A run is `vaelab train --model m2 --features RUN_OF_M1`: `model.features` names M1's run,
+M1's log p(x|z1) (and the inactive units' log N(z1; 0, I)) to every class's rec and log q(z1|x) to its kl; they
+do not depend on M2's weights, so the gradient is M2's own. A run is `vaelab train --model m2 --features RUN_OF_M1`: `model.features` names M1's run,
 whose best checkpoint is read when the model is built (and its weights kept in this run's checkpoints).
 """
 
@@ -18,14 +24,50 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical, Distribution, MultivariateNormal, Normal, kl_divergence
+from torch.nn import functional as F
 
 from vaelab.config import Config, ModelConfig
+from vaelab.distributions.gaussian import draw_z
 from vaelab.distributions.sampling import rsample
 from vaelab.errors import ConfigError
 from vaelab.models.cvae import labelled_draws
 from vaelab.models.m2 import M2
 from vaelab.models.protocol import LabelTerms, capabilities
+
+# Defaults when a config names neither (runs made before issue #19's fix): every unit, diagonal covariance. New
+# m2 runs get active_sd 0.1 and code_cov "full" from the model's registered defaults (`vaelab.models.registry`).
+ACTIVE_SD = 0.0
+CODE_COVARIANCES = ("diagonal", "full")
+ACTIVE_PROBES = 1000  # images M1 generates (seeded) to find its active units: no data needed
+SOFTPLUS_INV_ONE = 0.5413248546129181  # softplus(x) = 1: the full covariance starts at I
+SD_FLOOR = 1e-3  # least diagonal entry of a full covariance's Cholesky factor
+# The label weight alpha (vaelab.models.m2) when none is given, with code_cov "full": 1 (validation error, draw 0,
+# 6 epochs: 9.4% at 1, 9.3% at 0.3 but rising after epoch 3, 12.9% at M2's default 10; docs/semi-supervised.md).
+FULL_ALPHA = 1.0
+
+
+def active_units(m1: nn.Module, threshold: float, probes: int = ACTIVE_PROBES) -> torch.Tensor:
+    """bool [D1]: the units whose q(z1|x) mean has sd > threshold over `probes` images M1 generates (the
+    means of p(x|z1), z1 ~ p(z1), seed 0); all True when threshold is 0, no unit passes it, or M1's prior is
+    not N(0, I) (then an inactive unit's density is not known).
+
+    Args:
+        m1: the trained one-latent-layer model.
+        threshold: the sd below which a unit counts as inactive.
+        probes: how many images to generate.
+    """
+    dim = int(capabilities(m1).latent_dim)
+    prior = m1.prior()
+    base = getattr(prior, "base_dist", prior)
+    standard = isinstance(base, Normal) and bool((base.loc == 0).all() and (base.scale == 1).all())
+    if threshold <= 0 or not standard:  # another prior: an inactive unit's density is not known, keep all
+        return torch.ones(dim, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = rsample(prior, (probes,), g)
+        keep = m1.encode(m1.decode(z).mean).mean.float().std(0) > threshold
+    return keep if keep.any() else torch.ones_like(keep)  # none varies that much (an untrained M1): all
 
 
 def read_features_run(path: str) -> tuple[dict[str, Any], Config, Path]:
@@ -97,11 +139,29 @@ class StackedM2(nn.Module):
             )
         self.features = m1.requires_grad_(False).eval()
         self.shape = tuple(shape)
-        self.code_dim = int(caps.latent_dim)
+        threshold = float(cfg.extra.get("active_sd", ACTIVE_SD))
+        if not threshold >= 0:
+            raise ConfigError(f"model.extra.active_sd must be >= 0 (0 keeps every unit), got {threshold}")
+        self.register_buffer("active", active_units(m1, threshold), persistent=False)  # M1 and cfg give it
+        self.code_dim = int(self.active.sum())
+        self.code_cov = str(cfg.extra.get("code_cov", "diagonal"))
+        if self.code_cov not in CODE_COVARIANCES:
+            raise ConfigError(
+                f"model.extra.code_cov must be one of {', '.join(CODE_COVARIANCES)}, got '{self.code_cov}'"
+            )
+        full = self.code_cov == "full"
+        extra = {"alpha": FULL_ALPHA, **cfg.extra} if full else cfg.extra
         head_cfg = dataclasses.replace(
-            cfg, features="", likelihood="gaussian", gaussian_variance="decoder", gaussian_mean="identity"
+            cfg,
+            extra=extra,
+            features="",
+            likelihood="gaussian",
+            gaussian_variance="fixed" if full else "decoder",  # full: the decoder gives the mean only
+            gaussian_mean="identity",
         )
         self.head = M2(head_cfg, (1, 1, self.code_dim))
+        if full:  # p(z1|y,z2) = N(mu(y, z2), L_y L_y^T): raw Cholesky factors, L_y = I at the start
+            self.tril_raw = nn.Parameter(torch.zeros(self.head.num_classes, self.code_dim, self.code_dim))
         self.num_classes = self.head.num_classes
         self.latent_dim = self.head.latent_dim
         self.alpha = self.head.alpha
@@ -114,17 +174,20 @@ class StackedM2(nn.Module):
         return self
 
     def _codes(self, z1: torch.Tensor) -> torch.Tensor:
-        """M1's codes [..., D1] as M2's data [N, 1, 1, D1]."""
-        return z1.reshape(-1, 1, 1, self.code_dim)
+        """M1's active codes of z1 [..., D1] as M2's data [N, 1, 1, D1 active]."""
+        return z1[..., self.active].reshape(-1, 1, 1, self.code_dim)
 
     def _m1_terms(
         self, x: torch.Tensor, num_samples: int, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K draws z1 ~ q(z1|x) [K, B, D1] and log p(x|z1) - log q(z1|x) [K, B], no gradient (M1 is frozen)."""
+        """K draws z1 ~ q(z1|x) [K, B, D1] and log p(x|z1) - log q(z1|x) + log N(z1 inactive; 0, I) [K, B], no
+        gradient (M1 is frozen; M2 models the active units, M1's prior the others)."""
         with torch.no_grad():
             q1 = self.features.encode(x)
             z1 = rsample(q1, (num_samples,), generator)
-            return z1, self.features.decode(z1).log_prob(x) - q1.log_prob(z1)
+            terms = self.features.decode(z1).log_prob(x) - q1.log_prob(z1)
+            rest = z1[..., ~self.active].float()
+            return z1, terms + Normal(0.0, 1.0).log_prob(rest).sum(-1)
 
     def prior(self) -> Distribution:
         """p(z2) = N(0, I), event shape (D2,)."""
@@ -162,7 +225,9 @@ class StackedM2(nn.Module):
             z: codes z2 [..., D2].
             y: labels broadcastable with z.shape[:-1].
         """
-        z1 = self.head.decode(z, y).mean.reshape(*z.shape[:-1], self.code_dim)
+        active = self.head.decode(z, y).mean.reshape(*z.shape[:-1], self.code_dim)
+        z1 = active.new_zeros(*z.shape[:-1], self.active.numel())
+        z1[..., self.active] = active  # the inactive units at their prior mean, 0
         return self.features.decode(z1)
 
     def class_terms(
@@ -183,7 +248,7 @@ class StackedM2(nn.Module):
         """
         k, b, c = num_samples, x.shape[0], self.num_classes
         z1, m1 = self._m1_terms(x, k, generator)
-        rec, kl, log_qy = self.head.class_terms(self._codes(z1), 1, generator, analytic)
+        rec, kl, log_qy = self._head_terms(self._codes(z1), generator, analytic)
         m1 = m1.reshape(k, b, 1)
         return LabelTerms(
             rec.reshape(k, b, c) + m1,  # log p(x|z1) + log p(z1|y,z2); kl gets nothing from M1: it is in m1
@@ -203,7 +268,30 @@ class StackedM2(nn.Module):
             generator: the random stream of the draws; None: torch's global one.
         """
         z1, m1 = self._m1_terms(x, num_samples, generator)
-        return m1 + self.head.log_importance_weights(self._codes(z1), 1, generator).reshape(m1.shape)
+        rec, kl, _ = self._head_terms(self._codes(z1), generator)
+        return m1 + (torch.logsumexp(rec - kl, dim=-1) + self.log_py()).reshape(m1.shape)
+
+    def scale_tril(self) -> torch.Tensor:
+        """[C, D, D] Cholesky factors of p(z1|y,z2)'s per-class covariance (code_cov "full"); the diagonal is
+        softplus(raw) + SD_FLOOR, kept away from 0."""
+        raw = self.tril_raw.float()
+        diag = F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1) + SOFTPLUS_INV_ONE) + SD_FLOOR
+        return torch.tril(raw, -1) + torch.diag_embed(diag)
+
+    def _head_terms(
+        self, codes: torch.Tensor, generator: torch.Generator | None, analytic: bool = False
+    ) -> LabelTerms:
+        """M2's terms on codes [N, 1, 1, D] (one z2 per code and class): rec, kl and log q(y|z1), [1, N, C]."""
+        if self.code_cov != "full":
+            return self.head.class_terms(codes, 1, generator, analytic)
+        head, n, c = self.head, codes.shape[0], self.num_classes
+        q = head.encode(codes)
+        z = draw_z(q, 1, generator)  # [1, N, C, D2]
+        mean = head.decode(z, torch.arange(c, device=codes.device)).mean.reshape(1, n, c, self.code_dim)
+        p = MultivariateNormal(mean.float(), scale_tril=self.scale_tril())
+        rec = p.log_prob(codes.reshape(1, n, 1, self.code_dim).float())
+        kl = kl_divergence(q, head.prior())[None] if analytic else q.log_prob(z) - head.prior().log_prob(z)
+        return LabelTerms(rec, kl, torch.log_softmax(head.classifier(codes), -1)[None])
 
     @torch.no_grad()
     def generate(
