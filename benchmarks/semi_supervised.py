@@ -47,9 +47,10 @@ PUBLISHED = {  # test error (%) by labels: Kingma et al. 2014, Table 1; Maaloe e
 MODELS = {"m2": "M2", "m1m2": "M1+M2", "adgm": "ADGM"}
 TARGETS = {"m2": 12.0, "m1m2": 3.6, "adgm": 1.5}  # issue #19: mean test error (%) with 100 labels
 # A model's recipe, when it changed after cells were run: a cell of another recipe keeps its entry and run folder
-# but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class
-# (model.extra.active_sd = 0.1, code_cov = full, m2's defaults); before it, "" (every unit, diagonal).
-RECIPES = {"m1m2": "active-full"}
+# but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class,
+# classified by M2's own posterior p(y|z1) (model.extra.active_sd = 0.1, code_cov = full, classify = model:
+# m2's defaults); "active-full" classified with q(y|z1); "" before the fix (every unit, diagonal).
+RECIPES = {"m1m2": "active-full-model"}
 M1 = {  # Kingma et al. 2014's M1 for MNIST: 2 x 600 softplus, 50-d z
     "model.name": "vae",
     "model.hidden": (600, 600),

@@ -140,8 +140,34 @@ def test_new_runs_get_the_fix_and_older_configs_keep_the_form_their_checkpoints_
     old = StackedM2(ModelConfig(**{**CFG.__dict__, "latent_dim": D2}), SHAPE, features=m1_with_a_dead_unit())
     assert old.code_dim == D1 and not hasattr(old, "tril_raw")  # every unit, diagonal p(z1|y,z2)
     assert "active" not in old.state_dict()  # derived from M1 and the config, not stored
+    assert old.classify_with == "q"  # older runs classify with q(y|z1) as they were scored
     assert old.alpha == 10.0 and stacked("full", 0.1).alpha == 0.5  # M2's default; a given alpha is kept
     new = StackedM2(
         ModelConfig(**{**CFG.__dict__, "extra": {"code_cov": "full"}}), SHAPE, features=old.features
     )
     assert new.alpha == 1.0  # full covariance: alpha 1 unless given
+
+
+def test_the_model_classifier_is_m2s_posterior_at_the_code_mean():
+    """classify "model": logits log N(z1; mu(y, E z2), L_y L_y^T) - KL(q(z2|z1,y) || p(z2)) at the code mean
+    (up to a constant); "q": q(y|z1); a bad choice is one line."""
+    m, x = stacked("full", 0.1), data(5)
+    assert m.classify_with == "model"  # the default with full covariances
+    with torch.no_grad():
+        codes = m.features.encode(x).mean[:, :2]
+        by_hand = torch.empty(5, CLASSES, **F64)
+        for c in range(CLASSES):
+            y = torch.full((5,), c)
+            q2 = m.head.encode(codes.reshape(5, 1, 1, 2), y)
+            mean = m.head.decode(q2.mean, y).mean.reshape(5, 2)
+            rec = MultivariateNormal(mean, scale_tril=m.scale_tril()[c].double()).log_prob(codes)
+            by_hand[:, c] = rec - torch.distributions.kl_divergence(q2, m.head.prior())
+        torch.testing.assert_close(m.classify(x).logits, torch.log_softmax(by_hand, -1))
+        m.classify_with = "q"
+        q = torch.log_softmax(m.head.classifier(codes.reshape(5, 1, 1, 2)), -1)
+        torch.testing.assert_close(m.classify(x).logits, q)
+    base = {**CFG.__dict__, "latent_dim": D2}
+    with pytest.raises(ConfigError, match=r"model.extra.classify must be one of q, model, got 'bayes'"):
+        StackedM2(
+            ModelConfig(**{**base, "extra": {"classify": "bayes"}}), SHAPE, features=m1_with_a_dead_unit()
+        )
