@@ -94,6 +94,7 @@ MODELS = Table(
                 "model.activation": "softplus",
                 "model.latent_dim": 50,
                 "data.labelled": 100,
+                "model.extra": {"active_sd": 0.1, "code_cov": "full"},
             },
         ),
         "adgm": Described(
