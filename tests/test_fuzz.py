@@ -16,7 +16,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import scipy.io
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -113,6 +113,8 @@ def test_mat_reader_on_bytes(tmp_path_factory, body, prefix):
     shape=st.tuples(st.integers(0, 600), st.integers(0, 4)),
     key=st.sampled_from(["ff", "other"]),
 )
+@example(dtype=np.uint8, shape=(560, 1), key="ff")  # one frame: squeeze_me made it 1-D
+@example(dtype=np.uint8, shape=(560, 0), key="ff")
 def test_mat_reader_on_wrong_arrays(tmp_path_factory, dtype, shape, key):
     p = tmp_path_factory.mktemp("mat") / "frey_rawface.mat"
     scipy.io.savemat(p, {key: np.zeros(shape, dtype=dtype)})

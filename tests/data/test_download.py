@@ -73,8 +73,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        type(self).sent += len(body)  # before writing: once the client has the bytes, the count has them
         self.wfile.write(body)
-        type(self).sent += len(body)
 
 
 FAULTS = ("html", "badstatus", "chunkcut", "bad206")

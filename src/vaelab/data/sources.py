@@ -122,11 +122,19 @@ def parse_frey(found: dict[str, Path]) -> Splits:
 
     path = found["frey_rawface.mat"]
     try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+        mat = scipy.io.loadmat(
+            str(path), squeeze_me=False, struct_as_record=False
+        )  # squeezing: 1 frame is 1-D
     except Exception as e:  # scipy raises many types on malformed .mat files
         raise DataError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from None
     ff = mat.get("ff")
-    if not isinstance(ff, np.ndarray) or ff.dtype != np.uint8 or ff.ndim != 2 or ff.shape[0] != 560:
+    if (
+        not isinstance(ff, np.ndarray)
+        or ff.dtype != np.uint8
+        or ff.ndim != 2
+        or ff.shape[0] != 560
+        or not ff.size
+    ):
         got = None if not isinstance(ff, np.ndarray) else (ff.dtype, ff.shape)
         raise DataError(f"{path}: expected a uint8 array 'ff' of shape (560, N), got {got}")
     faces = ff.T.reshape(-1, 28, 20)
