@@ -1,19 +1,21 @@
 """M1+M2 (Kingma, Rezende, Mohamed & Welling 2014, section 3.2): M2 stacked on the codes of a trained VAE, M1.
 
 M1 (any trained one-latent-layer model of unlabelled images: `vaelab train --model vae`) stays frozen; M2 learns
-on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image. The classifier at test time is q(y|z1) at
-z1 = the mean of q(z1|x). Two settings (model.extra, issue #19, docs/semi-supervised.md):
+on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image. At test time z1 = the mean of q(z1|x) is
+classified by q(y|z1) or by M2's own posterior p(y|z1) (`classify`, below). Settings (model.extra, issue #19,
+docs/semi-supervised.md):
 - `active_sd`: M2 models only M1's active units, those whose code mean varies with sd > active_sd (0.1 in the
   authors' code), found from images M1 generates; the inactive ones (N(0, 1) noise under q(z1|x) and p(z1)
   alike) keep M1's prior. 0: every unit.
 - `code_cov`: p(z1|y,z2) is a Gaussian of diagonal covariance from the decoder (the paper's, "diagonal"), or of a
   learned full covariance per class ("full"): the within-class correlations of M1's codes that a collapsed z2
   cannot give (with "diagonal", M2 ends as a diagonal Gaussian mixture of the codes).
+- `classify`: "q" (q(y|z1), the paper's) or "model" (p(y|z1), the default with code_cov "full").
 The two models make one generative model p(x|z1) p(z1|y,z2) p(y) p(z2), so the bounds stay bounds on log p(x):
 log p(x) >= E_q(z1|x)[log p(x|z1) - log q(z1|x) + U(z1)], with M2's U(z1) <= log p(z1). `class_terms` adds
 M1's log p(x|z1) (and the inactive units' log N(z1; 0, I)) to every class's rec and log q(z1|x) to its kl; they
-do not depend on M2's weights, so the gradient is M2's own. A run is `vaelab train --model m2 --features RUN_OF_M1`: `model.features` names M1's run,
-whose best checkpoint is read when the model is built (and its weights kept in this run's checkpoints).
+do not depend on M2's weights, so the gradient is M2's own. A run is `vaelab train --model m2 --features
+RUN_OF_M1`: `model.features` names M1's run, whose best checkpoint is read when the model is built (and its weights kept in this run's checkpoints).
 """
 
 from __future__ import annotations
@@ -219,13 +221,11 @@ class StackedM2(nn.Module):
             return self.head.classify(codes)
         head, n, c = self.head, codes.shape[0], self.num_classes
         q = head.encode(codes)  # batch (N, C)
-        mean = head.decode(q.mean, torch.arange(c, device=codes.device)).mean.reshape(n, c, self.code_dim)
+        p = head.decode(q.mean, torch.arange(c, device=codes.device))
         if self.code_cov == "full":
-            rec = MultivariateNormal(mean.to(self.tril_raw.dtype), scale_tril=self.scale_tril()).log_prob(
-                codes.reshape(n, 1, self.code_dim).to(self.tril_raw.dtype)
-            )
+            rec = self._full_codes(p.mean.reshape(n, c, self.code_dim), codes.reshape(n, 1, self.code_dim))
         else:
-            rec = head.decode(q.mean, torch.arange(c, device=codes.device)).log_prob(codes.unsqueeze(1))
+            rec = p.log_prob(codes.unsqueeze(1))
         return Categorical(logits=rec - kl_divergence(q, head.prior()))
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -299,6 +299,12 @@ class StackedM2(nn.Module):
         diag = F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1) + SOFTPLUS_INV_ONE) + SD_FLOOR
         return torch.tril(raw, -1) + torch.diag_embed(diag)
 
+    def _full_codes(self, mean: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """log N(codes; mean, L_y L_y^T) per class, mean [..., C, D] and codes [..., 1, D], in the factors' dtype
+        (never bf16)."""
+        dtype = self.tril_raw.dtype
+        return MultivariateNormal(mean.to(dtype), scale_tril=self.scale_tril()).log_prob(codes.to(dtype))
+
     def _head_terms(
         self, codes: torch.Tensor, generator: torch.Generator | None, analytic: bool = False
     ) -> LabelTerms:
@@ -309,8 +315,7 @@ class StackedM2(nn.Module):
         q = head.encode(codes)
         z = draw_z(q, 1, generator)  # [1, N, C, D2]
         mean = head.decode(z, torch.arange(c, device=codes.device)).mean.reshape(1, n, c, self.code_dim)
-        p = MultivariateNormal(mean.to(self.tril_raw.dtype), scale_tril=self.scale_tril())
-        rec = p.log_prob(codes.reshape(1, n, 1, self.code_dim).to(self.tril_raw.dtype))
+        rec = self._full_codes(mean, codes.reshape(1, n, 1, self.code_dim))
         kl = kl_divergence(q, head.prior())[None] if analytic else q.log_prob(z) - head.prior().log_prob(z)
         return LabelTerms(rec, kl, torch.log_softmax(head.classifier(codes), -1)[None])
 
