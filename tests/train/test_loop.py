@@ -315,3 +315,20 @@ def test_resume_on_images_of_another_size_is_refused(tmp_path, config_factory):
             explicit={"train.epochs"},  # a second epoch to train (without it, nothing is left to train)
         )
     assert (tmp_path / "r/checkpoints/last.pt").read_bytes() == before
+
+
+def test_without_the_test_split_training_is_the_same_and_only_the_test_records_go(config_factory):
+    """train.eval_test false: the same weights and train/valid numbers; no test_* keys (the test split unread)."""
+    cfg = config_factory(**{"train.epochs": 2, "data.valid_fraction": 0.2, "data.binarize": "dynamic"})
+    both = train(cfg)
+    valid_only = train(cfg.replace(**{"train.eval_test": False}))
+    for (k, a), (_, b) in zip(both.model.state_dict().items(), valid_only.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    for full, lean in zip(both.history, valid_only.history):
+        assert any(k.startswith("test_") for k in full)
+        assert not any(k.startswith("test_") for k in lean)
+        assert {
+            k: v
+            for k, v in full.items()
+            if not k.startswith("test_") and k not in ("seconds", "samples_per_s")
+        } == {k: v for k, v in lean.items() if k not in ("seconds", "samples_per_s")}

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab.config import Config
-from vaelab.data import epoch_batches, prepare
+from vaelab.data import Prepared, epoch_batches, prepare
 from vaelab.data.batches import Share, batch_share
 from vaelab.data.python import resolve_data
 from vaelab.device import flush_denormals, keep_freed_memory
@@ -231,7 +231,9 @@ def _train(
     g_noise = torch.Generator(device=device).manual_seed(cfg.train.seed + 2)
 
     train_data = prepare(data.train, cfg.data.binarize, device, cfg.data.binarize_seed, train=True)
-    evals = {"test": prepare(data.test, cfg.data.binarize, device, cfg.data.binarize_seed + 1, train=False)}
+    evals: dict[str, Prepared] = {}
+    if cfg.train.eval_test:  # off: the test split is only read by the scoring that follows (vaelab eval)
+        evals["test"] = prepare(data.test, cfg.data.binarize, device, cfg.data.binarize_seed + 1, train=False)
     if data.valid is not None:
         evals["valid"] = prepare(
             data.valid, cfg.data.binarize, device, cfg.data.binarize_seed + 2, train=False
