@@ -103,3 +103,20 @@ def test_the_report_of_a_labelled_run_shows_its_analogies(runs, kind, tmp_path):
 def test_the_report_of_an_unlabelled_run_has_no_analogies(runs):
     page = build_report(runs / "vae")
     assert _analogies_card(page) is None and "Analogies" not in page and "figure 1" not in page
+
+
+@pytest.mark.parametrize("kind", ["cvae", "m2"])
+def test_vaelab_figures_draws_a_labelled_runs_analogies_with_its_seed(runs, kind, tmp_path):
+    path = runs / kind / "figures" / "analogies.png"
+    path.unlink(missing_ok=True)  # the end of `vaelab train` drew it too
+    assert main(["figures", str(runs / kind), "--seed", "2", "--quiet"]) == 0
+    o = open_run(str(runs / kind))
+    want = analogies_figure(o.model, o.split("test"), tmp_path / "want.png", seed=2)
+    assert path.read_bytes() == want.read_bytes()
+
+
+def test_vaelab_figures_draws_no_analogies_for_an_unlabelled_run(runs, capsys):
+    assert main(["figures", str(runs / "vae")]) == 0
+    assert not (runs / "vae" / "figures" / "analogies.png").exists()
+    out = capsys.readouterr().out.splitlines()
+    assert not [line for line in out if "analogies.png" in line or line.startswith("not drawn")]

@@ -205,7 +205,8 @@ def write_figures(
 
     o = open_run(str(run_path), device)
     can = fig.applicable(o.model)
-    test = o.split("test", data_dir) if any(v for k, v in can.items() if k != "samples") else None
+    wants_test = capabilities(o.model).labelled or any(v for k, v in can.items() if k != "samples")
+    test = o.split("test", data_dir) if wants_test else None
     needs_codes = can["samples"] and not capabilities(o.model).generative
     codes = _train_codes(o, data_dir) if needs_codes else None
     drawn, skipped = draw_figures(o.model, o.run.figures, test, codes, o.run.read_metrics(), seed)

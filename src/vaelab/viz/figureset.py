@@ -20,10 +20,12 @@ import torch
 from vaelab.data import Prepared
 from vaelab.models.protocol import capabilities
 from vaelab.viz import figures as fig
+from vaelab.viz.analogies import analogies_figure, why_no_analogies
 from vaelab.viz.grids import NotDrawn
 from vaelab.viz.tables import NOT_PICTURES, columns_figure, is_table_model, marginals_figure
 
 FIGURES = ("samples", "reconstructions", "manifold", "interpolations", "latents", "curves")
+LABELLED_FIGURES = ("analogies",)  # also planned for a model that takes a label (cvae, m2, adgm)
 
 Draw = Callable[[Path], Path]
 
@@ -36,8 +38,8 @@ def figure_plan(
     seed: int = 0,
     no_test: str = "the run's test data is not loaded",
 ) -> dict[str, Draw | str]:
-    """For each of `FIGURES`, the function that draws it into a PNG, or the one line saying why it is not
-    drawn.
+    """For each of `FIGURES` (and `LABELLED_FIGURES` for a model that takes a label), the function that draws
+    it into a PNG, or the one line saying why it is not drawn.
 
     Args:
         model: the run's model.
@@ -72,6 +74,11 @@ def figure_plan(
             plan[key] = no_test
         else:
             plan[key] = lambda p, draw=draw: draw(test, p)
+    if capabilities(model).labelled:
+        why = why_no_analogies(model)
+        if why is None and test is None:
+            why = no_test
+        plan["analogies"] = why if why is not None else lambda p: analogies_figure(model, test, p, seed=seed)
     if history:
         plan["curves"] = lambda p: fig.curves_figure(history, p, model=model)
     else:

@@ -27,11 +27,9 @@ from vaelab.io import atomic_write_text
 from vaelab.models.protocol import Capabilities, capabilities
 from vaelab.runs import read_eval
 from vaelab.viz import figures as fig
-from vaelab.viz.analogies import analogies_figure, why_no_analogies
 from vaelab.viz.curves import curves_title
 from vaelab.viz.evalcharts import decomposition_chart, eval_section, iwae_chart, kl_per_dim_chart, num
 from vaelab.viz.figureset import figure_plan
-from vaelab.viz.grids import NotDrawn
 from vaelab.viz.label_manifold import label_manifold_card
 from vaelab.viz.page import PAGE_CSS
 from vaelab.viz.page import draw as _draw
@@ -156,7 +154,8 @@ def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[d
     can = fig.applicable(model)
     test = train_codes = None
     no_test = "the run's test data is not loaded"
-    if any(can[k] for k in LATENT_PICTURES):  # the four latent pictures apply together (one latent layer)
+    # the four latent pictures apply together (one latent layer); a labelled model's analogies need it too
+    if capabilities(model).labelled or any(can[k] for k in LATENT_PICTURES):
         try:
             test = o.split("test", data_dir)
         except VaelabError as e:
@@ -175,21 +174,7 @@ def _pictures(o: OpenRun, tmp: Path, data_dir: str | None, seed: int) -> tuple[d
             notes[key] = f"not drawn: {make}"
         else:
             uris[key] = _draw(tmp, key, make, notes)
-    if capabilities(model).labelled:
-        uris["analogies"] = _draw(tmp, "analogies", lambda p: _analogies(o, p, data_dir, seed), notes)
     return uris, notes
-
-
-def _analogies(o: OpenRun, path: Path, data_dir: str | None, seed: int) -> Path:
-    """The analogies figure of a labelled run (`vaelab.viz.analogies`), on its test split."""
-    why = why_no_analogies(o.model)
-    if why is not None:
-        raise NotDrawn(why)
-    try:
-        test = o.split("test", data_dir)
-    except VaelabError as e:
-        raise NotDrawn(f"the run's test data could not be loaded ({' '.join(str(e).split())})") from None
-    return analogies_figure(o.model, test, path, seed=seed)
 
 
 FOLDER_ONLY = ("image_size", "channels")  # data settings that only an image folder uses
