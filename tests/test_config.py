@@ -34,6 +34,25 @@ def test_file_then_flags(tmp_path):
     assert cfg.train.optimizer == "adagrad" and cfg.train.lr == 0.02
 
 
+def test_a_mapping_in_a_file_or_flag_adds_to_the_models_own_defaults(tmp_path):
+    """m2's registered model.extra (active_sd, code_cov) stays when a file or --set names other entries; the
+    later source wins entry by entry; an empty mapping clears the defaults."""
+    from vaelab.models.registry import model_config
+
+    base = model_config("m2")
+    defaults = dict(base.model.extra)
+    assert defaults == {"active_sd": 0.1, "code_cov": "full"}
+    f = tmp_path / "m.yaml"
+    f.write_text("model:\n  extra:\n    alpha: 2\n    code_cov: diagonal\n")
+    cfg = build_config(f, {"model.extra": "{alpha: 3, classify: q}"}, base=base)
+    assert cfg.model.extra == {"active_sd": 0.1, "code_cov": "diagonal", "alpha": 3, "classify": "q"}
+    assert build_config(f, base=base).model.extra == {"active_sd": 0.1, "code_cov": "diagonal", "alpha": 2}
+    assert build_config(None, {"model.extra": "{}"}, base=base).model.extra == {}
+    assert build_config(f).model.extra == {"alpha": 2, "code_cov": "diagonal"}  # no defaults: the file's own
+    with pytest.raises(ConfigError, match=r"^model.extra: expected a mapping, got 5$"):
+        build_config(None, {"model.extra": "5"}, base=base)
+
+
 @pytest.mark.parametrize(
     ("flat", "message"),
     [

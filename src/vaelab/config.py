@@ -369,7 +369,8 @@ def build_config(
     overrides: dict[str, Any] | None = None,
     base: Config | None = None,
 ) -> Config:
-    """Defaults (`base`, e.g. a model's own defaults), then the file, then the overrides (in that order).
+    """Defaults (`base`, e.g. a model's own defaults), then the file, then the overrides (in that order); a
+    mapping setting (`model.extra`, `data.columns`) is merged entry by entry onto what came before.
 
     Args:
         file: a YAML or JSON config file, or None.
@@ -378,5 +379,22 @@ def build_config(
     """
     cfg = base if base is not None else Config()
     if file is not None:
-        cfg = apply_overrides(cfg, load_config_file(file))
-    return apply_overrides(cfg, overrides or {})
+        cfg = apply_overrides(cfg, _entrywise(load_config_file(file)))
+    return apply_overrides(cfg, _entrywise(overrides or {}))
+
+
+def _entrywise(flat: dict[str, Any]) -> dict[str, Any]:
+    """A mapping setting (`model.extra: {alpha: 1}`) as its entries, so a file or `--set` adds to the model's own
+    defaults (m2's `active_sd`, ...) instead of dropping them; an empty mapping still clears them."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.endswith(MAPPING_KEYS) and isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{key}: not a valid YAML mapping: {value!r}") from None
+        if key.endswith(MAPPING_KEYS) and isinstance(value, dict) and value:
+            out.update({f"{key}.{entry}": v for entry, v in value.items()})
+        else:
+            out[key] = value
+    return out
