@@ -1,0 +1,86 @@
+"""benchmarks/semi_supervised.py's M1 recipes (issue #19): which M1 run and results key each names, what the
+M1+M2 cells on it read (grey or binarized codes), that the first recipe keeps its old keys (its results resume)
+and that the table counts only the cells of the default recipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import semi_supervised as ss
+
+
+def args(tmp_path: Path, *more: str):
+    """Parsed arguments with the runs and results under tmp_path (nothing is read or trained)."""
+    return ss.parse(["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"), *more])
+
+
+def test_the_default_m1_recipe_is_known_and_gives_the_m1_epochs(tmp_path):
+    assert ss.DEFAULT_M1 in ss.M1_RECIPES and ss.FIRST_M1 in ss.M1_RECIPES
+    for name, recipe in ss.M1_RECIPES.items():
+        a = args(tmp_path, "--m1-recipe", name)
+        assert a.m1_epochs == recipe["epochs"]
+        assert recipe["codes"] in ("binary", "grey")
+    assert args(tmp_path, "--m1-epochs", "7").m1_epochs == 7
+
+
+def test_an_unknown_m1_recipe_or_no_m1_epochs_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        args(tmp_path, "--m1-recipe", "nope")
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert e.value.code == 2 and len(err) == 1
+    assert "--m1-recipe: unknown 'nope'" in err[0] and ss.DEFAULT_M1 in err[0]
+    with pytest.raises(SystemExit):
+        args(tmp_path, "--m1-epochs", "0")
+    assert "--m1-epochs >= 1" in capsys.readouterr().err
+
+
+def test_the_first_m1_recipe_keeps_its_run_folder_and_results_keys(tmp_path):
+    a = args(tmp_path, "--m1-recipe", ss.FIRST_M1)
+    key, out, cfg = ss.m1_plan(a)
+    assert (key, out.name) == ("mnist/m1", "mnist-m1")
+    assert (cfg.model.hidden, cfg.model.latent_dim, cfg.train.precision) == ((600, 600), 50, "fp32")
+    key, out, cfg, meta = ss.cell_plan(a, "m1m2", 100, 2, tmp_path / "runs" / "mnist-m1")
+    assert key == "mnist/m1m2/100/d2/active-full-model" and out.name == "mnist-m1m2-100-d2-active-full-model"
+    assert cfg.data.binarize == "dynamic" and cfg.data.label_seed == 2 and cfg.data.labelled == 100
+    assert meta["m1_recipe"] == ss.FIRST_M1 and meta["recipe"] == "active-full-model"
+
+
+@pytest.mark.parametrize("name", sorted(set(ss.M1_RECIPES) - {ss.FIRST_M1}))
+def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_path, name):
+    recipe = ss.M1_RECIPES[name]
+    a = args(tmp_path, "--m1-recipe", name, "--m1-epochs", "9")
+    key, out, cfg = ss.m1_plan(a)
+    assert (key, out.name, cfg.train.epochs) == (f"mnist/m1/{name}", f"mnist-m1-{name}", 9)
+    flat = recipe["config"]
+    assert cfg.model.name == flat["model.name"] and tuple(cfg.model.hidden) == tuple(flat["model.hidden"])
+    for k, v in flat.items():
+        section, field = k.split(".", 1)
+        if section in ("train", "objective") and "." not in field:
+            assert getattr(getattr(cfg, section), field) == v, k
+    key, run, cell, meta = ss.cell_plan(a, "m1m2", 600, 0, out)
+    assert key == f"mnist/m1m2/600/d0/active-full-model/m1-{name}" and "/" not in run.name
+    assert cell.model.features == str(out.resolve())
+    grey = recipe["codes"] == "grey"
+    assert (cell.data.binarize, cell.model.likelihood) == (
+        ("none", "gaussian") if grey else ("dynamic", "bernoulli")
+    )
+    assert (meta["m1_recipe"], meta["m1_epochs"], meta["m1_setting"]) == (name, 9, recipe["setting"])
+    _, _, m2, meta = ss.cell_plan(a, "m2", 100, 0, None)  # M2 alone does not depend on the M1 recipe
+    assert not m2.model.features and m2.data.binarize == "dynamic" and "m1_recipe" not in meta
+
+
+def test_the_table_counts_only_cells_of_the_default_m1_recipe():
+    def cell(recipe: str, error: float) -> dict:
+        best = {"epoch": 3, "valid_error": error, "test_error": error}
+        return {"model": "m1m2", "labels": 100, "draw": 0, "recipe": recipe, "best": best, "done": True}
+
+    cells = {"old": cell(ss.m1m2_recipe(ss.FIRST_M1), 0.06), "new": cell(ss.m1m2_recipe(ss.DEFAULT_M1), 0.04)}
+    cells["other"] = cell(ss.m1m2_recipe("some-other-m1"), 0.5)
+    cells["new"]["epochs_done"] = cells["new"]["cpu_seconds"] = 5
+    summary = ss.summarise(cells)["m1m2/100"]
+    assert summary["draws"] == 1 and summary["test_error_percent"] == [pytest.approx(4.0)]
