@@ -84,8 +84,7 @@ DEFAULT_M1 = "500-wu20"
 # A model's recipe, when it changed after cells were run: a cell of another recipe keeps its entry and run folder
 # but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class,
 # classified by M2's own posterior p(y|z1) (model.extra.active_sd = 0.1, code_cov = full, classify = model:
-# m2's defaults); "active-full" classified with q(y|z1); "" before the fix (every unit, diagonal).
-# An M1+M2 cell on another M1 than the first adds "/m1-NAME" (`m1m2_recipe`).
+# m2's defaults); "active-full" classified with q(y|z1); "" before the fix. Another M1 adds "/m1-NAME".
 M1M2_RECIPE = "active-full-model"
 
 
@@ -237,6 +236,11 @@ def train_cell(
     return entry
 
 
+def picked(*names: str):
+    """The record_of of `train_cell`: an epoch's number, seconds and these fields of its record."""
+    return lambda r: {"epoch": r["epoch"], "seconds": r["seconds"], **{n: r.get(n) for n in names}}
+
+
 def m1_plan(a: argparse.Namespace) -> tuple[str, Path, Any]:
     """(results key, run folder, Config) of the M1 that --m1-recipe names, trained to --m1-epochs."""
     name, recipe = a.m1_recipe, M1_RECIPES[a.m1_recipe]
@@ -256,19 +260,8 @@ def m1_run(a: argparse.Namespace) -> Path:
     if not (
         cell.get("done") and cell.get("epochs_planned") == a.m1_epochs and (out / "checkpoints").is_dir()
     ):
-        train_cell(
-            key,
-            cfg,
-            out,
-            a,
-            {"model": "m1", "recipe": a.m1_recipe, "setting": M1_RECIPES[a.m1_recipe]["setting"]},
-            lambda r: {
-                "epoch": r["epoch"],
-                "seconds": r["seconds"],
-                "valid_elbo": r.get("valid_elbo"),
-                "test_elbo": r.get("test_elbo"),
-            },
-        )
+        meta = {"model": "m1", "recipe": a.m1_recipe, "setting": M1_RECIPES[a.m1_recipe]["setting"]}
+        train_cell(key, cfg, out, a, meta, picked("valid_elbo", "test_elbo"))
     return out
 
 
@@ -314,20 +307,7 @@ def run_cells(a: argparse.Namespace) -> None:
                 cell = read_cells(a.results).get(key, {})
                 if cell.get("done") and cell.get("epochs_planned", 0) >= a.epochs[model]:
                     continue
-                train_cell(
-                    key,
-                    cfg,
-                    out,
-                    a,
-                    meta,
-                    lambda r: {
-                        "epoch": r["epoch"],
-                        "seconds": r["seconds"],
-                        "valid_error": r["valid_error"],
-                        "test_error": r["test_error"],
-                        "test_elbo": r.get("test_elbo"),
-                    },
-                )
+                train_cell(key, cfg, out, a, meta, picked("valid_error", "test_error", "test_elbo"))
 
 
 def table(cells: dict[str, Any]) -> str:
@@ -376,24 +356,16 @@ def draw(cells: dict[str, Any], path: Path) -> Path | None:
     colours = {"m2": "tab:blue", "m1m2": "tab:orange", "adgm": "tab:green"}
     for ax, n in zip(axes[0], labels, strict=True):
         for c in sorted((c for c in runs if c["labels"] == n), key=lambda c: (c["model"], c["draw"])):
-            ep = [r["epoch"] for r in c["curve"]]
-            ax.plot(
-                ep,
-                [100 * r["test_error"] for r in c["curve"]],
-                color=colours[c["model"]],
-                lw=1,
-                label=f"{MODELS[c['model']]} d{c['draw']} test",
-            )
-            ax.plot(
-                ep, [100 * r["valid_error"] for r in c["curve"]], color=colours[c["model"]], lw=0.6, ls=":"
-            )
+            ep, col = [r["epoch"] for r in c["curve"]], colours[c["model"]]
+            test, valid = ([100 * r[k] for r in c["curve"]] for k in ("test_error", "valid_error"))
+            ax.plot(ep, test, color=col, lw=1, label=f"{MODELS[c['model']]} d{c['draw']} test")
+            ax.plot(ep, valid, color=col, lw=0.6, ls=":")
             for m, (mean, _) in PUBLISHED.get(n, {}).items():
                 key = next(k for k, v in MODELS.items() if v == m)
                 ax.axhline(mean, color=colours[key], lw=0.8, ls="--")
         ax.set_yscale("log")
         ax.set_title(f"{n:,} labels (dashed: published; dotted: valid)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test error (%)")
+        ax.set(xlabel="epoch", ylabel="test error (%)")
         ax.legend(fontsize=6)
     fig.tight_layout()
     atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=110))
