@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,7 @@ M1_RECIPES: dict[str, dict[str, Any]] = {
         "epochs": 150,
         "codes": "binary",
     },
-    # issue #19: Kingma et al.'s 500-500, 20 epochs of KL warm-up (21 active units against 12-17), bf16, 250
-    # epochs, codes of the grey-level images; the class-Gaussian diagnostic of docs/semi-supervised.md: 3.0%
+    # issue #19: 21 active units (12-17 in 600-b128); class-Gaussian diagnostic (docs/semi-supervised.md) 3.0%
     # validation error against 4.4% (600-b128 at 71 epochs, binarized codes)
     "500-wu20": {
         "setting": "784-500-500-50 softplus VAE, Bernoulli, Adam 1e-3, batch 128, 20 epochs of KL warm-up, bf16; "
@@ -236,7 +236,7 @@ def train_cell(
     return entry
 
 
-def picked(*names: str):
+def picked(*names: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The record_of of `train_cell`: an epoch's number, seconds and these fields of its record."""
     return lambda r: {"epoch": r["epoch"], "seconds": r["seconds"], **{n: r.get(n) for n in names}}
 
