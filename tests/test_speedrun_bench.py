@@ -106,3 +106,26 @@ def test_a_rerun_is_stored_beside_the_record_with_its_paired_difference(tmp_path
     assert again["paired_stderr"] > 0 and again["within_record_stderr"] == (
         abs(again["nll_minus_record"]) <= row["stderr"]
     )
+
+
+def _row(nll: float, minutes: float) -> dict:
+    return {"nll": nll, "stderr": 0.2, "minutes_to_scored": minutes, "cpu_minutes_to_scored": minutes,
+            "budget_minutes": 60.0, "reached": False, "model": "vae", "scored_epoch": 9, "epochs_trained": 10,
+            "psis_share_above_0.7": 0.5, "machine": {"cpu_model": "cpu"}, "threads": 1, "load_average_max": 1.0,
+            "measured_at": "t", "git_commit": "abcdef0", "command": "c"}  # fmt: skip
+
+
+def test_an_unrun_open_record_shows_the_best_number_so_far_on_its_data_within_its_budget():
+    """'Any vaelab model' admits every other record's model: an unrun one shows the lowest NLL among the records
+    on its data set scored within its budget (80.5 at 500 min is over it); another rule or data set: 'not run'."""
+    rows = {"mnist-1layer-15min": _row(86.1, 12.0), "mnist-2layer-2h": _row(82.3, 100.0),
+            "mnist-any-4h": _row(83.0, 200.0), "mnist-1layer-60min": _row(80.5, 500.0)}  # fmt: skip
+    first = speedrun.table(rows).split("\n\n")[0].splitlines()[2:]  # the records, not the commands
+    lines = {ln.split(":")[0].strip("| "): ln for ln in first}
+    assert "best so far 82.30 ± 0.20 (mnist-2layer-2h) | 100.0 min | no |" in lines["mnist-any-8h"]
+    assert "| not run | | no |" in lines["fashion-vampprior"]
+    assert speedrun.best_so_far(speedrun.RECORDS["mnist-any-4h"], {}) is None
+    assert speedrun.best_so_far(speedrun.RECORDS["mnist-2layer-2h"], rows) is None  # a fixed-model record
+    assert (
+        len(lines) == len(speedrun.RECORDS) and len({ln.count("|") for ln in first}) == 1
+    )  # aligned columns
