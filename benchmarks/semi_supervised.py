@@ -7,7 +7,8 @@ stands on one M1 run (a softplus VAE on all training images, trained here first;
 checkpoint of each cell is the epoch with the lowest validation error (best.pt); its test error, on all 10,000
 test images, is what the table shows, with the epochs and CPU time it took. Each epoch is merged into the
 results file at once (under a lock, so two processes can share it; --commit-results commits it), and a re-run
-resumes each unfinished cell from its run folder, or continues a finished one to more --epochs.
+resumes each unfinished cell from its run folder, or continues a finished one to more --epochs; a cell
+whose run folder is gone (a fresh machine, another --runs-dir) keeps its entry as measured and is not retrained.
 
     python benchmarks/semi_supervised.py --data-dir ../shared/data --models m1m2 --labels 100 --draws 3
     python benchmarks/semi_supervised.py --table            # the table and figure from the results file
@@ -306,6 +307,15 @@ def run_cells(a: argparse.Namespace) -> None:
                 key, out, cfg, meta = cell_plan(a, model, labels, draw, m1)
                 cell = read_cells(a.results).get(key, {})
                 if cell.get("done") and cell.get("epochs_planned", 0) >= a.epochs[model]:
+                    continue
+                if cell.get("curve") and not (out / "checkpoints" / "last.pt").is_file():
+                    # its run folder is gone (another machine, another --runs-dir): training it afresh would
+                    # replace its measured entry, so it is kept as it stands
+                    print(
+                        f"{key}: kept as measured ({cell.get('epochs_done', len(cell['curve']))} epochs); "
+                        f"no run to resume in {out}",
+                        flush=True,
+                    )
                     continue
                 train_cell(key, cfg, out, a, meta, picked("valid_error", "test_error", "test_elbo"))
 

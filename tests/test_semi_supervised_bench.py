@@ -84,3 +84,36 @@ def test_the_table_counts_only_cells_of_the_default_m1_recipe():
     cells["new"]["epochs_done"] = cells["new"]["cpu_seconds"] = 5
     summary = ss.summarise(cells)["m1m2/100"]
     assert summary["draws"] == 1 and summary["test_error_percent"] == [pytest.approx(4.0)]
+
+
+def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monkeypatch, capsys):
+    """A re-run on a machine without the cell's run folder must not train it afresh over its measured entry;
+    a cell with no entry yet is trained."""
+    results = tmp_path / "results.json"
+    curve = [
+        {"epoch": e, "seconds": 60.0, "valid_error": 0.3 - e / 100, "test_error": 0.3 - e / 100}
+        for e in (1, 2)
+    ]
+    measured = {
+        "model": "adgm",
+        "labels": 100,
+        "draw": 0,
+        "done": False,
+        "epochs_planned": 100,
+        "epochs_done": 2,
+    }
+    measured.update(curve=curve, best=ss.best_epoch(curve), cpu_seconds=120.0, run="mnist-adgm-100-d0")
+    ss.put_cell(results, "mnist/adgm/100/d0", measured)
+    before = results.read_text()
+    trained: list[str] = []
+    monkeypatch.setattr(ss, "train_cell", lambda key, *rest: trained.append(key))
+    a = args(tmp_path, "--models", "adgm", "--labels", "100", "--draws", "2", "--epochs", "11")
+    a.results = results
+    ss.run_cells(a)
+    assert trained == ["mnist/adgm/100/d1"]  # draw 0 kept, draw 1 (no entry) trained
+    assert results.read_text() == before
+    assert "mnist/adgm/100/d0: kept as measured (2 epochs)" in capsys.readouterr().out
+    (tmp_path / "runs" / "mnist-adgm-100-d0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "mnist-adgm-100-d0" / "checkpoints" / "last.pt").write_bytes(b"")
+    ss.run_cells(a)  # with its run folder back, draw 0 resumes
+    assert trained[-2:] == ["mnist/adgm/100/d0", "mnist/adgm/100/d1"]
