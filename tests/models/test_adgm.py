@@ -19,7 +19,7 @@ from torch.distributions import MultivariateNormal, Normal
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.distributions.gaussian import diagonal_gaussian
 from vaelab.errors import ConfigError
-from vaelab.models.adgm import ADGM
+from vaelab.models.adgm import ADGM, CLASSIFY_SEED
 from vaelab.models.cvae import one_hot
 from vaelab.models.registry import build_model, model_config
 from vaelab.nets.mlp import ACTIVATIONS
@@ -317,3 +317,111 @@ def test_defaults_are_the_papers_mnist_settings():
         m.latent_dim == 100 and m.aux_dim == 100 and cfg.train.lr == 3e-4 and cfg.objective.name == "default"
     )
     assert isinstance(m.q_y.act, nn.ReLU) and [layer.out_features for layer in m.q_y.inputs] == [500, 500]
+
+
+def test_the_opt_in_settings_default_to_the_model_as_it_was():
+    """model.extra without batch_norm and classify_samples, or with their defaults, builds the same networks
+    (the same parameters, no normalisation layer) and reads q(y|a,x) at the mean of q(a|x)."""
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    plain = small_adgm()
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        hidden=(16,),
+        latent_dim=2,
+        extra={"classes": 3, "alpha": 0.5, "aux_dim": 3, "batch_norm": False, "classify_samples": 0},
+    )
+    explicit = ADGM(cfg, (1, 4, 4))
+    a, b = plain.state_dict(), explicit.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in explicit.modules())
+    plain.eval()
+    torch.testing.assert_close(
+        plain.classify(x).logits, torch.log_softmax(plain.q_y(x.flatten(1), plain.aux(x).mean), -1)
+    )
+
+
+def bn_adgm(**extra) -> ADGM:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        hidden=(16, 8),
+        latent_dim=2,
+        extra={"classes": 3, "alpha": 0.5, "aux_dim": 3, "batch_norm": True, **extra},
+    )
+    return ADGM(cfg, (1, 4, 4))
+
+
+def test_batch_norm_normalises_every_hidden_layer_over_images_draws_and_classes():
+    """In training, each hidden pre-activation leaves its normalisation with mean 0 and variance 1 over all the
+    rows its network sees: for q(z|a,x,y), images x draws of a x classes."""
+    m, k, b = bn_adgm(), 4, 6
+    norms = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm1d)]
+    # two hidden layers in each of q(a|x), q(y|a,x), q(z|a,x,y), p(a|x,y,z) and p(x|y,z)
+    assert len(norms) == 10 and [n.num_features for n in m.q_z.modules() if n in norms] == [16, 8]
+    seen = {}
+    hooks = [n.register_forward_hook(lambda mod, i, out, n=n: seen.update({n: (i[0], out)})) for n in norms]
+    x = torch.rand(b, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    m.train()
+    m.class_terms(x, k, torch.Generator().manual_seed(6))
+    for h in hooks:
+        h.remove()
+    assert seen[m.q_z.act[0]][1].shape == (k, b, 3, 16)  # the statistics span the classes and the draws
+    for before, out in seen.values():
+        rows, v = out.reshape(-1, out.shape[-1]), before.reshape(-1, before.shape[-1]).var(0, unbiased=False)
+        torch.testing.assert_close(rows.mean(0), torch.zeros(rows.shape[1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(rows.var(0, unbiased=False), v / (v + 1e-5))  # BatchNorm1d's eps 1e-5
+
+
+def test_batch_norm_passes_gradient_to_every_network_and_scores_images_alone_in_evaluation():
+    """The m2 objective's loss reaches the normalisation of all five networks; in evaluation (running
+    statistics) an image's class probabilities do not depend on the rest of its batch."""
+    m = bn_adgm()
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    m.train()
+    loss = m2_objective(
+        m,
+        x,
+        ObjectiveConfig(num_samples=2),
+        1.0,
+        torch.Generator().manual_seed(1),
+        y=torch.tensor([0, -1, 2, -1, -1, 1]),
+    ).loss
+    loss.backward()
+    for net in (m.q_a, m.q_y, m.q_z, m.p_a, m.decoder):
+        grads = [n.weight.grad for n in net.modules() if isinstance(n, nn.BatchNorm1d)]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m.classify(x).logits[:2], m.classify(x[:2]).logits)
+
+
+def test_classify_samples_averages_the_class_probabilities_over_draws_of_a():
+    """classify_samples S: q(y|x) read as (1/S) sum_s q(y|a_s,x), a_s = mean + sd * eps_s, eps [S, B, A] drawn
+    from a stream seeded with CLASSIFY_SEED at every call (the same read-out twice)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        hidden=(16,), latent_dim=2, extra={"classes": 3, "alpha": 0.5, "aux_dim": 3, "classify_samples": 7}
+    )
+    m = ADGM(cfg, (1, 4, 4)).eval()
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        q_a = m.aux(x)
+        eps = torch.randn(7, 5, 3, generator=torch.Generator().manual_seed(CLASSIFY_SEED))
+        probs = torch.softmax(m.q_y(x.flatten(1), q_a.mean + q_a.stddev * eps), -1).mean(0)
+        torch.testing.assert_close(m.classify(x).probs, probs)
+        torch.testing.assert_close(m.classify(x).probs, m.classify(x).probs)
+        plug_in = torch.softmax(m.q_y(x.flatten(1), q_a.mean), -1)
+    assert not torch.allclose(probs, plug_in)  # the draws matter: a is not a point
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"batch_norm": "yes"}, "model.extra.batch_norm must be true or false, got 'yes'"),
+        ({"classify_samples": -1}, r"model.extra.classify_samples \(.*\) must be an integer >= 0, got -1"),
+        ({"classify_samples": 2.5}, r"model.extra.classify_samples .* got 2.5"),
+    ],
+)
+def test_bad_opt_in_settings_are_one_line_config_errors(extra, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        ADGM(ModelConfig(extra={"classes": 3, **extra}), (1, 4, 4))
+    assert "\n" not in str(e.value)

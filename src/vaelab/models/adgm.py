@@ -10,6 +10,14 @@ MNIST labels. Every network is an MLP of widths model.hidden on the flattened im
 500 ReLU units, a and z of 100 dimensions each); a network of several inputs sums one linear map per input in
 its first layer (`JoinedMLP`), so x passes once per image, a once per draw and y once per class. It meets
 `vaelab.models.protocol.ClassTerms`.
+
+Two opt-in settings in model.extra follow the authors' code (docs/semi-supervised.md, "ADGM against the paper");
+their defaults build and classify exactly as before:
+- `batch_norm` (default false): batch normalisation of every hidden layer's pre-activation, over all the
+  rows a network sees (images x draws x classes), as the authors' MNIST script (`batchnorm=True`).
+- `classify_samples` (default 0): 0 reads q(y|a,x) at the mean of q(a|x); S > 0 averages the probabilities
+  q(y|a_s,x) over S draws a_s ~ q(a|x) from a fixed-seed stream (a deterministic read-out), as the authors'
+  test error (100 draws).
 """
 
 from __future__ import annotations
@@ -36,6 +44,28 @@ from vaelab.nets.mlp import GATED, MLPDecoder, activation, mlp
 # images, N_l = 100 labels); with vaelab's batches, 90% unlabelled (data.labelled_share = 0.1), that is 54.
 ALPHA = 54.0
 AUX_DIM = 100  # dimensions of a (model.extra["aux_dim"]), the paper's MNIST setting
+CLASSIFY_SEED = 0  # the stream of the read-out's draws of a (model.extra["classify_samples"] > 0)
+# The model.extra keys the ADGM reads (the registry's extra_keys for "adgm" should be this tuple).
+ADGM_EXTRA = ("classes", "alpha", "aux_dim", "batch_norm", "classify_samples")
+
+
+def adgm_options(cfg: ModelConfig) -> tuple[bool, int]:
+    """(batch_norm, classify_samples) from model.extra, checked: a ConfigError in one line.
+
+    Args:
+        cfg: the model config.
+    """
+    norm, samples = cfg.extra.get("batch_norm", False), cfg.extra.get("classify_samples", 0)
+    if not isinstance(norm, bool):
+        raise ConfigError(f"model.extra.batch_norm must be true or false, got {norm!r}")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        raise ConfigError(
+            "model.extra.classify_samples (draws of a averaged by the classifier; 0: the mean of q(a|x)) "
+            f"must be an integer >= 0, got {samples!r}"
+        )
+    if norm and cfg.activation == GATED:
+        raise ConfigError("model.extra.batch_norm normalises before an elementwise activation, not 'gated'")
+    return norm, samples
 
 
 def adgm_settings(cfg: ModelConfig) -> tuple[int, float]:
@@ -55,6 +85,7 @@ def adgm_settings(cfg: ModelConfig) -> tuple[int, float]:
             f"model.extra.alpha (weight of the labelled classification loss) must be a number >= 0, got {alpha!r}"
         )
     num_classes(cfg)
+    adgm_options(cfg)
     if cfg.body != "mlp":
         raise ConfigError(
             f"model 'adgm' builds dense networks on the flattened image: model.body must be mlp, not {cfg.body!r}"
@@ -79,16 +110,39 @@ def check_adgm(cfg: Config) -> None:
         )
 
 
+class RowBatchNorm(nn.BatchNorm1d):
+    """Batch normalisation of features [..., F] over every row of the leading shape (images, draws, classes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def normed(net: nn.Sequential) -> nn.Sequential:
+    """`mlp`'s layers with a `RowBatchNorm` between each hidden linear layer and its activation."""
+    layers: list[nn.Module] = []
+    for i, layer in enumerate(net):
+        layers.append(layer)
+        if isinstance(layer, nn.Linear) and i + 1 < len(net):
+            layers.append(RowBatchNorm(layer.out_features))
+    return nn.Sequential(*layers)
+
+
 class JoinedMLP(nn.Module):
     """An MLP on several inputs: the first layer is the sum of one linear map per input (the linear map of
-    their concatenation), so inputs of broadcastable leading shapes are each mapped once."""
+    their concatenation), so inputs of broadcastable leading shapes are each mapped once; `norm`: batch
+    normalisation before each hidden activation."""
 
-    def __init__(self, widths: Sequence[int], hidden: Sequence[int], out_features: int, act: str) -> None:
+    def __init__(
+        self, widths: Sequence[int], hidden: Sequence[int], out_features: int, act: str, norm: bool = False
+    ) -> None:
         super().__init__()
         first = hidden[0] * (2 if act == GATED else 1)
         self.inputs = nn.ModuleList(nn.Linear(w, first, bias=i == 0) for i, w in enumerate(widths))
         self.act = nn.GLU(-1) if act == GATED else activation(act)
         self.rest = mlp(hidden[0], hidden[1:], out_features, act)
+        if norm:
+            self.act = nn.Sequential(RowBatchNorm(first), self.act)
+            self.rest = normed(self.rest)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The output [..., out_features] for inputs [..., width_i] of broadcastable leading shapes."""
@@ -104,17 +158,22 @@ class ADGM(nn.Module):
     def __init__(self, cfg: ModelConfig, shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.aux_dim, self.alpha = adgm_settings(cfg)
+        self.batch_norm, self.classify_samples = adgm_options(cfg)
         self.shape = tuple(shape)
         self.latent_dim = cfg.latent_dim
         self.num_classes = c = num_classes(cfg)
         self.importance_cost = c  # decoder passes per importance sample (one per class)
         pixels, a, d, act = math.prod(self.shape), self.aux_dim, cfg.latent_dim, cfg.activation
+        norm = self.batch_norm
         self.q_a = mlp(pixels, cfg.hidden, 2 * a, act)  # q(a|x)
-        self.q_y = JoinedMLP((pixels, a), cfg.hidden, c, act)  # q(y|a,x): logits
-        self.q_z = JoinedMLP((pixels, a, c), cfg.hidden, 2 * d, act)  # q(z|a,x,y)
-        self.p_a = JoinedMLP((pixels, c, d), cfg.hidden, 2 * a, act)  # p(a|x,y,z)
+        self.q_y = JoinedMLP((pixels, a), cfg.hidden, c, act, norm)  # q(y|a,x): logits
+        self.q_z = JoinedMLP((pixels, a, c), cfg.hidden, 2 * d, act, norm)  # q(z|a,x,y)
+        self.p_a = JoinedMLP((pixels, c, d), cfg.hidden, 2 * a, act, norm)  # p(a|x,y,z)
         self.likelihood = likelihood_from(cfg, self.shape)
         self.decoder = MLPDecoder(d + c, tuple(reversed(cfg.hidden)), self.shape, self.likelihood.factor, act)
+        if norm:
+            self.q_a = normed(self.q_a)
+            self.decoder.net = normed(self.decoder.net)
         self.prior_net = StandardNormalPrior(d)
 
     def prior(self) -> Distribution:
@@ -135,13 +194,20 @@ class ADGM(nn.Module):
 
     def classify(self, x: torch.Tensor) -> Categorical:
         """q(y | a, x) at a = the mean of q(a|x): batch (B,), deterministic (the plug-in, one pass; training
-        fits q(y|a,x) at drawn a, and the test error is read at the mean).
+        fits q(y|a,x) at drawn a, and the test error is read at the mean). With model.extra.classify_samples
+        S > 0: the mean of the probabilities q(y|a_s,x) over S draws a_s ~ q(a|x), the draws from a stream
+        seeded afresh at every call (`CLASSIFY_SEED`), so the read-out of a batch is deterministic.
 
         Args:
             x: the batch [B, C, H, W].
         """
-        flat = x.flatten(1)
-        return Categorical(logits=self.q_y(flat, self.aux(x).mean))
+        flat, q_a = x.flatten(1), self.aux(x)
+        if not self.classify_samples:
+            return Categorical(logits=self.q_y(flat, q_a.mean))
+        stream = torch.Generator(device=x.device).manual_seed(CLASSIFY_SEED)
+        a = draw_z(q_a, self.classify_samples, stream)  # [S, B, A]
+        log_q = torch.log_softmax(self.q_y(flat, a).float(), -1)
+        return Categorical(logits=log_q.logsumexp(0) - math.log(self.classify_samples))
 
     def _posterior(self, flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> Distribution:
         """q(z|a,x,y) for a [..., A] and labels y broadcast against its leading shape: batch a.shape[:-1]."""
