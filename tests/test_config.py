@@ -53,6 +53,20 @@ def test_a_mapping_in_a_file_or_flag_adds_to_the_models_own_defaults(tmp_path):
         build_config(None, {"model.extra": "5"}, base=base)
 
 
+def test_a_flag_naming_one_entry_of_a_mapping_reads_its_value_as_yaml_would():
+    """`--set model.extra.alpha=30` gives the number 30, `batch_norm=true` True, as the same lines in a file
+    would; a text stays text (a column kind) and a Python caller's value is kept as given."""
+    cfg = build_config(
+        None, {"model.extra.alpha": "30", "model.extra.batch_norm": "true", "model.extra.h": "[1, 2]"}
+    )
+    assert cfg.model.extra == {"alpha": 30, "batch_norm": True, "h": [1, 2]}
+    assert build_config(None, {"data.columns.age": "continuous"}).data.columns == {"age": "continuous"}
+    f_cfg = Config().replace(**{"model.extra": {"alpha": "30"}})
+    assert f_cfg.model.extra == {"alpha": "30"}  # not through build_config's flags: kept as given
+    with pytest.raises(ConfigError, match=r"^model.extra.alpha: not a valid YAML value: '\[1'$"):
+        build_config(None, {"model.extra.alpha": "[1"})
+
+
 @pytest.mark.parametrize(
     ("flat", "message"),
     [

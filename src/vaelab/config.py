@@ -380,14 +380,21 @@ def build_config(
     cfg = base if base is not None else Config()
     if file is not None:
         cfg = apply_overrides(cfg, _entrywise(load_config_file(file)))
-    return apply_overrides(cfg, _entrywise(overrides or {}))
+    return apply_overrides(cfg, _entrywise(overrides or {}, typed_entries=True))
 
 
-def _entrywise(flat: dict[str, Any]) -> dict[str, Any]:
+def _entrywise(flat: dict[str, Any], typed_entries: bool = False) -> dict[str, Any]:
     """A mapping setting (`model.extra: {alpha: 1}`) as its entries, so a file or `--set` adds to the model's own
-    defaults (m2's `active_sd`, ...) instead of dropping them; an empty mapping still clears them."""
+    defaults (m2's `active_sd`, ...) instead of dropping them; an empty mapping still clears them. With
+    `typed_entries` (flags), an entry given as text (`--set model.extra.alpha=30`) is read as a YAML scalar, as it
+    would be in a file: a mapping's entries have no declared type to convert them."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
+        if typed_entries and isinstance(value, str) and key.rpartition(".")[0].endswith(MAPPING_KEYS):
+            try:
+                value = yaml.safe_load(value) if value else value
+            except yaml.YAMLError:
+                raise ConfigError(f"{key}: not a valid YAML value: {value!r}") from None
         if key.endswith(MAPPING_KEYS) and isinstance(value, str):
             try:
                 value = yaml.safe_load(value)

@@ -425,3 +425,21 @@ def test_bad_opt_in_settings_are_one_line_config_errors(extra, message):
     with pytest.raises(ConfigError, match=message) as e:
         ADGM(ModelConfig(extra={"classes": 3, **extra}), (1, 4, 4))
     assert "\n" not in str(e.value)
+
+
+def test_the_opt_in_settings_are_registered_and_given_as_flags():
+    """`--set model.extra.batch_norm=true --set model.extra.classify_samples=10` passes the registry's key check and
+    builds the batch-normalised model with the averaged read-out; a misspelt key is refused naming the keys."""
+    from vaelab.config import build_config
+    from vaelab.models.registry import check_model_config
+
+    flags = {"model.name": "adgm", "model.extra.batch_norm": "true", "model.extra.classify_samples": "10"}
+    cfg = build_config(None, flags, base=model_config("adgm"))
+    check_model_config(cfg)
+    model = build_model(cfg.model, (1, 8, 8))
+    assert model.classify_samples == 10 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    bad = build_config(
+        None, {"model.name": "adgm", "model.extra.batch_nrom": "true"}, base=model_config("adgm")
+    )
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) batch_nrom for adgm; it takes: .*batch_norm"):
+        check_model_config(bad)

@@ -23,7 +23,7 @@ from vaelab.distributions.flows import GAUSSIAN as GAUSSIAN_POSTERIOR
 from vaelab.distributions.flows import parse_posterior
 from vaelab.distributions.mixed import MixedLikelihood
 from vaelab.errors import ConfigError
-from vaelab.models.adgm import ADGM, check_adgm
+from vaelab.models.adgm import ADGM, ADGM_EXTRA, check_adgm
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.hierarchical import HierarchicalVAE
@@ -235,7 +235,7 @@ MODELS: Registry[ModelSpec] = Registry(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
                 check_adgm,
             ),
-            extra_keys=("classes", "alpha", "aux_dim"),
+            extra_keys=ADGM_EXTRA,
         ),
         "pixelcnn": ModelSpec(
             PixelCNN,
