@@ -45,7 +45,7 @@ from vaelab.nets.mlp import GATED, MLPDecoder, activation, mlp
 ALPHA = 54.0
 AUX_DIM = 100  # dimensions of a (model.extra["aux_dim"]), the paper's MNIST setting
 CLASSIFY_SEED = 0  # the stream of the read-out's draws of a (model.extra["classify_samples"] > 0)
-# The model.extra keys the ADGM reads (the registry's extra_keys for "adgm" should be this tuple).
+# The model.extra keys the ADGM reads: the registry's extra_keys for "adgm".
 ADGM_EXTRA = ("classes", "alpha", "aux_dim", "batch_norm", "classify_samples")
 
 
