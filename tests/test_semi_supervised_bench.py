@@ -117,3 +117,41 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
     (tmp_path / "runs" / "mnist-adgm-100-d0" / "checkpoints" / "last.pt").write_bytes(b"")
     ss.run_cells(a)  # with its run folder back, draw 0 resumes
     assert trained[-2:] == ["mnist/adgm/100/d0", "mnist/adgm/100/d1"]
+
+
+def test_an_m1_whose_run_folder_is_gone_is_retrained_and_its_measured_entry_moves_aside(
+    tmp_path, monkeypatch, capsys
+):
+    """M1+M2 cells need M1's weights, so a missing M1 run is trained afresh; its measured entry (the one the kept
+    cells stand on) is kept under KEY@n, never overwritten, and a second time takes the next n."""
+    results = tmp_path / "results.json"
+    a = args(tmp_path, "--m1-epochs", "4")
+    a.results = results
+    key, out, _ = ss.m1_plan(a)
+    curve = [
+        {"epoch": e, "seconds": 5.0, "valid_elbo": -100.0 + e, "test_elbo": -99.0 + e} for e in (1, 2, 3, 4)
+    ]
+    measured = {"model": "m1", "recipe": a.m1_recipe, "done": True, "epochs_planned": 4, "curve": curve}
+    ss.put_cell(results, key, measured)
+    trained: list[str] = []
+
+    def fake_train(k, cfg, run, *rest):
+        trained.append(k)
+        ss.put_cell(results, k, {"model": "m1", "done": True, "epochs_planned": 4, "curve": curve[:1]})
+
+    monkeypatch.setattr(ss, "train_cell", fake_train)
+    assert ss.m1_run(a) == out and trained == [key]
+    cells = ss.read_cells(results)
+    assert cells[f"{key}@1"]["curve"] == curve and cells[f"{key}@1"]["moved_from"] == key
+    assert cells[key]["curve"] == curve[:1]
+    assert (
+        f"{key}: no run in {out}; trained afresh, its measured entry kept as {key}@1"
+        in capsys.readouterr().out
+    )
+    ss.m1_run(a)  # still no run folder (the fake trains nothing): the second entry goes to @2, @1 stays
+    cells = ss.read_cells(results)
+    assert cells[f"{key}@1"]["curve"] == curve and cells[f"{key}@2"]["curve"] == curve[:1]
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"")
+    ss.m1_run(a)  # with its run folder there and done, nothing is trained
+    assert trained == [key, key]
