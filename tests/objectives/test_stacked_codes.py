@@ -41,16 +41,24 @@ def m1_with_a_dead_unit() -> VAE:
     return m1
 
 
-def stacked(code_cov: str, active_sd: float) -> StackedM2:
-    """M1 above under a linearised M2 (D2 = 2, 3 classes) with the given code settings, float64, eval mode."""
+def stacked(code_cov: str, active_sd: float, components: int = 1) -> StackedM2:
+    """M1 above under a linearised M2 (D2 = 2, 3 classes) with the given code settings, float64, eval mode;
+    `components` > 1: a mixture a class with unequal weights and spread offsets."""
     m1 = m1_with_a_dead_unit()
     extra = {"classes": CLASSES, "alpha": 0.5, "code_cov": code_cov, "active_sd": active_sd}
+    if components > 1:
+        extra["code_components"] = components
     cfg = ModelConfig(**{**CFG.__dict__, "latent_dim": D2, "extra": extra})
     m = StackedM2(cfg, SHAPE, features=m1)
     m.head = linearised(m.head)
     if code_cov == "full":
         with torch.no_grad():  # correlated, class-specific covariances
             m.tril_raw.copy_(0.6 * torch.randn(m.tril_raw.shape, generator=torch.Generator().manual_seed(3)))
+    if components > 1:
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(6)
+            m.offsets.copy_(2.0 * torch.randn(m.offsets.shape, generator=g))
+            m.mix_logits.copy_(torch.randn(m.mix_logits.shape, generator=g))
     return m.double().eval()
 
 
@@ -64,16 +72,22 @@ def test_active_units_are_the_units_whose_code_mean_varies():
 
 
 def evidence(m: StackedM2, x: torch.Tensor) -> torch.Tensor:
-    """log p(x) [B]: p(z1 active | y) = N(b_y, W_y W_y^T + L_y L_y^T), x = A z1 + a + N(0, SIGMA^2 I)."""
+    """log p(x) [B]: p(z1 active | y) = N(b_y, W_y W_y^T + L_y L_y^T), x = A z1 + a + N(0, SIGMA^2 I); with K
+    components, p(z1 active | y) = sum_k pi_yk N(b_y + d_yk, W_y W_y^T + L_yk L_yk^T)."""
     flat = x.flatten(1)
     a_w, a_b = affine_m1(m)
-    lower = m.scale_tril()
+    k = m.components
+    lower = m.scale_tril().double().reshape(CLASSES, k, 2, 2)
+    offsets = m.offsets.double() if k > 1 else torch.zeros(CLASSES, 1, 2, **F64)
+    log_pi = m.mix_logits.double().log_softmax(-1) if k > 1 else torch.zeros(CLASSES, 1, **F64)
     parts = []
     for c in range(CLASSES):
         w2, b2 = affine(lambda z, c=c: m.head.decode(z, torch.full((len(z),), c)).mean.flatten(1))
-        cov1 = w2 @ w2.T + lower[c].double() @ lower[c].double().T
-        cov = a_w @ cov1 @ a_w.T + SIGMA**2 * torch.eye(flat.shape[1], **F64)
-        parts.append(MultivariateNormal(a_w @ b2 + a_b, cov).log_prob(flat) - math.log(CLASSES))
+        for j in range(k):
+            cov1 = w2 @ w2.T + lower[c, j] @ lower[c, j].T
+            cov = a_w @ cov1 @ a_w.T + SIGMA**2 * torch.eye(flat.shape[1], **F64)
+            mean = a_w @ (b2 + offsets[c, j]) + a_b
+            parts.append(MultivariateNormal(mean, cov).log_prob(flat) - math.log(CLASSES) + log_pi[c, j])
     return torch.logsumexp(torch.stack(parts, -1), -1)
 
 
@@ -84,8 +98,9 @@ def affine_m1(m: StackedM2) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(cols, 1), base
 
 
-def test_full_covariance_on_active_units_keeps_importance_weights_unbiased_for_p_x():
-    m, x = stacked("full", 0.1), data(4)
+@pytest.mark.parametrize("components", [1, 2])
+def test_full_covariance_on_active_units_keeps_importance_weights_unbiased_for_p_x(components):
+    m, x = stacked("full", 0.1, components), data(4)
     with torch.no_grad():
         assert m.active.tolist() == [True, True, False]
         log_px = evidence(m, x)
@@ -98,10 +113,12 @@ def test_full_covariance_on_active_units_keeps_importance_weights_unbiased_for_p
         assert torch.all(u < log_px), (u, log_px)
 
 
-def test_full_covariance_terms_sum_the_classes_by_hand():
-    """Per draw: rec = log p(x|z1) + log N(z1_3; 0, 1) + log N(z1 active; mu(y, z2), L_y L_y^T), kl = log q(z2|z1,y)
-    - log p(z2) + log q(z1|x); U(x) = sum_y q(y|z1)(rec - kl + log p(y) - log q(y|z1))."""
-    m, x = stacked("full", 0.1), data(3)
+@pytest.mark.parametrize("components", [1, 3])
+def test_full_covariance_terms_sum_the_classes_by_hand(components):
+    """Per draw: rec = log p(x|z1) + log N(z1_3; 0, 1) + log N(z1 active; mu(y, z2), L_y L_y^T) (K components:
+    log sum_k pi_yk N(z1 active; mu(y, z2) + d_yk, L_yk L_yk^T)), kl = log q(z2|z1,y) - log p(z2) + log q(z1|x);
+    U(x) = sum_y q(y|z1)(rec - kl + log p(y) - log q(y|z1))."""
+    m, x = stacked("full", 0.1, components), data(3)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         step = m2_objective(m, x, ObjectiveConfig(kl="mc"), 1.0, g)
@@ -118,7 +135,21 @@ def test_full_covariance_terms_sum_the_classes_by_hand():
             q2 = m.head.encode(codes, y)
             z2 = q2.mean + q2.stddev * eps[0, :, c]
             mean = m.head.decode(z2, y).mean.reshape(3, 2)
-            rec = MultivariateNormal(mean, scale_tril=m.scale_tril()[c].double()).log_prob(z1[0, :, :2])
+            if components == 1:
+                rec = MultivariateNormal(mean, scale_tril=m.scale_tril()[c].double()).log_prob(z1[0, :, :2])
+            else:
+                rec = torch.logsumexp(
+                    torch.stack(
+                        [
+                            m.mix_logits[c].log_softmax(-1)[j]
+                            + MultivariateNormal(
+                                mean + m.offsets[c, j], scale_tril=m.scale_tril()[c, j]
+                            ).log_prob(z1[0, :, :2])
+                            for j in range(components)
+                        ]
+                    ),
+                    0,
+                )
             term = rec + m.head.prior().log_prob(z2) - q2.log_prob(z2)
             u += log_q[:, c].exp() * (m1[0] + term - math.log(CLASSES) - log_q[:, c])
     torch.testing.assert_close(step.stats["elbo"], u)
@@ -131,6 +162,29 @@ def test_code_settings_refuse_bad_values_in_one_line():
         StackedM2(ModelConfig(**{**base, "extra": {"code_cov": "dense"}}), SHAPE, features=m1)
     with pytest.raises(ConfigError, match=r"model.extra.active_sd must be >= 0"):
         StackedM2(ModelConfig(**{**base, "extra": {"active_sd": -1}}), SHAPE, features=m1)
+    for bad in ({"code_components": 0, "code_cov": "full"}, {"code_components": 2, "code_cov": "diagonal"}):
+        with pytest.raises(
+            ConfigError, match=r"model.extra.code_components must be >= 1, and above 1 only with"
+        ):
+            StackedM2(ModelConfig(**{**base, "extra": bad}), SHAPE, features=m1)
+
+
+def test_a_mixture_a_class_is_a_density_in_the_codes_and_one_component_is_the_single_gaussian():
+    """With K components, p(z1 active | y, z2) integrates to 1 over a grid of the 2 active units, and K = 2 with
+    equal offsets and factors equals K = 1 with that factor."""
+    m = stacked("full", 0.1, 2)
+    lin = torch.linspace(-30, 30, 601, **F64)
+    grid = torch.cartesian_prod(lin, lin)
+    mean = torch.zeros(1, CLASSES, 2, **F64)
+    with torch.no_grad():
+        dens = m._full_codes(mean, grid.reshape(-1, 1, 2)).exp()  # [N, C]
+        mass = dens.sum(0) * (lin[1] - lin[0]) ** 2
+        torch.testing.assert_close(mass, torch.ones(CLASSES, **F64), atol=2e-3, rtol=0)
+        one = stacked("full", 0.1)
+        m.offsets.zero_()
+        m.tril_raw.copy_(one.tril_raw.unsqueeze(1).expand_as(m.tril_raw))
+        codes = torch.randn(5, 1, 2, generator=torch.Generator().manual_seed(8), **F64)
+        torch.testing.assert_close(m._full_codes(mean, codes), one._full_codes(mean, codes))
 
 
 def test_new_runs_get_the_fix_and_older_configs_keep_the_form_their_checkpoints_hold():
@@ -171,3 +225,15 @@ def test_the_model_classifier_is_m2s_posterior_at_the_code_mean():
         StackedM2(
             ModelConfig(**{**base, "extra": {"classify": "bayes"}}), SHAPE, features=m1_with_a_dead_unit()
         )
+
+
+def test_a_mixture_a_class_decodes_its_mean():
+    """decode(z2, y) with K components is M1's picture of the mixture's mean, mu(y, z2) + sum_k pi_yk d_yk."""
+    m = stacked("full", 0.1, 2)
+    z2, y = torch.randn(4, D2, generator=torch.Generator().manual_seed(9), **F64), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        active = m.head.decode(z2, y).mean.reshape(4, 2)
+        shift = (m.mix_logits.softmax(-1)[..., None] * m.offsets).sum(1)[y]
+        z1 = torch.cat([active + shift, torch.zeros(4, 1, **F64)], -1)
+        torch.testing.assert_close(m.decode(z2, y).mean, m.features.decode(z1).mean)
+        assert not torch.allclose(shift, torch.zeros_like(shift))

@@ -211,7 +211,7 @@ MODELS: Registry[ModelSpec] = Registry(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
                 check_features,
             ),
-            extra_keys=("classes", "alpha", "active_sd", "code_cov", "classify"),
+            extra_keys=("classes", "alpha", "active_sd", "code_cov", "classify", "code_components"),
         ),
         "adgm": ModelSpec(
             ADGM,

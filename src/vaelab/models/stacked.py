@@ -11,6 +11,10 @@ docs/semi-supervised.md):
   learned full covariance per class ("full"): the within-class correlations of M1's codes that a collapsed z2
   cannot give (with "diagonal", M2 ends as a diagonal Gaussian mixture of the codes).
 - `classify`: "q" (q(y|z1), the paper's) or "model" (p(y|z1), the default with code_cov "full").
+- `code_components`: with code_cov "full", p(z1|y,z2) is a mixture of K full-covariance Gaussians a class,
+  N(mu(y, z2) + d_yk, L_yk L_yk^T) with learned weights pi_yk, offsets d_yk and factors L_yk, summed over k
+  exactly (so the bounds stay bounds): a digit drawn in several ways is several clusters of codes, which one
+  Gaussian a class cannot follow (K = 1, the default, is the form above).
 The two models make one generative model p(x|z1) p(z1|y,z2) p(y) p(z2), so the bounds stay bounds on log p(x):
 log p(x) >= E_q(z1|x)[log p(x|z1) - log q(z1|x) + U(z1)], with M2's U(z1) <= log p(z1). `class_terms` adds
 M1's log p(x|z1) (and the inactive units' log N(z1; 0, I)) to every class's rec and log q(z1|x) to its kl; they
@@ -26,7 +30,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+)
 from torch.nn import functional as F
 
 from vaelab.config import Config, ModelConfig
@@ -50,6 +61,9 @@ FULL_ALPHA = 1.0
 # The classifier at test time (model.extra.classify): q(y|z1), or M2's own posterior p(y|z1) ("model", the
 # default with code_cov "full": 6.5-6.9% validation error at epoch 10 of three draws, q(y|z1) 10.7-10.8%).
 CLASSIFIERS = ("q", "model")
+OFFSET_SD = (
+    0.3  # the sd of the components' random starting offsets d_yk (codes have sd about 1): breaks symmetry
+)
 
 
 def active_units(m1: nn.Module, threshold: float, probes: int = ACTIVE_PROBES) -> torch.Tensor:
@@ -170,8 +184,18 @@ class StackedM2(nn.Module):
             gaussian_mean="identity",
         )
         self.head = M2(head_cfg, (1, 1, self.code_dim))
+        self.components = int(cfg.extra.get("code_components", 1))
+        if self.components < 1 or (self.components > 1 and not full):
+            raise ConfigError(
+                "model.extra.code_components must be >= 1, and above 1 only with code_cov full, got "
+                f"{self.components} with code_cov {self.code_cov}"
+            )
+        c, d, k = self.head.num_classes, self.code_dim, self.components
         if full:  # p(z1|y,z2) = N(mu(y, z2), L_y L_y^T): raw Cholesky factors, L_y = I at the start
-            self.tril_raw = nn.Parameter(torch.zeros(self.head.num_classes, self.code_dim, self.code_dim))
+            self.tril_raw = nn.Parameter(torch.zeros(c, d, d) if k == 1 else torch.zeros(c, k, d, d))
+        if k > 1:  # a mixture a class: weights pi_yk (equal at the start) and offsets d_yk from mu(y, z2)
+            self.mix_logits = nn.Parameter(torch.zeros(c, k))
+            self.offsets = nn.Parameter(OFFSET_SD * torch.randn(c, k, d))
         self.num_classes = self.head.num_classes
         self.latent_dim = self.head.latent_dim
         self.alpha = self.head.alpha
@@ -247,6 +271,9 @@ class StackedM2(nn.Module):
             y: labels broadcastable with z.shape[:-1].
         """
         active = self.head.decode(z, y).mean.reshape(*z.shape[:-1], self.code_dim)
+        if self.components > 1:  # the mixture's mean: mu(y, z2) + sum_k pi_yk d_yk
+            shift = (self.mix_logits.softmax(-1).unsqueeze(-1) * self.offsets).sum(-2)
+            active = active + shift[torch.as_tensor(y, device=active.device)].to(active.dtype)
         z1 = active.new_zeros(*z.shape[:-1], self.active.numel())
         z1[..., self.active] = active  # the inactive units at their prior mean, 0
         return self.features.decode(z1)
@@ -293,8 +320,8 @@ class StackedM2(nn.Module):
         return m1 + (torch.logsumexp(rec - kl, dim=-1) + self.log_py()).reshape(m1.shape)
 
     def scale_tril(self) -> torch.Tensor:
-        """[C, D, D] Cholesky factors of p(z1|y,z2)'s per-class covariance (code_cov "full"); the diagonal is
-        softplus(raw) + SD_FLOOR, kept away from 0."""
+        """[C, D, D] Cholesky factors of p(z1|y,z2)'s per-class covariance (code_cov "full"; [C, K, D, D] with K
+        components); the diagonal is softplus(raw) + SD_FLOOR, kept away from 0."""
         raw = self.tril_raw  # its own dtype: float32 (float64 in tests), never bf16
         diag = F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1) + SOFTPLUS_INV_ONE) + SD_FLOOR
         return torch.tril(raw, -1) + torch.diag_embed(diag)
@@ -303,7 +330,12 @@ class StackedM2(nn.Module):
         """log N(codes; mean, L_y L_y^T) per class, mean [..., C, D] and codes [..., 1, D], in the factors' dtype
         (never bf16)."""
         dtype = self.tril_raw.dtype
-        return MultivariateNormal(mean.to(dtype), scale_tril=self.scale_tril()).log_prob(codes.to(dtype))
+        mean, codes = mean.to(dtype), codes.to(dtype)
+        if self.components == 1:
+            return MultivariateNormal(mean, scale_tril=self.scale_tril()).log_prob(codes)
+        parts = MultivariateNormal(mean.unsqueeze(-2) + self.offsets.to(dtype), scale_tril=self.scale_tril())
+        weights = Categorical(logits=self.mix_logits.to(dtype).expand(*parts.batch_shape))
+        return MixtureSameFamily(weights, parts).log_prob(codes)
 
     def _head_terms(
         self, codes: torch.Tensor, generator: torch.Generator | None, analytic: bool = False
