@@ -100,16 +100,20 @@ DEFAULT_M1 = "500-wu20"
 # A model's recipe, when it changed after cells were run: a cell of another recipe keeps its entry and run folder
 # but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class,
 # classified by M2's own posterior p(y|z1) (model.extra.active_sd = 0.1, code_cov = full, classify = model:
-# m2's defaults); "active-full" classified with q(y|z1); "" before the fix. Another M1 adds "/m1-NAME".
+# m2's defaults); "active-full" classified with q(y|z1); "" before the fix. Another M1 adds "/m1-NAME", a mixture
+# of K Gaussians a class (model.extra.code_components) "-kK".
 M1M2_RECIPE = "active-full-model"
+DEFAULT_COMPONENTS = 1
 
 
-def m1m2_recipe(m1: str) -> str:
-    """The recipe of an M1+M2 cell on M1 recipe `m1`: M2's (`M1M2_RECIPE`), and the M1's unless it is the first."""
-    return M1M2_RECIPE if m1 == FIRST_M1 else f"{M1M2_RECIPE}/m1-{m1}"
+def m1m2_recipe(m1: str, components: int = 1) -> str:
+    """The recipe of an M1+M2 cell on M1 recipe `m1` with `components` Gaussians a class: M2's (`M1M2_RECIPE`,
+    "-kK" when K > 1), and the M1's unless it is the first."""
+    m2 = M1M2_RECIPE + (f"-k{components}" if components > 1 else "")
+    return m2 if m1 == FIRST_M1 else f"{m2}/m1-{m1}"
 
 
-RECIPES = {"m1m2": m1m2_recipe(DEFAULT_M1)}
+RECIPES = {"m1m2": m1m2_recipe(DEFAULT_M1, DEFAULT_COMPONENTS)}
 RESULTS_FILE = RESULTS / "semi_supervised.json"
 
 
@@ -292,7 +296,7 @@ def cell_plan(
     a: argparse.Namespace, model: str, labels: int, draw: int, m1: Path | None
 ) -> tuple[str, Path, Any, dict[str, Any]]:
     """(results key, run folder, Config, metadata) of one cell; `m1` is the M1 run under an M1+M2 cell."""
-    recipe = m1m2_recipe(a.m1_recipe) if model == "m1m2" else RECIPES.get(model, "")
+    recipe = m1m2_recipe(a.m1_recipe, a.components) if model == "m1m2" else RECIPES.get(model, "")
     key = f"{a.data}/{model}/{labels}/d{draw}" + (f"/{recipe}" if recipe else "")
     flat: dict[str, Any] = {
         "model.name": "adgm" if model == "adgm" else "m2",
@@ -311,10 +315,13 @@ def cell_plan(
             raise ValueError("an M1+M2 cell needs its M1 run")
         m1_recipe = M1_RECIPES[a.m1_recipe]
         flat["model.features"] = str(m1.resolve())
+        if a.components > 1:
+            flat["model.extra.code_components"] = a.components
         if m1_recipe["codes"] == "grey":  # M1 encodes the grey-level images (train, valid and test); the
             # likelihood only passes the grey-level check: M2's head models codes, M1 keeps its own p(x|z1)
             flat.update({"data.binarize": "none", "model.likelihood": "gaussian"})
         meta.update(m1_recipe=a.m1_recipe, m1_setting=m1_recipe["setting"], m1_epochs=a.m1_epochs)
+        meta["components"] = a.components
     cfg = base_config(a, flat, a.epochs[model])
     return key, Path(a.runs_dir) / key.replace("/", "-"), cfg, meta
 
@@ -422,6 +429,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"the M1 under M1+M2: {', '.join(M1_RECIPES)} (default {DEFAULT_M1}; docs/semi-supervised.md)",
     )
     p.add_argument("--m1-epochs", type=int, help="M1's epochs (default: its recipe's)")
+    p.add_argument(
+        "--components",
+        type=int,
+        default=DEFAULT_COMPONENTS,
+        help=f"M1+M2: Gaussians a class in p(z1|y,z2) (model.extra.code_components; default {DEFAULT_COMPONENTS})",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="bf16", help="fp32 | bf16 (autocast; M1 trains in fp32)")
     p.add_argument("--runs-dir", default=str(ROOT.parent / "runs-ssl"))
@@ -448,8 +461,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--m1-recipe: unknown '{a.m1_recipe}'; choose from {', '.join(M1_RECIPES)}")
     if a.m1_epochs is None:
         a.m1_epochs = M1_RECIPES[a.m1_recipe]["epochs"]
-    if any(n < 10 for n in a.labels) or a.draws < 1 or min(a.epochs.values()) < 1 or a.m1_epochs < 1:
-        p.error("--labels need >= 10 each (one per class), --draws, --epochs and --m1-epochs >= 1")
+    if (
+        any(n < 10 for n in a.labels)
+        or a.draws < 1
+        or min(a.epochs.values()) < 1
+        or min(a.m1_epochs, a.components) < 1
+    ):
+        p.error(
+            "--labels need >= 10 each (one per class), --draws, --epochs, --m1-epochs and --components >= 1"
+        )
     return a
 
 

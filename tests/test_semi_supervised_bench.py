@@ -34,9 +34,10 @@ def test_an_unknown_m1_recipe_or_no_m1_epochs_is_one_line(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert e.value.code == 2 and len(err) == 1
     assert "--m1-recipe: unknown 'nope'" in err[0] and ss.DEFAULT_M1 in err[0]
-    with pytest.raises(SystemExit):
-        args(tmp_path, "--m1-epochs", "0")
-    assert "--m1-epochs >= 1" in capsys.readouterr().err
+    for flag in ("--m1-epochs", "--components"):
+        with pytest.raises(SystemExit):
+            args(tmp_path, flag, "0")
+        assert flag in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_the_first_m1_recipe_keeps_its_run_folder_and_results_keys(tmp_path):
@@ -70,6 +71,12 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
         ("none", "gaussian") if grey else ("dynamic", "bernoulli")
     )
     assert (meta["m1_recipe"], meta["m1_epochs"], meta["m1_setting"]) == (name, 9, recipe["setting"])
+    assert "code_components" not in cell.model.extra and meta["components"] == 1
+    a3 = args(tmp_path, "--m1-recipe", name, "--components", "3")
+    key3, run3, cell3, meta3 = ss.cell_plan(a3, "m1m2", 100, 1, out)
+    assert key3 == f"mnist/m1m2/100/d1/active-full-model-k3/m1-{name}" and run3 != run
+    assert cell3.model.extra["code_components"] == 3 and cell3.model.extra["code_cov"] == "full"
+    assert meta3["components"] == 3 and meta3["recipe"] == f"active-full-model-k3/m1-{name}"
     _, _, m2, meta = ss.cell_plan(a, "m2", 100, 0, None)  # M2 alone does not depend on the M1 recipe
     assert not m2.model.features and m2.data.binarize == "dynamic" and "m1_recipe" not in meta
 
