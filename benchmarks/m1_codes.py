@@ -18,20 +18,18 @@ import sys
 import numpy as np
 import torch
 from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 
 
 def log_normal(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """log N(x; mean, cov) for rows x [N, D]."""
-    lower = np.linalg.cholesky(cov)
-    r = np.linalg.solve(lower, (x - mean).T)
-    return -0.5 * (r**2).sum(0) - np.log(np.diag(lower)).sum() - 0.5 * x.shape[1] * np.log(2 * np.pi)
+    """log N(x; mean, cov) for rows x [N, D] (scipy's)."""
+    return np.atleast_1d(multivariate_normal(mean, cov).logpdf(x))
 
 
 def weighted_fit(x: np.ndarray, w: np.ndarray, reg: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean and covariance (+ reg I) of rows x."""
-    mean = (w[:, None] * x).sum(0) / w.sum()
-    xc = x - mean
-    return mean, (w[:, None] * xc).T @ xc / w.sum() + reg * np.eye(x.shape[1])
+    """Weighted mean and (maximum-likelihood) covariance + reg I of rows x."""
+    cov = np.atleast_2d(np.cov(x.T, aweights=w, bias=True))
+    return np.average(x, axis=0, weights=w), cov + reg * np.eye(x.shape[1])
 
 
 def error(comps: list[tuple[int, float, np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray) -> float:
@@ -50,17 +48,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-seed", type=int, default=0)
     p.add_argument("--components", default="1,2,3,5", help="K Gaussians a class, with every label")
     p.add_argument("--em-iterations", type=int, default=10)
+    p.add_argument("--active-sd", type=float, default=0.1, help="as model.extra.active_sd (m2's default)")
     a = p.parse_args(argv)
+    from vaelab.errors import VaelabError
+
+    try:
+        return probe(a)
+    except VaelabError as e:
+        print(f"m1_codes: error: {e}", file=sys.stderr)
+        return 1
+
+
+def probe(a: argparse.Namespace) -> int:
+    """Print the validation errors the module docstring names for the run a.run."""
     from sklearn.mixture import GaussianMixture
 
     from vaelab.data import load_data
-    from vaelab.models.stacked import ACTIVE_SD, active_units
+    from vaelab.models.stacked import active_units
     from vaelab.train.checkpoint import config_of, model_from_checkpoint, read_checkpoint
 
     torch.set_num_threads(1)
     ck = read_checkpoint(f"{a.run}/checkpoints/best.pt")
     m1, cfg = model_from_checkpoint(ck).eval(), config_of(ck)
-    active = active_units(m1, max(ACTIVE_SD, 0.1))
+    active = active_units(m1, a.active_sd)
 
     def codes(images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

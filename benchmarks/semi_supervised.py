@@ -98,7 +98,8 @@ M1_RECIPES: dict[str, dict[str, Any]] = {
     "500-wu20-cos1000": {**COSINE_M1, "epochs": 1000},
 }
 FIRST_M1 = "600-b128"
-DEFAULT_M1 = "500-wu20-cos1000"  # picked on validation: mean best validation error 4.49% (3 draws, 100 labels) against 4.79 (cos500)
+# picked on validation: mean best validation error 4.49% (3 draws, 100 labels) against 4.79 for cos500
+DEFAULT_M1 = "500-wu20-cos1000"
 # A model's recipe, when it changed after cells were run: a cell of another recipe keeps its entry and run folder
 # but leaves the table. M1+M2 since issue #19's fix: M2 on M1's active units, a full covariance per class,
 # classified by M2's own posterior p(y|z1) (model.extra.active_sd = 0.1, code_cov = full, classify = model:

@@ -38,3 +38,9 @@ def test_error_takes_each_class_by_the_sum_over_its_components():
     comps.append((1, np.log(0.5), np.array([0.0]), eye))
     x, y = np.array([[-5.0], [5.0], [0.0], [4.0]]), np.array([0, 0, 1, 1])
     assert mc.error(comps, x, y) == pytest.approx(0.25)  # only the last (labelled 1, nearer +5) is wrong
+
+
+def test_a_missing_run_is_one_line_and_a_non_zero_exit(tmp_path, capsys):
+    assert mc.main([str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("m1_codes: error: ") and str(tmp_path / "nope") in err[0]

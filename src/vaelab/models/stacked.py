@@ -61,9 +61,9 @@ FULL_ALPHA = 1.0
 # The classifier at test time (model.extra.classify): q(y|z1), or M2's own posterior p(y|z1) ("model", the
 # default with code_cov "full": 6.5-6.9% validation error at epoch 10 of three draws, q(y|z1) 10.7-10.8%).
 CLASSIFIERS = ("q", "model")
-OFFSET_SD = (
-    0.3  # the sd of the components' random starting offsets d_yk (codes have sd about 1): breaks symmetry
-)
+# The sd of the components' random starting offsets d_yk (code_components > 1; codes have sd about 1): it
+# breaks the symmetry between a class's components.
+OFFSET_SD = 0.3
 
 
 def active_units(m1: nn.Module, threshold: float, probes: int = ACTIVE_PROBES) -> torch.Tensor:
