@@ -300,11 +300,18 @@ def cell_plan(
 ) -> tuple[str, Path, Any, dict[str, Any]]:
     """(results key, run folder, Config, metadata) of one cell; `m1` is the M1 run under an M1+M2 cell."""
     recipe = m1m2_recipe(a.m1_recipe, a.components) if model == "m1m2" else RECIPES.get(model, "")
+    clip = (f"clip{a.grad_clip:g}" if a.grad_clip else "") + (
+        f"v{a.grad_clip_value:g}" if a.grad_clip_value else ""
+    )
+    if clip:  # another recipe: its cells leave the table until it becomes the model's recipe
+        recipe = f"{recipe}-{clip}" if recipe else clip
     key = f"{a.data}/{model}/{labels}/d{draw}" + (f"/{recipe}" if recipe else "")
     flat: dict[str, Any] = {
         "model.name": "adgm" if model == "adgm" else "m2",
         "data.labelled": labels,
         "data.label_seed": draw,
+        "train.grad_clip": a.grad_clip,
+        "train.grad_clip_value": a.grad_clip_value,
     }
     meta: dict[str, Any] = {
         "model": model,
@@ -438,6 +445,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_COMPONENTS,
         help=f"M1+M2: Gaussians a class in p(z1|y,z2) (model.extra.code_components; default {DEFAULT_COMPONENTS})",
     )
+    p.add_argument(
+        "--grad-clip", type=float, default=0.0, help="the cells' train.grad_clip (total norm; 0: none)"
+    )
+    p.add_argument(
+        "--grad-clip-value",
+        type=float,
+        default=0.0,
+        help="the cells' train.grad_clip_value (each element; 0: none)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="bf16", help="fp32 | bf16 (autocast; M1 trains in fp32)")
     p.add_argument("--runs-dir", default=str(ROOT.parent / "runs-ssl"))
@@ -469,9 +485,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         or a.draws < 1
         or min(a.epochs.values()) < 1
         or min(a.m1_epochs, a.components) < 1
+        or min(a.grad_clip, a.grad_clip_value) < 0
     ):
         p.error(
-            "--labels need >= 10 each (one per class), --draws, --epochs, --m1-epochs and --components >= 1"
+            "--labels need >= 10 each (one per class), --draws, --epochs, --m1-epochs and --components >= 1, "
+            "--grad-clip and --grad-clip-value >= 0"
         )
     return a
 

@@ -81,6 +81,28 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
     assert not m2.model.features and m2.data.binarize == "dynamic" and "m1_recipe" not in meta
 
 
+def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
+    """--grad-clip / --grad-clip-value reach the cells' config and name their recipe, so clipped and unclipped
+    cells neither share a run folder nor a table row; a negative bound is refused."""
+    key, run, cfg, meta = ss.cell_plan(args(tmp_path), "adgm", 100, 0, None)
+    assert (key, meta["recipe"], cfg.train.grad_clip, cfg.train.grad_clip_value) == (
+        "mnist/adgm/100/d0",
+        "",
+        0,
+        0,
+    )
+    a = args(tmp_path, "--grad-clip", "5", "--grad-clip-value", "1")
+    key, run2, cfg, meta = ss.cell_plan(a, "adgm", 100, 0, None)
+    assert key == "mnist/adgm/100/d0/clip5v1" and run2 != run and meta["recipe"] == "clip5v1"
+    assert (cfg.train.grad_clip, cfg.train.grad_clip_value, cfg.model.name) == (5.0, 1.0, "adgm")
+    assert not ss.current({"model": "adgm", "recipe": meta["recipe"]})
+    key, _, _, meta = ss.cell_plan(args(tmp_path, "--grad-clip", "5"), "m1m2", 100, 0, tmp_path / "m1")
+    assert meta["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1) + "-clip5" and key.endswith(meta["recipe"])
+    with pytest.raises(SystemExit):
+        args(tmp_path, "--grad-clip-value", "-1")
+    assert "--grad-clip-value" in capsys.readouterr().err.splitlines()[-1]
+
+
 def test_the_table_counts_only_cells_of_the_default_m1_recipe():
     def cell(recipe: str, error: float) -> dict:
         best = {"epoch": 3, "valid_error": error, "test_error": error}

@@ -143,7 +143,8 @@ class TrainConfig:
     lr_step_epochs: int = 10
     lr_gamma: float = 0.5
     weight_decay: float = 0.0
-    grad_clip: float = 0.0
+    grad_clip: float = 0.0  # clip the gradients' total norm to this (0: no clipping)
+    grad_clip_value: float = 0.0  # then each gradient element to [-v, v] (0: none; Maaloe et al. 2016 use 1)
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # 0: this process's cores, split among the ranks on its node

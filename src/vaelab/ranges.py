@@ -69,6 +69,7 @@ RANGES: dict[str, Range] = {
     "train.lr_gamma": above(0),
     "train.weight_decay": at_least(0),
     "train.grad_clip": at_least(0, "0: no clipping"),
+    "train.grad_clip_value": at_least(0, "0: no clipping"),
     "train.threads": at_least(0, "0: the default"),
     "train.eval_batch_size": at_least(1),
     "train.dist_timeout": above(0, "seconds"),

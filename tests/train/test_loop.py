@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from vaelab.data import load_data
 from vaelab.errors import ConfigError, DataError, TrainingDiverged
@@ -278,6 +279,7 @@ def test_a_cosine_schedule_extended_on_resume_follows_the_new_curve(config_facto
         ("train.lr_gamma", -1.0, "train.lr_gamma must be > 0, got -1.0"),
         ("train.weight_decay", -5.0, "train.weight_decay must be >= 0, got -5.0"),
         ("train.grad_clip", -1.0, "train.grad_clip must be >= 0 (0: no clipping), got -1.0"),
+        ("train.grad_clip_value", -1.0, "train.grad_clip_value must be >= 0 (0: no clipping), got -1.0"),
         ("train.threads", -3, "train.threads must be >= 0 (0: the default), got -3"),
         ("objective.warmup_epochs", float("nan"), "objective.warmup_epochs must be a finite number, got nan"),
         ("train.lr_gamma", float("inf"), "train.lr_gamma must be a finite number, got inf"),
@@ -332,3 +334,42 @@ def test_without_the_test_split_training_is_the_same_and_only_the_test_records_g
             for k, v in full.items()
             if not k.startswith("test_") and k not in ("seconds", "samples_per_s")
         } == {k: v for k, v in lean.items() if k not in ("seconds", "samples_per_s")}
+
+
+@pytest.mark.parametrize(
+    ("flat", "norm_at_most", "element_at_most"),
+    [
+        ({}, None, None),
+        ({"train.grad_clip": 0.05}, 0.05, None),
+        ({"train.grad_clip_value": 1e-3}, None, 1e-3),
+        ({"train.grad_clip": 0.05, "train.grad_clip_value": 1e-3}, 0.05, 1e-3),
+    ],
+)
+def test_gradient_clipping_bounds_what_the_optimiser_sees(
+    flat, norm_at_most, element_at_most, config_factory
+):
+    """train.grad_clip bounds the total norm and train.grad_clip_value each element of every step's gradient;
+    unclipped, this model's gradients exceed both bounds (so the bounds are not met by chance)."""
+    seen: list[tuple[float, float]] = []
+
+    def look(opt, args, kwargs):
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(
+            (
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))),
+                max(float(g.abs().max()) for g in grads),
+            )
+        )
+
+    hook = register_optimizer_step_pre_hook(look)
+    try:
+        train(config_factory(**{"train.epochs": 1, **flat}))
+    finally:
+        hook.remove()
+    norms, tops = zip(*seen, strict=True)
+    if norm_at_most is None and element_at_most is None:
+        assert min(norms) > 0.05 and min(tops) > 1e-3
+    if norm_at_most is not None:
+        assert max(norms) <= norm_at_most * (1 + 1e-5)
+    if element_at_most is not None:
+        assert max(tops) <= float(torch.tensor(element_at_most))  # the bound as float32 holds it

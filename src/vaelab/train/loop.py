@@ -310,6 +310,8 @@ def _train(
             loss.backward()
             if cfg.train.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            if cfg.train.grad_clip_value > 0:
+                nn.utils.clip_grad_value_(model.parameters(), cfg.train.grad_clip_value)
             optimizer.step()
             if ema is not None:
                 ema.update()
