@@ -129,3 +129,30 @@ def test_an_unrun_open_record_shows_the_best_number_so_far_on_its_data_within_it
     assert (
         len(lines) == len(speedrun.RECORDS) and len({ln.count("|") for ln in first}) == 1
     )  # aligned columns
+
+
+def test_a_worse_attempt_joins_the_records_attempts_and_a_better_one_takes_its_place(tmp_path):
+    """merge keeps the lower test NLL as the record; the other run is kept in `attempts` (score, model, command),
+    across any number of attempts, and the table lists them apart from the records."""
+    path = tmp_path / "speedrun.json"
+    first, worse, better = (
+        {**_row(nll, 100.0), "model": m, "command": c}
+        for nll, m, c in ((82.5, "vampprior", "a"), (82.7, "vae", "b"), (81.9, "hierarchical", "c"))
+    )
+    speedrun.merge("mnist-any-4h", dict(first), path)
+    speedrun.merge("mnist-any-4h", dict(worse), path)
+    row = speedrun.read_rows(path)["mnist-any-4h"]
+    assert (row["nll"], row["command"]) == (82.5, "a")
+    assert [(t["nll"], t["model"], t["command"], t["cpu_model"]) for t in row["attempts"]] == [
+        (82.7, "vae", "b", "cpu")
+    ]
+    speedrun.merge("mnist-any-4h", dict(better), path)
+    row = speedrun.read_rows(path)["mnist-any-4h"]
+    assert (row["nll"], row["model"]) == (81.9, "hierarchical")
+    assert [t["nll"] for t in row["attempts"]] == [82.7, 82.5] and "curve" not in row["attempts"][1]
+    rows = {k: {**v, "curve": [], "target": 82.0} for k, v in speedrun.read_rows(path).items()}
+    for r in rows.values():
+        r.setdefault("trained_at", "t")
+    tried = speedrun.table(rows).split("\n\n")[-1].splitlines()
+    assert tried[0].startswith("| record | other attempt") and len(tried) == 4
+    assert "| mnist-any-4h | 82.50 ± 0.20 | vampprior, 9 of 10 |" in tried[3]
