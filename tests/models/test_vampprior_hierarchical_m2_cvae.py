@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -52,10 +53,23 @@ def test_mixture_sampling_matches_its_moments():
     assert z.shape == (n, 2) and torch.all((z.mean(0) - mean).abs() < 4 * sd / n**0.5)
 
 
-def test_hierarchical_weights_are_the_direct_computation():
-    """log w = log p(x|h1) + log p(h1|h2) + log p(h2) - log q(h1|x) - log q(h2|h1), eps of h1 then h2."""
+def _vamp_top(m: HierarchicalVAE, h2: torch.Tensor) -> torch.Tensor:
+    """log p(h2) of the hierarchical VampPrior by hand: (1/K) sum_k N(h2; q(h2 | mean of q(h1|u_k)))."""
+    u = m.pseudo_inputs.clamp(0, 1)
+    q2 = gaussian(m.q2(gaussian(m.q1(u)).mean)).base_dist
+    comp = Normal(q2.loc, q2.scale).log_prob(h2[..., None, :]).sum(-1)
+    return torch.logsumexp(comp, -1) - math.log(len(u))
+
+
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+def test_hierarchical_weights_are_the_direct_computation(prior):
+    """log w = log p(x|h1) + log p(h1|h2) + log p(h2) - log q(h1|x) - log q(h2|h1), eps of h1 then h2; p(h2)
+    N(0, I) or the VampPrior's mixture over the pseudo-inputs, whose images train with the rest."""
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden=(12,), latent_dim=3, activation="tanh", extra={"h1_dim": 4, "h2_hidden": [6]})
+    extra = {"h1_dim": 4, "h2_hidden": [6]} | (
+        {"prior": "vamp", "pseudo_inputs": 5} if prior == "vamp" else {}
+    )
+    cfg = ModelConfig(hidden=(12,), latent_dim=3, activation="tanh", extra=extra)
     m = HierarchicalVAE(cfg, SHAPE)
     x = binary(5)
     lw = m.log_importance_weights(x, 3, torch.Generator().manual_seed(1))
@@ -66,10 +80,45 @@ def test_hierarchical_weights_are_the_direct_computation():
     h2 = q2.mean + q2.stddev * torch.randn(3, 5, 3, generator=g)
     logits = m.decoder(h1.reshape(-1, 4)).view(3, 5, *SHAPE)
     log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum((-3, -2, -1))
-    log_p = Normal(0.0, 1.0).log_prob(h2).sum(-1) + gaussian(m.p1(h2)).log_prob(h1)
-    torch.testing.assert_close(lw, log_px + log_p - q1.log_prob(h1) - q2.log_prob(h2))
+    top = Normal(0.0, 1.0).log_prob(h2).sum(-1) if prior == "normal" else _vamp_top(m, h2)
+    log_p = top + gaussian(m.p1(h2)).log_prob(h1)
+    torch.testing.assert_close(lw, log_px + log_p - q1.log_prob(h1) - q2.log_prob(h2), rtol=1e-5, atol=1e-4)
     images = m.generate(6, torch.Generator().manual_seed(0))
     assert images.shape == (6, *SHAPE) and images.min() >= 0 and images.max() <= 1
+    if prior == "vamp":
+        lw.mean().backward()
+        assert m.pseudo_inputs.grad is not None and m.pseudo_inputs.grad.abs().sum() > 0
+        assert m.top_prior().event_shape == (3,)
+
+
+def test_the_hierarchical_vampprior_samples_its_own_mixture():
+    """generate draws h2 from the mixture of the pseudo-inputs' q(h2|.): with one pseudo-input, h2's sample
+    moments are that Gaussian's, within 4 standard errors."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=(8,), latent_dim=2, extra={"h1_dim": 3, "h2_hidden": [5], "prior": "vamp",
+                                                        "pseudo_inputs": 1})  # fmt: skip
+    m = HierarchicalVAE(cfg, SHAPE)
+    with torch.no_grad():
+        q = gaussian(m.q2(gaussian(m.q1(m.pseudo_inputs.clamp(0, 1))).mean)).base_dist
+        h2 = sample(m.top_prior(), (20000,), torch.Generator().manual_seed(2))
+    n = len(h2)
+    assert torch.all((h2.mean(0) - q.loc[0]).abs() < 4 * q.scale[0] / n**0.5)
+    assert torch.all((h2.std(0) / q.scale[0] - 1).abs() < 4 / (2 * n) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"prior": "vampire"}, "model.extra.prior must be one of normal, vamp, got 'vampire'"),
+        ({"pseudo_inputs": 5}, "model.extra.pseudo_inputs needs model.extra.prior=vamp"),
+        ({"prior": "vamp", "pseudo_inputs": 0}, "model.extra.pseudo_inputs must be an integer >= 1, got 0"),
+    ],
+)
+def test_the_hierarchical_prior_settings_are_checked(extra, message):
+    from vaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        HierarchicalVAE(ModelConfig(hidden=(8,), latent_dim=2, extra=extra), SHAPE)
 
 
 def test_hierarchical_defaults_are_the_iwae_papers_architecture():

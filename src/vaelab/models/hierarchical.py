@@ -13,6 +13,12 @@ ELBO and IWAE objectives ask it for `latent_terms` (with DReG's `stop_q`), evalu
 diagonal-Gaussian head of `vaelab.distributions.gaussian`; with model.posterior each q layer is a flow over its
 Gaussian (`vaelab.distributions.flows`), read from the features before that layer's head: q(h1|x)'s from the
 x -> h1 body, q(h2|h1)'s from the last hidden layer of q(h2|h1)'s MLP.
+
+model.extra["prior"] = "vamp" puts a VampPrior on the top layer (Tomczak & Welling 2018 give the 2-layer
+model one): p(h2) = (1/K) sum_k q0(h2 | h1 = mean of q0(h1 | u_k)) over K learned pseudo-inputs u_k
+(model.extra["pseudo_inputs"], 500), q0 the layers' Gaussians before any flow. Our q(h2|.) reads h1, not x,
+so each component sits at the mean h1 of its pseudo-input: a mixture of Gaussians, normalised, so every bound
+and estimate stays exact for the model it defines.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 from torch.func import functional_call
@@ -27,7 +34,7 @@ from torch.func import functional_call
 from vaelab.config import ModelConfig
 from vaelab.distributions.flows import build_flow, reparameterise, with_flow
 from vaelab.distributions.gaussian import diagonal_gaussian, draw_z, stopped
-from vaelab.distributions.priors import StandardNormalPrior
+from vaelab.distributions.priors import DiagonalGaussianMixture, StandardNormalPrior
 from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.models.protocol import LatentTerms
@@ -36,6 +43,9 @@ from vaelab.nets.mlp import mlp
 
 H1_DIM = 100
 H2_HIDDEN = (100, 100)
+PRIORS = ("normal", "vamp")
+PSEUDO_INPUTS = 500
+INIT_MEAN, INIT_STD = 0.05, 0.01  # the VampPrior's pseudo-inputs start near 0.05, as vampprior.py's
 
 # Every conditional's head: a diagonal Gaussian from [..., 2D] (location, then softplus-scale).
 gaussian = diagonal_gaussian
@@ -66,9 +76,32 @@ class HierarchicalVAE(nn.Module):
         self.p1 = mlp(cfg.latent_dim, tuple(reversed(hidden2)), 2 * h1, cfg.activation)
         self.decoder = decoder
         self.prior_net = StandardNormalPrior(cfg.latent_dim)
+        self.pseudo_inputs = self._pseudo_inputs(cfg.extra)
         # None for gaussian; else a flow over each q layer's Gaussian, read from that layer's features
         self.flow1 = build_flow(cfg.posterior, encoder.out_features, h1)
         self.flow2 = build_flow(cfg.posterior, hidden2[-1], cfg.latent_dim)
+
+    def _pseudo_inputs(self, extra: dict) -> nn.Parameter | None:
+        """The VampPrior's K learned images with model.extra.prior = vamp; None for N(0, I)."""
+        kind = extra.get("prior", "normal")
+        if kind not in PRIORS:
+            raise ConfigError(f"model.extra.prior must be one of {', '.join(PRIORS)}, got {kind!r}")
+        if kind == "normal":
+            if "pseudo_inputs" in extra:
+                raise ConfigError("model.extra.pseudo_inputs needs model.extra.prior=vamp")
+            return None
+        k = extra.get("pseudo_inputs", PSEUDO_INPUTS)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"model.extra.pseudo_inputs must be an integer >= 1, got {k!r}")
+        return nn.Parameter(torch.randn(k, *self.shape) * INIT_STD + INIT_MEAN)
+
+    def top_prior(self) -> Distribution:
+        """p(h2): N(0, I), or the VampPrior's mixture of q0(h2 | mean of q0(h1 | u_k)); event shape (D,)."""
+        if self.pseudo_inputs is None:
+            return self.prior_net()
+        h1 = gaussian(self.q1(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))).mean
+        q2 = gaussian(self.q2(h1)).base_dist
+        return DiagonalGaussianMixture(q2.loc, q2.scale)
 
     def _q1(self, x: torch.Tensor) -> Distribution:
         """q(h1|x): the Gaussian head of the x -> h1 body, or a flow over it."""
@@ -121,7 +154,7 @@ class HierarchicalVAE(nn.Module):
         else:
             h1_used = h1
             log_q = q1.log_prob(h1) + q2.log_prob(h2)
-        log_p = self.prior_net().log_prob(h2) + gaussian(self.p1(h2)).log_prob(h1_used)
+        log_p = self.top_prior().log_prob(h2) + gaussian(self.p1(h2)).log_prob(h1_used)
         rec = decode_with(self.decoder, self.likelihood, h1_used).log_prob(x)
         kl = log_q - log_p
         return LatentTerms(rec, kl, kl[..., None], (h1_used, h2))
@@ -157,6 +190,6 @@ class HierarchicalVAE(nn.Module):
             n: how many images.
             generator: the random stream of h2, h1.
         """
-        h2 = sample(self.prior_net(), (n,), generator)
+        h2 = sample(self.top_prior(), (n,), generator)
         h1 = sample(gaussian(self.p1(h2)), (), generator)
         return self.likelihood.image(decode_with(self.decoder, self.likelihood, h1))

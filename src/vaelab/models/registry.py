@@ -170,7 +170,7 @@ MODELS: Registry[ModelSpec] = Registry(
                 "objective.kl": "mc",
             },
             check=_no_analytic_kl("the hierarchical VAE's q and p are not one Gaussian layer"),
-            extra_keys=("h1_dim", "h2_hidden"),
+            extra_keys=("h1_dim", "h2_hidden", "prior", "pseudo_inputs"),
             flows=True,
         ),
         "vampprior": ModelSpec(
