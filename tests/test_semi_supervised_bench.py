@@ -85,15 +85,11 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
     """--grad-clip / --grad-clip-value reach the cells' config and name their recipe, so clipped and unclipped
     cells neither share a run folder nor a table row; a negative bound is refused."""
     key, run, cfg, meta = ss.cell_plan(args(tmp_path), "adgm", 100, 0, None)
-    assert (key, meta["recipe"], cfg.train.grad_clip, cfg.train.grad_clip_value) == (
-        "mnist/adgm/100/d0",
-        "",
-        0,
-        0,
-    )
+    clip = (meta["recipe"], cfg.train.grad_clip, cfg.train.grad_clip_value)
+    assert key == "mnist/adgm/100/d0/fp32" and clip == ("fp32", 0, 0)
     a = args(tmp_path, "--grad-clip", "5", "--grad-clip-value", "1")
     key, run2, cfg, meta = ss.cell_plan(a, "adgm", 100, 0, None)
-    assert key == "mnist/adgm/100/d0/clip5v1" and run2 != run and meta["recipe"] == "clip5v1"
+    assert key == "mnist/adgm/100/d0/fp32-clip5v1" and run2 != run and meta["recipe"] == "fp32-clip5v1"
     assert (cfg.train.grad_clip, cfg.train.grad_clip_value, cfg.model.name) == (5.0, 1.0, "adgm")
     assert not ss.current({"model": "adgm", "recipe": meta["recipe"]})
     key, _, _, meta = ss.cell_plan(args(tmp_path, "--grad-clip", "5"), "m1m2", 100, 0, tmp_path / "m1")
@@ -101,6 +97,22 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
     with pytest.raises(SystemExit):
         args(tmp_path, "--grad-clip-value", "-1")
     assert "--grad-clip-value" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_its_recipe(tmp_path):
+    """The ADGM trains in fp32 (in bf16 its auxiliary variable runs away), recipe "fp32", the table's; M2 and
+    M1+M2 in bf16; --precision sets every cell, and an ADGM cell in bf16 is the old recipe "", off the table."""
+    plan = {m: ss.cell_plan(args(tmp_path), m, 100, 0, tmp_path / "m1") for m in ss.MODELS}
+    assert {m: p[2].train.precision for m, p in plan.items()} == {
+        "m2": "bf16",
+        "m1m2": "bf16",
+        "adgm": "fp32",
+    }
+    assert plan["adgm"][3]["recipe"] == "fp32" and ss.current(plan["adgm"][3])
+    _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "bf16"), "adgm", 100, 0, None)
+    assert cfg.train.precision == "bf16" and meta["recipe"] == "" and not ss.current(meta)
+    _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
+    assert cfg.train.precision == "fp32" and meta["recipe"] == ""
 
 
 def test_the_table_counts_only_cells_of_the_default_m1_recipe():
@@ -136,7 +148,19 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
     before = results.read_text()
     trained: list[str] = []
     monkeypatch.setattr(ss, "train_cell", lambda key, *rest: trained.append(key))
-    a = args(tmp_path, "--models", "adgm", "--labels", "100", "--draws", "2", "--epochs", "11")
+    a = args(  # bf16: the old recipe "", whose keys carry no recipe
+        tmp_path,
+        "--models",
+        "adgm",
+        "--labels",
+        "100",
+        "--draws",
+        "2",
+        "--epochs",
+        "11",
+        "--precision",
+        "bf16",
+    )
     a.results = results
     ss.run_cells(a)
     assert trained == ["mnist/adgm/100/d1"]  # draw 0 kept, draw 1 (no entry) trained
