@@ -199,6 +199,7 @@ BAD = {
     "train.lr_gamma": (0, "must be > 0, got 0.0"),
     "train.weight_decay": (-1e-4, "must be >= 0, got -0.0001"),
     "train.grad_clip": (-1, "must be >= 0 (0: no clipping), got -1.0"),
+    "train.grad_clip_value": (-1, "must be >= 0 (0: no clipping), got -1.0"),
     "train.threads": (-1, "must be >= 0 (0: the default), got -1"),
     "train.eval_batch_size": (0, "must be >= 1, got 0"),
     "train.dist_timeout": (0, "must be > 0 seconds, got 0.0"),
