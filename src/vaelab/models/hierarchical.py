@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 from torch.func import functional_call
@@ -39,13 +38,12 @@ from vaelab.distributions.sampling import sample
 from vaelab.errors import ConfigError
 from vaelab.models.protocol import LatentTerms
 from vaelab.models.vae import decode_with, likelihood_from, make_bodies
+from vaelab.models.vampprior import pseudo_images, pseudo_inputs
 from vaelab.nets.mlp import mlp
 
 H1_DIM = 100
 H2_HIDDEN = (100, 100)
 PRIORS = ("normal", "vamp")
-PSEUDO_INPUTS = 500
-INIT_MEAN, INIT_STD = 0.05, 0.01  # the VampPrior's pseudo-inputs start near 0.05, as vampprior.py's
 
 # Every conditional's head: a diagonal Gaussian from [..., 2D] (location, then softplus-scale).
 gaussian = diagonal_gaussian
@@ -90,16 +88,13 @@ class HierarchicalVAE(nn.Module):
             if "pseudo_inputs" in extra:
                 raise ConfigError("model.extra.pseudo_inputs needs model.extra.prior=vamp")
             return None
-        k = extra.get("pseudo_inputs", PSEUDO_INPUTS)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"model.extra.pseudo_inputs must be an integer >= 1, got {k!r}")
-        return nn.Parameter(torch.randn(k, *self.shape) * INIT_STD + INIT_MEAN)
+        return pseudo_inputs(extra, self.shape)
 
     def top_prior(self) -> Distribution:
         """p(h2): N(0, I), or the VampPrior's mixture of q0(h2 | mean of q0(h1 | u_k)); event shape (D,)."""
         if self.pseudo_inputs is None:
             return self.prior_net()
-        h1 = gaussian(self.q1(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))).mean
+        h1 = gaussian(self.q1(pseudo_images(self.pseudo_inputs))).mean
         q2 = gaussian(self.q2(h1)).base_dist
         return DiagonalGaussianMixture(q2.loc, q2.scale)
 

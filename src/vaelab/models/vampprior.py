@@ -25,17 +25,33 @@ PSEUDO_INPUTS = 500
 INIT_MEAN, INIT_STD = 0.05, 0.01
 
 
+def pseudo_inputs(extra: dict, shape: tuple[int, ...]) -> nn.Parameter:
+    """K = extra["pseudo_inputs"] (500) learned images of `shape`, started near 0.05; a ConfigError in one line
+    for a bad K. Shared by every model with a VampPrior (this one, the hierarchical VAE's top layer).
+
+    Args:
+        extra: the model's model.extra settings.
+        shape: one image's shape (C, H, W).
+    """
+    k = extra.get("pseudo_inputs", PSEUDO_INPUTS)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"model.extra.pseudo_inputs must be an integer >= 1, got {k!r}")
+    return nn.Parameter(torch.randn(k, *shape) * INIT_STD + INIT_MEAN)
+
+
+def pseudo_images(u: torch.Tensor) -> torch.Tensor:
+    """The pseudo-inputs as the encoder reads them: kept in [0, 1] by a hard tanh."""
+    return F.hardtanh(u, 0.0, 1.0)
+
+
 class VampPriorVAE(VAE):
     """A VAE whose prior is the variational mixture of posteriors at K learned pseudo-inputs."""
 
     def __init__(self, cfg: ModelConfig, shape: tuple[int, int, int]) -> None:
         super().__init__(cfg, shape)
-        k = cfg.extra.get("pseudo_inputs", PSEUDO_INPUTS)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"model.extra.pseudo_inputs must be an integer >= 1, got {k!r}")
-        self.pseudo_inputs = nn.Parameter(torch.randn(k, *self.shape) * INIT_STD + INIT_MEAN)
+        self.pseudo_inputs = pseudo_inputs(cfg.extra, self.shape)
 
     def prior(self) -> DiagonalGaussianMixture:
         """p(z) = (1/K) sum_k q0(z | u_k), q0 the encoder's Gaussian (q itself without a flow): event shape (D,)."""
-        q = self.base_posterior(F.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist
+        q = self.base_posterior(pseudo_images(self.pseudo_inputs)).base_dist
         return DiagonalGaussianMixture(q.loc, q.scale)
