@@ -189,7 +189,8 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
 
 
 def base_config(a: argparse.Namespace, flat: dict[str, Any], epochs: int):
-    """vaelab's Config for one run of this benchmark: the data, the seed, threads and precision, no progress."""
+    """vaelab's Config for one run of this benchmark: the data, the seed, threads, no progress; `flat` carries the
+    rest, the precision included (each M1 recipe's, each cell's)."""
     from vaelab import model_config
 
     name = flat.pop("model.name")
@@ -199,7 +200,6 @@ def base_config(a: argparse.Namespace, flat: dict[str, Any], epochs: int):
             "data.data_dir": str(Path(a.data_dir).resolve()),
             "train.epochs": epochs,
             "train.threads": a.threads,
-            "train.precision": a.precision or "bf16",
             "train.progress": False,
             **flat,
         }
