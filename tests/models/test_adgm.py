@@ -22,7 +22,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.adgm import ADGM, CLASSIFY_SEED
 from vaelab.models.cvae import one_hot
 from vaelab.models.registry import build_model, model_config
-from vaelab.nets.mlp import ACTIVATIONS
+from vaelab.nets.mlp import ACTIVATIONS, Float32Linear
 from vaelab.objectives.semisupervised import m2_objective
 from vaelab.train import train
 
@@ -443,3 +443,45 @@ def test_the_opt_in_settings_are_registered_and_given_as_flags():
     )
     with pytest.raises(ConfigError, match=r"unknown key\(s\) batch_nrom for adgm; it takes: .*batch_norm"):
         check_model_config(bad)
+
+
+def test_float32_linear_is_exact_float32_arithmetic_under_bf16_autocast():
+    """The classifiers' logits layer: under bf16 autocast its output, and its weights' gradient through a
+    softmax-weighted sum of large per-class terms, equal float32 arithmetic on the same input; nn.Linear's
+    drift once the logits are large (the ADGM's failure in bf16; docs/semi-supervised.md)."""
+    h = 1000 * torch.randn(64, 50, generator=torch.Generator().manual_seed(0))
+    f = 100 * torch.randn(64, 10, generator=torch.Generator().manual_seed(1))
+
+    def run(layer: nn.Linear, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = layer(h)
+            log_q = torch.log_softmax(logits, -1)
+            loss = (log_q.exp() * (f - log_q)).sum()
+        loss.backward()  # outside autocast, as the training step does
+        return logits.detach(), layer.weight.grad.clone()
+
+    torch.manual_seed(2)
+    ours, plain = Float32Linear(50, 10), nn.Linear(50, 10)
+    plain.load_state_dict(ours.state_dict())  # the same weights, the same state-dict keys
+    ref_logits, ref_grad = run(ours, bf16=False)
+    logits, grad = run(ours, bf16=True)
+    assert logits.dtype == torch.float32 and torch.equal(logits, ref_logits)
+    assert torch.equal(grad, ref_grad)
+    plain_logits, plain_grad = run(plain, bf16=True)
+    cos = torch.nn.functional.cosine_similarity(plain_grad.flatten(), ref_grad.flatten(), 0)
+    assert plain_logits.dtype == torch.bfloat16 and cos < 0.99
+
+
+def test_the_classifiers_logits_are_float32_under_bf16_autocast():
+    """The ADGM's q(y|a,x) and M2's q(y|x) end in a float32 layer; their other layers run in bf16."""
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    adgm = build_model(model_config("adgm").model, (1, 28, 28))
+    m2 = build_model(model_config("m2").model, (1, 28, 28))
+    assert isinstance(adgm.q_y.rest[-1], Float32Linear) and isinstance(m2.classifier[-1], Float32Linear)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = adgm.aux(x).mean
+        assert a.dtype == torch.bfloat16
+        assert adgm.q_y(x.flatten(1), a).dtype == torch.float32
+        assert m2.classifier(x).dtype == torch.float32
+        assert m2.classifier[0](x).dtype == torch.bfloat16

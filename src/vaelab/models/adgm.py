@@ -130,16 +130,22 @@ def normed(net: nn.Sequential) -> nn.Sequential:
 class JoinedMLP(nn.Module):
     """An MLP on several inputs: the first layer is the sum of one linear map per input (the linear map of
     their concatenation), so inputs of broadcastable leading shapes are each mapped once; `norm`: batch
-    normalisation before each hidden activation."""
+    normalisation before each hidden activation; `float32_out`: the last layer in float32 (logits)."""
 
     def __init__(
-        self, widths: Sequence[int], hidden: Sequence[int], out_features: int, act: str, norm: bool = False
+        self,
+        widths: Sequence[int],
+        hidden: Sequence[int],
+        out_features: int,
+        act: str,
+        norm: bool = False,
+        float32_out: bool = False,
     ) -> None:
         super().__init__()
         first = hidden[0] * (2 if act == GATED else 1)
         self.inputs = nn.ModuleList(nn.Linear(w, first, bias=i == 0) for i, w in enumerate(widths))
         self.act = nn.GLU(-1) if act == GATED else activation(act)
-        self.rest = mlp(hidden[0], hidden[1:], out_features, act)
+        self.rest = mlp(hidden[0], hidden[1:], out_features, act, float32_out)
         if norm:
             self.act = nn.Sequential(RowBatchNorm(first), self.act)
             self.rest = normed(self.rest)
@@ -166,7 +172,7 @@ class ADGM(nn.Module):
         pixels, a, d, act = math.prod(self.shape), self.aux_dim, cfg.latent_dim, cfg.activation
         norm = self.batch_norm
         self.q_a = mlp(pixels, cfg.hidden, 2 * a, act)  # q(a|x)
-        self.q_y = JoinedMLP((pixels, a), cfg.hidden, c, act, norm)  # q(y|a,x): logits
+        self.q_y = JoinedMLP((pixels, a), cfg.hidden, c, act, norm, float32_out=True)  # q(y|a,x): logits
         self.q_z = JoinedMLP((pixels, a, c), cfg.hidden, 2 * d, act, norm)  # q(z|a,x,y)
         self.p_a = JoinedMLP((pixels, c, d), cfg.hidden, 2 * a, act, norm)  # p(a|x,y,z)
         self.likelihood = likelihood_from(cfg, self.shape)

@@ -27,6 +27,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.cvae import LabelledBodies, labelled_draws, num_classes
 from vaelab.models.protocol import LabelTerms
 from vaelab.models.vae import make_bodies
+from vaelab.nets.mlp import Float32Linear
 
 # Weight of -log q(y|x), per labelled image, against the batch-mean bound (model.extra["alpha"]). The paper's
 # alpha = 0.1 N is 0.1 in these units; 10 trains the better classifier (measured: docs/benchmarks.md).
@@ -49,7 +50,7 @@ class M2(nn.Module):
             )
         self.nets = LabelledBodies(cfg, self.shape, self.num_classes)
         body, _ = make_bodies(cfg, self.shape, 1)
-        self.classifier = nn.Sequential(body, nn.Linear(body.out_features, self.num_classes))
+        self.classifier = nn.Sequential(body, Float32Linear(body.out_features, self.num_classes))
         self.prior_net = StandardNormalPrior(cfg.latent_dim)
 
     def prior(self) -> Distribution:

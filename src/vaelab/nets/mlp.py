@@ -55,17 +55,33 @@ class GatedDense(nn.Module):
         return F.glu(self.linear(x), dim=-1)
 
 
+class Float32Linear(nn.Linear):
+    """A linear layer computed in float32 even under bf16 autocast: the logits of a classifier whose
+    probabilities weigh per-class bounds. In bf16 the ADGM's classifier logits turned its gradients around once
+    they grew (cosine -1 against fp32's; docs/semi-supervised.md), and this layer is 1-2% of a step's work.
+    Its weights are an nn.Linear's, so checkpoints load either way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.to(self.weight.dtype))
+
+
 def mlp(
-    in_features: int, hidden: Sequence[int], out_features: int | None, act: str = "relu"
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int | None,
+    act: str = "relu",
+    float32_out: bool = False,
 ) -> nn.Sequential:
     """Linear layers of widths `hidden`, each followed by `act` (or gated layers for `gated`); a final linear
-    layer if out_features is set.
+    layer if out_features is set (a `Float32Linear` with `float32_out`: classifier logits).
 
     Args:
         in_features: the input width.
         hidden: the hidden layers' widths, in order.
         out_features: the final linear layer's width; None ends with the last hidden layer.
         act: an activation name, or 'gated' for gated linear units.
+        float32_out: compute the final layer in float32 under autocast.
     """
     layers: list[nn.Module] = []
     width = in_features
@@ -73,7 +89,7 @@ def mlp(
         layers += [GatedDense(width, h)] if act == GATED else [nn.Linear(width, h), activation(act)]
         width = h
     if out_features is not None:
-        layers.append(nn.Linear(width, out_features))
+        layers.append((Float32Linear if float32_out else nn.Linear)(width, out_features))
     return nn.Sequential(*layers)
 
 
