@@ -116,8 +116,11 @@ def m1m2_recipe(m1: str, components: int = 1) -> str:
     return m2 if m1 == FIRST_M1 else f"{m2}/m1-{m1}"
 
 
-# Each model's arithmetic unless --precision says: the ADGM in fp32, since in bf16 its auxiliary a runs away
+# Each model's arithmetic unless --precision says: the ADGM in fp32, since in bf16 its auxiliary a ran away
 # (after ~110 epochs unclipped, by epoch 6 clipped; docs/semi-supervised.md); its fp32 cells are recipe "fp32".
+# The cause was the classifier's logits layer in bf16 (its gradients turned around): since it runs in float32
+# (nets.mlp.Float32Linear), the ADGM's bf16 cells are recipe "bf16-f32logits"; "" were bf16 before that.
+ADGM_RECIPE = {"fp32": "fp32", "bf16": "bf16-f32logits"}
 PRECISION = {"m2": "bf16", "m1m2": "bf16", "adgm": "fp32"}
 RECIPES = {"m1m2": m1m2_recipe(DEFAULT_M1, DEFAULT_COMPONENTS), "adgm": "fp32"}
 RESULTS_FILE = RESULTS / "semi_supervised.json"
@@ -305,8 +308,8 @@ def cell_plan(
     precision = a.precision or PRECISION[model]
     if model == "m1m2":
         recipe = m1m2_recipe(a.m1_recipe, a.components)
-    else:  # the ADGM's recipe names its arithmetic: "" was bf16 (before 2026-12-04), "fp32" is the default
-        recipe = "fp32" if model == "adgm" and precision == "fp32" else ""
+    else:  # the ADGM's recipe names its arithmetic (ADGM_RECIPE)
+        recipe = ADGM_RECIPE[precision] if model == "adgm" else ""
     clip = (f"clip{a.grad_clip:g}" if a.grad_clip else "") + (
         f"v{a.grad_clip_value:g}" if a.grad_clip_value else ""
     )

@@ -101,7 +101,8 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
 
 def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_its_recipe(tmp_path):
     """The ADGM trains in fp32 (in bf16 its auxiliary variable runs away), recipe "fp32", the table's; M2 and
-    M1+M2 in bf16; --precision sets every cell, and an ADGM cell in bf16 is the old recipe "", off the table."""
+    M1+M2 in bf16; --precision sets every cell, and an ADGM cell in bf16 is recipe "bf16-f32logits" (its
+    classifier's logits in float32; "" were the bf16 cells before), off the table."""
     plan = {m: ss.cell_plan(args(tmp_path), m, 100, 0, tmp_path / "m1") for m in ss.MODELS}
     assert {m: p[2].train.precision for m, p in plan.items()} == {
         "m2": "bf16",
@@ -110,7 +111,8 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     }
     assert plan["adgm"][3]["recipe"] == "fp32" and ss.current(plan["adgm"][3])
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "bf16"), "adgm", 100, 0, None)
-    assert cfg.train.precision == "bf16" and meta["recipe"] == "" and not ss.current(meta)
+    assert cfg.train.precision == "bf16" and meta["recipe"] == "bf16-f32logits" and not ss.current(meta)
+    assert not ss.current({"model": "adgm", "recipe": ""})
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
     assert cfg.train.precision == "fp32" and meta["recipe"] == ""
 
@@ -136,40 +138,38 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
         for e in (1, 2)
     ]
     measured = {
-        "model": "adgm",
+        "model": "m2",
         "labels": 100,
         "draw": 0,
         "done": False,
         "epochs_planned": 100,
         "epochs_done": 2,
     }
-    measured.update(curve=curve, best=ss.best_epoch(curve), cpu_seconds=120.0, run="mnist-adgm-100-d0")
-    ss.put_cell(results, "mnist/adgm/100/d0", measured)
+    measured.update(curve=curve, best=ss.best_epoch(curve), cpu_seconds=120.0, run="mnist-m2-100-d0")
+    ss.put_cell(results, "mnist/m2/100/d0", measured)
     before = results.read_text()
     trained: list[str] = []
     monkeypatch.setattr(ss, "train_cell", lambda key, *rest: trained.append(key))
-    a = args(  # bf16: the old recipe "", whose keys carry no recipe
+    a = args(  # M2: recipe "", whose keys carry no recipe
         tmp_path,
         "--models",
-        "adgm",
+        "m2",
         "--labels",
         "100",
         "--draws",
         "2",
         "--epochs",
         "11",
-        "--precision",
-        "bf16",
     )
     a.results = results
     ss.run_cells(a)
-    assert trained == ["mnist/adgm/100/d1"]  # draw 0 kept, draw 1 (no entry) trained
+    assert trained == ["mnist/m2/100/d1"]  # draw 0 kept, draw 1 (no entry) trained
     assert results.read_text() == before
-    assert "mnist/adgm/100/d0: kept as measured (2 epochs)" in capsys.readouterr().out
-    (tmp_path / "runs" / "mnist-adgm-100-d0" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "runs" / "mnist-adgm-100-d0" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert "mnist/m2/100/d0: kept as measured (2 epochs)" in capsys.readouterr().out
+    (tmp_path / "runs" / "mnist-m2-100-d0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "mnist-m2-100-d0" / "checkpoints" / "last.pt").write_bytes(b"")
     ss.run_cells(a)  # with its run folder back, draw 0 resumes
-    assert trained[-2:] == ["mnist/adgm/100/d0", "mnist/adgm/100/d1"]
+    assert trained[-2:] == ["mnist/m2/100/d0", "mnist/m2/100/d1"]
 
 
 def test_an_m1_whose_run_folder_is_gone_is_retrained_and_its_measured_entry_moves_aside(
