@@ -43,7 +43,7 @@ def float32_module(model: nn.Module, name: str) -> None:
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         cast = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-        with torch.autocast(next(iter(cast), torch.empty(0)).device.type if cast else "cpu", enabled=False):
+        with torch.autocast("cpu", enabled=False):  # the tool runs on the CPU (`gradients`)
             return inner(*cast, **kwargs)
 
     mod.forward = types.MethodType(forward, mod)
