@@ -8,6 +8,8 @@ noise's relative size. `--float32 NAME` runs the submodule NAME outside autocast
 the trial that tells whether one layer is the culprit; `--bf16 NAME` runs a `Float32Linear` under autocast as
 a plain linear layer (the model as it was before). The ADGM's classifier logits were found this way
 (docs/semi-supervised.md): `python benchmarks/bf16_gradients.py RUN --which last --bf16 q_y.rest.2`.
+A diagnostic, not the training step: the KL weight is --beta (not the run's warm-up), and the binarisation and
+the model's draws come from their own seeded streams.
 """
 
 from __future__ import annotations
@@ -16,28 +18,33 @@ import argparse
 import json
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def submodule(model: nn.Module, name: str, flag: str) -> nn.Module:
-    """`model`'s submodule `name`; a one-line exit naming the top-level ones if there is none."""
+    """`model`'s submodule `name`; a one-line exit naming the children of its deepest existing parent if none."""
     try:
         return model.get_submodule(name)
     except AttributeError:
-        names = ", ".join(n for n, _ in model.named_children())
-        raise SystemExit(
-            f"bf16_gradients: {flag} {name}: no such submodule; top-level ones: {names}"
-        ) from None
+        parts, parent, found = name.split("."), model, 0
+        for part in parts:
+            child = getattr(parent, part, None)
+            if not isinstance(child, nn.Module):
+                break
+            parent, found = child, found + 1
+        where = ".".join(parts[:found]) or "the model"
+        names = ", ".join(n for n, _ in parent.named_children())
+        raise SystemExit(f"bf16_gradients: {flag} {name}: no such submodule; {where} has: {names}") from None
 
 
 def float32_module(model: nn.Module, name: str) -> None:
-    """Run `model`'s submodule `name` outside autocast, its tensor inputs cast to float32 (in place)."""
+    """Run `model`'s submodule `name` outside autocast, its positional floating-point tensors cast to float32
+    (in place)."""
     mod = submodule(model, name, "--float32")
     inner = mod.forward
 
@@ -59,7 +66,9 @@ def bf16_module(model: nn.Module, name: str) -> None:
     mod.forward = types.MethodType(nn.Linear.forward, mod)
 
 
-def gradients(step: Any, model: nn.Module, bf16: bool, seed: int) -> dict[str, torch.Tensor]:
+def gradients(
+    step: Callable[[torch.Generator], Any], model: nn.Module, bf16: bool, seed: int
+) -> dict[str, torch.Tensor]:
     """Every parameter's gradient of `step(generator)`'s loss, under bf16 autocast or not; backward outside it,
     as the training step does."""
     model.zero_grad(set_to_none=True)
@@ -102,11 +111,16 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"bf16_gradients: {folder}: not a run folder (no config.json)")
     cfg = Config.from_dict(json.loads((folder / "config.json").read_text()))
     if a.data_dir:
-        cfg.data.data_dir = a.data_dir
+        cfg = cfg.replace(**{"data.data_dir": a.data_dir})
     data, cfg = resolve_data(cfg, None, None)
     model = load(folder, which=a.which)
     model.train()
     for name in a.bf16:
+        inside = [f for f in a.float32 if name == f or name.startswith(f + ".")]
+        if inside:
+            raise SystemExit(
+                f"bf16_gradients: --bf16 {name} lies in --float32 {inside[0]}, which runs it in float32"
+            )
         bf16_module(model, name)
     for name in a.float32:
         float32_module(model, name)
@@ -163,8 +177,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the per-network comparison (and write it to --json); vaelab's errors exit in one line."""
+    from vaelab.errors import VaelabError
+
     a = parse(argv)
-    res = run(a)
+    try:
+        res = run(a)
+    except VaelabError as e:
+        raise SystemExit(f"bf16_gradients: {e}") from None
     print(f"{'network':16s} {'bf16 rel':>9s} {'cosine':>7s} {'MC noise rel':>13s}")
     for g, s in res["networks"].items():
         print(f"{g:16s} {s['bf16_rel']:9.3f} {s['bf16_cos']:7.3f} {s['noise_rel']:13.3f}")

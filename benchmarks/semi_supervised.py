@@ -109,10 +109,12 @@ M1M2_RECIPE = "active-full-model"
 DEFAULT_COMPONENTS = 1
 
 
-def m1m2_recipe(m1: str, components: int = 1) -> str:
+def m1m2_recipe(m1: str, components: int = 1, arithmetic: str = "") -> str:
     """The recipe of an M1+M2 cell on M1 recipe `m1` with `components` Gaussians a class: M2's (`M1M2_RECIPE`,
-    "-kK" when K > 1), and the M1's unless it is the first."""
-    m2 = M1M2_RECIPE + (f"-k{components}" if components > 1 else "")
+    "-kK" when K > 1, "-TAG" for the arithmetic, `ARITHMETIC`), and the M1's unless it is the first."""
+    m2 = (
+        M1M2_RECIPE + (f"-k{components}" if components > 1 else "") + (f"-{arithmetic}" if arithmetic else "")
+    )
     return m2 if m1 == FIRST_M1 else f"{m2}/m1-{m1}"
 
 
@@ -121,6 +123,10 @@ def m1m2_recipe(m1: str, components: int = 1) -> str:
 # The cause was the classifier's logits layer in bf16 (its gradients turned around): since it runs in float32
 # (nets.mlp.Float32Linear), the ADGM's bf16 cells are recipe "bf16-f32logits"; "" were bf16 before that.
 ADGM_RECIPE = {"fp32": "fp32", "bf16": "bf16-f32logits"}
+# M2's q(y|x) (and so M1+M2's) got the float32 logits too: their cells run since carry the arithmetic in their
+# recipe ("f32logits" in bf16; "fp32" in fp32, which no table cell used); the cells without a tag are bf16 with
+# bf16 logits, and stay the table's until the tagged ones are run (RECIPES).
+ARITHMETIC = {"fp32": "fp32", "bf16": "f32logits"}
 PRECISION = {"m2": "bf16", "m1m2": "bf16", "adgm": "fp32"}
 RECIPES = {"m1m2": m1m2_recipe(DEFAULT_M1, DEFAULT_COMPONENTS), "adgm": "fp32"}
 RESULTS_FILE = RESULTS / "semi_supervised.json"
@@ -307,9 +313,9 @@ def cell_plan(
     """(results key, run folder, Config, metadata) of one cell; `m1` is the M1 run under an M1+M2 cell."""
     precision = a.precision or PRECISION[model]
     if model == "m1m2":
-        recipe = m1m2_recipe(a.m1_recipe, a.components)
-    else:  # the ADGM's recipe names its arithmetic (ADGM_RECIPE)
-        recipe = ADGM_RECIPE[precision] if model == "adgm" else ""
+        recipe = m1m2_recipe(a.m1_recipe, a.components, ARITHMETIC[precision])
+    else:  # the recipe names the arithmetic (ADGM_RECIPE, ARITHMETIC)
+        recipe = ADGM_RECIPE[precision] if model == "adgm" else ARITHMETIC[precision]
     clip = (f"clip{a.grad_clip:g}" if a.grad_clip else "") + (
         f"v{a.grad_clip_value:g}" if a.grad_clip_value else ""
     )

@@ -3,6 +3,7 @@ under autocast gives fp32's gradients exactly, and bad names are one-line exits.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -75,22 +76,43 @@ def test_the_classifier_logits_alone_in_bf16_change_its_gradient(adgm_run):
     assert res["networks"]["q_y"]["bf16_rel"] > 1e-4 and res["bf16"] == ["q_y.rest.2"]
 
 
+def test_main_prints_every_network_and_writes_the_json(adgm_run, tmp_path, capsys):
+    """The printed table and --json hold the same networks; --data-dir points the run at another data folder
+    (here the same built-in data set, so the numbers are those of the run's own)."""
+    out = tmp_path / "res.json"
+    assert bg.main([str(adgm_run), "--which", "last", "--data-dir", str(tmp_path), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert printed == list(res["networks"]) == ["q_a", "q_y", "q_z", "p_a", "decoder"]
+    again = bg.run(bg.parse([str(adgm_run), "--which", "last"]))
+    assert again["networks"] == res["networks"]
+
+
 @pytest.mark.parametrize(
-    ("flag", "message"),
+    ("flags", "message"),
     [
-        ("--float32=nope", "--float32 nope: no such submodule; top-level ones: q_a, q_y"),
-        ("--bf16=q_a", "--bf16 q_a: a Sequential, not a Float32Linear"),
+        (["--float32=nope"], "--float32 nope: no such submodule; the model has: q_a, q_y"),
+        (["--float32=q_y.rest.7"], "--float32 q_y.rest.7: no such submodule; q_y.rest has: 0, 1, 2"),
+        (["--bf16=q_a"], "--bf16 q_a: a Sequential, not a Float32Linear"),
+        (["--float32=q_y", "--bf16=q_y.rest.2"], "--bf16 q_y.rest.2 lies in --float32 q_y"),
     ],
 )
-def test_bad_names_are_one_line_exits(adgm_run, flag, message):
+def test_bad_names_are_one_line_exits(adgm_run, flags, message):
     with pytest.raises(SystemExit) as e:
-        bg.run(bg.parse([str(adgm_run), flag]))
+        bg.run(bg.parse([str(adgm_run), *flags]))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_folder_without_a_run_is_one_line(tmp_path, capsys):
+def test_a_folder_without_a_run_or_a_checkpoint_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="not a run folder"):
-        bg.run(bg.parse([str(tmp_path)]))
+        bg.main([str(tmp_path)])
+    (tmp_path / "config.json").write_text(json.dumps({}))
+    with pytest.raises(SystemExit) as e:
+        bg.main([str(tmp_path)])
+    assert str(e.value).startswith("bf16_gradients: ") and "\n" not in str(e.value)
+
+
+def test_batches_below_one_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bg.parse([str(tmp_path), "--batches", "0"])
     assert "--batches must be >= 1, got 0" in capsys.readouterr().err.splitlines()[-1]

@@ -41,14 +41,16 @@ def test_an_unknown_m1_recipe_or_no_m1_epochs_is_one_line(tmp_path, capsys):
 
 
 def test_the_first_m1_recipe_keeps_its_run_folder_and_results_keys(tmp_path):
+    """Its M1 keeps its key and folder; its M1+M2 cells' keys carry only M2's recipe and arithmetic."""
     a = args(tmp_path, "--m1-recipe", ss.FIRST_M1)
     key, out, cfg = ss.m1_plan(a)
     assert (key, out.name) == ("mnist/m1", "mnist-m1")
     assert (cfg.model.hidden, cfg.model.latent_dim, cfg.train.precision) == ((600, 600), 50, "fp32")
     key, out, cfg, meta = ss.cell_plan(a, "m1m2", 100, 2, tmp_path / "runs" / "mnist-m1")
-    assert key == "mnist/m1m2/100/d2/active-full-model" and out.name == "mnist-m1m2-100-d2-active-full-model"
+    recipe = "active-full-model-f32logits"
+    assert key == f"mnist/m1m2/100/d2/{recipe}" and out.name == f"mnist-m1m2-100-d2-{recipe}"
     assert cfg.data.binarize == "dynamic" and cfg.data.label_seed == 2 and cfg.data.labelled == 100
-    assert meta["m1_recipe"] == ss.FIRST_M1 and meta["recipe"] == "active-full-model"
+    assert meta["m1_recipe"] == ss.FIRST_M1 and meta["recipe"] == recipe
 
 
 @pytest.mark.parametrize("name", sorted(set(ss.M1_RECIPES) - {ss.FIRST_M1}))
@@ -64,7 +66,7 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
         if section in ("train", "objective") and "." not in field:
             assert getattr(getattr(cfg, section), field) == v, k
     key, run, cell, meta = ss.cell_plan(a, "m1m2", 600, 0, out)
-    assert key == f"mnist/m1m2/600/d0/active-full-model/m1-{name}" and "/" not in run.name
+    assert key == f"mnist/m1m2/600/d0/active-full-model-f32logits/m1-{name}" and "/" not in run.name
     assert cell.model.features == str(out.resolve())
     grey = recipe["codes"] == "grey"
     assert (cell.data.binarize, cell.model.likelihood) == (
@@ -74,9 +76,9 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
     assert "code_components" not in cell.model.extra and meta["components"] == 1
     a3 = args(tmp_path, "--m1-recipe", name, "--components", "3")
     key3, run3, cell3, meta3 = ss.cell_plan(a3, "m1m2", 100, 1, out)
-    assert key3 == f"mnist/m1m2/100/d1/active-full-model-k3/m1-{name}" and run3 != run
+    assert key3 == f"mnist/m1m2/100/d1/active-full-model-k3-f32logits/m1-{name}" and run3 != run
     assert cell3.model.extra["code_components"] == 3 and cell3.model.extra["code_cov"] == "full"
-    assert meta3["components"] == 3 and meta3["recipe"] == f"active-full-model-k3/m1-{name}"
+    assert meta3["components"] == 3 and meta3["recipe"] == f"active-full-model-k3-f32logits/m1-{name}"
     _, _, m2, meta = ss.cell_plan(a, "m2", 100, 0, None)  # M2 alone does not depend on the M1 recipe
     assert not m2.model.features and m2.data.binarize == "dynamic" and "m1_recipe" not in meta
 
@@ -93,7 +95,8 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
     assert (cfg.train.grad_clip, cfg.train.grad_clip_value, cfg.model.name) == (5.0, 1.0, "adgm")
     assert not ss.current({"model": "adgm", "recipe": meta["recipe"]})
     key, _, _, meta = ss.cell_plan(args(tmp_path, "--grad-clip", "5"), "m1m2", 100, 0, tmp_path / "m1")
-    assert meta["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1) + "-clip5" and key.endswith(meta["recipe"])
+    assert meta["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits") + "-clip5"
+    assert key.endswith(meta["recipe"])
     with pytest.raises(SystemExit):
         args(tmp_path, "--grad-clip-value", "-1")
     assert "--grad-clip-value" in capsys.readouterr().err.splitlines()[-1]
@@ -102,7 +105,8 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
 def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_its_recipe(tmp_path):
     """The ADGM trains in fp32 (in bf16 its auxiliary variable runs away), recipe "fp32", the table's; M2 and
     M1+M2 in bf16; --precision sets every cell, and an ADGM cell in bf16 is recipe "bf16-f32logits" (its
-    classifier's logits in float32; "" were the bf16 cells before), off the table."""
+    classifier's logits in float32; "" were the bf16 cells before), off the table. M2's and M1+M2's recipes name
+    their arithmetic too ("f32logits" in bf16, "fp32"), and stay off the table until they are its recipe."""
     plan = {m: ss.cell_plan(args(tmp_path), m, 100, 0, tmp_path / "m1") for m in ss.MODELS}
     assert {m: p[2].train.precision for m, p in plan.items()} == {
         "m2": "bf16",
@@ -114,7 +118,10 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     assert cfg.train.precision == "bf16" and meta["recipe"] == "bf16-f32logits" and not ss.current(meta)
     assert not ss.current({"model": "adgm", "recipe": ""})
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
-    assert cfg.train.precision == "fp32" and meta["recipe"] == ""
+    assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32"
+    assert plan["m2"][0] == "mnist/m2/100/d0/f32logits" and not ss.current(plan["m2"][3])
+    assert plan["m1m2"][3]["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits")
+    assert not ss.current(plan["m1m2"][3]) and ss.current({"model": "m2", "recipe": ""})
 
 
 def test_the_table_counts_only_cells_of_the_default_m1_recipe():
@@ -145,12 +152,14 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
         "epochs_planned": 100,
         "epochs_done": 2,
     }
-    measured.update(curve=curve, best=ss.best_epoch(curve), cpu_seconds=120.0, run="mnist-m2-100-d0")
-    ss.put_cell(results, "mnist/m2/100/d0", measured)
+    measured.update(
+        curve=curve, best=ss.best_epoch(curve), cpu_seconds=120.0, run="mnist-m2-100-d0-f32logits"
+    )
+    ss.put_cell(results, "mnist/m2/100/d0/f32logits", measured)
     before = results.read_text()
     trained: list[str] = []
     monkeypatch.setattr(ss, "train_cell", lambda key, *rest: trained.append(key))
-    a = args(  # M2: recipe "", whose keys carry no recipe
+    a = args(  # M2 in bf16: recipe "f32logits"
         tmp_path,
         "--models",
         "m2",
@@ -163,13 +172,13 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
     )
     a.results = results
     ss.run_cells(a)
-    assert trained == ["mnist/m2/100/d1"]  # draw 0 kept, draw 1 (no entry) trained
+    assert trained == ["mnist/m2/100/d1/f32logits"]  # draw 0 kept, draw 1 (no entry) trained
     assert results.read_text() == before
-    assert "mnist/m2/100/d0: kept as measured (2 epochs)" in capsys.readouterr().out
-    (tmp_path / "runs" / "mnist-m2-100-d0" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "runs" / "mnist-m2-100-d0" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert "mnist/m2/100/d0/f32logits: kept as measured (2 epochs)" in capsys.readouterr().out
+    (tmp_path / "runs" / "mnist-m2-100-d0-f32logits" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "mnist-m2-100-d0-f32logits" / "checkpoints" / "last.pt").write_bytes(b"")
     ss.run_cells(a)  # with its run folder back, draw 0 resumes
-    assert trained[-2:] == ["mnist/m2/100/d0", "mnist/m2/100/d1"]
+    assert trained[-2:] == ["mnist/m2/100/d0/f32logits", "mnist/m2/100/d1/f32logits"]
 
 
 def test_an_m1_whose_run_folder_is_gone_is_retrained_and_its_measured_entry_moves_aside(

@@ -471,6 +471,12 @@ def test_float32_linear_is_exact_float32_arithmetic_under_bf16_autocast():
     plain_logits, plain_grad = run(plain, bf16=True)
     cos = torch.nn.functional.cosine_similarity(plain_grad.flatten(), ref_grad.flatten(), 0)
     assert plain_logits.dtype == torch.bfloat16 and cos < 0.99
+    # outside autocast it is a plain linear layer, in the input's dtype and on any device
+    x64 = torch.randn(3, 50, dtype=torch.float64)
+    plain64 = nn.Linear(50, 10).double()
+    ours.double().load_state_dict(plain64.state_dict())
+    assert torch.equal(ours(x64), plain64(x64))
+    assert Float32Linear(4, 2, device="meta")(torch.empty(3, 4, device="meta")).shape == (3, 2)
 
 
 def test_the_classifiers_logits_are_float32_under_bf16_autocast():

@@ -58,12 +58,23 @@ class GatedDense(nn.Module):
 class Float32Linear(nn.Linear):
     """A linear layer computed in float32 even under bf16 autocast: the logits of a classifier whose
     probabilities weigh per-class bounds. In bf16 the ADGM's classifier logits turned its gradients around once
-    they grew (cosine -1 against fp32's; docs/semi-supervised.md), and this layer is 1-2% of a step's work.
-    Its weights are an nn.Linear's, so checkpoints load either way."""
+    they grew (cosine about -0.9 against fp32's; docs/semi-supervised.md); the layer is a small part of a
+    step's work. Its weights are an nn.Linear's, so checkpoints load either way."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.to(self.weight.dtype))
+        kind = x.device.type
+        if kind in ("cpu", "cuda") and autocasting(kind):  # outside autocast: a plain linear layer
+            with torch.autocast(kind, enabled=False):
+                return super().forward(x.to(self.weight.dtype))
+        return super().forward(x)
+
+
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for `device_type` ("cpu" or "cuda"), on torch before and after 2.4's API."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def mlp(
