@@ -88,10 +88,11 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
     cells neither share a run folder nor a table row; a negative bound is refused."""
     key, run, cfg, meta = ss.cell_plan(args(tmp_path), "adgm", 100, 0, None)
     clip = (meta["recipe"], cfg.train.grad_clip, cfg.train.grad_clip_value)
-    assert key == "mnist/adgm/100/d0/fp32" and clip == ("fp32", 0, 0)
+    assert key == "mnist/adgm/100/d0/bf16-f32logits" and clip == ("bf16-f32logits", 0, 0)
     a = args(tmp_path, "--grad-clip", "5", "--grad-clip-value", "1")
     key, run2, cfg, meta = ss.cell_plan(a, "adgm", 100, 0, None)
-    assert key == "mnist/adgm/100/d0/fp32-clip5v1" and run2 != run and meta["recipe"] == "fp32-clip5v1"
+    recipe = "bf16-f32logits-clip5v1"
+    assert key == f"mnist/adgm/100/d0/{recipe}" and run2 != run and meta["recipe"] == recipe
     assert (cfg.train.grad_clip, cfg.train.grad_clip_value, cfg.model.name) == (5.0, 1.0, "adgm")
     assert not ss.current({"model": "adgm", "recipe": meta["recipe"]})
     key, _, _, meta = ss.cell_plan(args(tmp_path, "--grad-clip", "5"), "m1m2", 100, 0, tmp_path / "m1")
@@ -103,19 +104,19 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
 
 
 def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_its_recipe(tmp_path):
-    """The ADGM trains in fp32 (in bf16 its auxiliary variable runs away), recipe "fp32", the table's; M2 and
-    M1+M2 in bf16; --precision sets every cell, and an ADGM cell in bf16 is recipe "bf16-f32logits" (its
-    classifier's logits in float32; "" were the bf16 cells before), off the table. M2's and M1+M2's recipes name
-    their arithmetic too ("f32logits" in bf16, "fp32"), and stay off the table until they are its recipe."""
+    """Every model trains in bf16 by default; --precision sets every cell. The ADGM's bf16 cells are recipe
+    "bf16-f32logits" (its classifier's logits in float32), the table's; its fp32 cells "fp32" and its bf16 cells
+    from before the float32 logits "" are off the table. M2's and M1+M2's recipes name their arithmetic too
+    ("f32logits" in bf16, "fp32"), and stay off the table until they are its recipe."""
     plan = {m: ss.cell_plan(args(tmp_path), m, 100, 0, tmp_path / "m1") for m in ss.MODELS}
     assert {m: p[2].train.precision for m, p in plan.items()} == {
         "m2": "bf16",
         "m1m2": "bf16",
-        "adgm": "fp32",
+        "adgm": "bf16",
     }
-    assert plan["adgm"][3]["recipe"] == "fp32" and ss.current(plan["adgm"][3])
-    _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "bf16"), "adgm", 100, 0, None)
-    assert cfg.train.precision == "bf16" and meta["recipe"] == "bf16-f32logits" and not ss.current(meta)
+    assert plan["adgm"][3]["recipe"] == "bf16-f32logits" and ss.current(plan["adgm"][3])
+    _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "adgm", 100, 0, None)
+    assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32" and not ss.current(meta)
     assert not ss.current({"model": "adgm", "recipe": ""})
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
     assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32"
