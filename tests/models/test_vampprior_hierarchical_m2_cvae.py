@@ -41,6 +41,25 @@ def test_vampprior_density_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
     assert m.prior().event_shape == (3,)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_mixture_density_stays_exact_at_collapsed_components(bf16):
+    """Components at the scale floor (1e-5) beside wide ones, points near them: every component's log-density
+    equals the direct float64 sum of squares, under bf16 autocast too. The expanded squares in float32 had
+    errors of 1e10 here, and log-densities far above any the mixture can take (docs/speedrun.md)."""
+    g = torch.Generator().manual_seed(0)
+    locs = 3 * torch.randn(6, 40, generator=g)
+    scales = torch.cat([torch.full((3, 40), 1e-5), 0.5 + torch.rand(3, 40, generator=g)])
+    z = locs[torch.arange(8) % 6] + 1e-5 * torch.randn(8, 40, generator=g)
+    mix = DiagonalGaussianMixture(locs, scales)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        got = mix.component_log_prob(z)
+    direct = Normal(locs.double(), scales.double()).log_prob(z.double()[:, None]).sum(-1)
+    assert got.dtype == torch.float32
+    near = direct > -1e6  # the components a point is near (the others are -1e10 and below)
+    torch.testing.assert_close(got[near].double(), direct[near], rtol=1e-6, atol=1e-3)
+    assert got.max() <= direct.max() + 1e-3 and torch.all(got[~near] < -1e6)
+
+
 def test_mixture_sampling_matches_its_moments():
     locs = torch.tensor([[-2.0, 0.0], [3.0, 1.0]])
     scales = torch.tensor([[0.5, 1.0], [1.0, 0.2]])

@@ -3,6 +3,7 @@ diagonal Gaussian mixture that the VampPrior is."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import ClassVar
 
@@ -27,7 +28,11 @@ class DiagonalGaussianMixture(Distribution):
     """sum_k pi_k N(z; mu_k, diag(sigma_k^2)) over z [..., D], e.g. the VampPrior (Tomczak & Welling 2018).
 
     log_prob expands the squares into matrix products, so scoring [N, D] points against K components costs
-    memory [N, K] rather than torch's MixtureSameFamily [N, K, D] (which runs out for K = 500 and big N).
+    memory [N, K] rather than torch's MixtureSameFamily [N, K, D] (which runs out for K = 500 and big N). The
+    expansion cancels catastrophically when a component's scale is small (terms of z^2 / sigma^2 = 1e10 for
+    a difference of order 1): it is computed in float64 outside autocast (float32 on MPS, which has no float64)
+    and floored at 0. In float32, and worse in bf16, it gave log-densities of +4e6 at a VampPrior's collapsed
+    components, which IWAE training then chased (docs/speedrun.md).
     """
 
     arg_constraints: ClassVar[dict] = {}
@@ -47,10 +52,16 @@ class DiagonalGaussianMixture(Distribution):
         Args:
             z: points [..., D].
         """
-        prec = self.scales.pow(-2)  # [K, D]
-        quad = z.pow(2) @ prec.T - 2 * z @ (self.locs * prec).T + (self.locs.pow(2) * prec).sum(-1)
-        norm = self.scales.log().sum(-1) + 0.5 * self.locs.shape[-1] * math.log(2 * math.pi)
-        return -0.5 * quad - norm
+        kind = z.device.type
+        wide = torch.float32 if kind == "mps" else torch.float64
+        off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
+        with off:
+            zz, locs, scales = z.to(wide), self.locs.to(wide), self.scales.to(wide)
+            prec = scales.pow(-2)  # [K, D]
+            quad = zz.pow(2) @ prec.T - 2 * zz @ (locs * prec).T + (locs.pow(2) * prec).sum(-1)
+            norm = scales.log().sum(-1) + 0.5 * locs.shape[-1] * math.log(2 * math.pi)
+            out = -0.5 * quad.clamp_min(0) - norm
+        return out.to(torch.promote_types(self.locs.dtype, torch.float32))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(value) + self.logits.log_softmax(-1), dim=-1)
