@@ -126,10 +126,13 @@ def m1m2_recipe(m1: str, components: int = 1, arithmetic: str = "") -> str:
 ADGM_RECIPE = {"fp32": "fp32", "bf16": "bf16-f32logits"}
 # M2's q(y|x) (and so M1+M2's) got the float32 logits too: their cells run since carry the arithmetic in their
 # recipe ("f32logits" in bf16; "fp32" in fp32, which no table cell used); the cells without a tag are bf16 with
-# bf16 logits, and stay the table's until the tagged ones are run (RECIPES).
+# bf16 logits, and stay the table's until a full set of tagged ones is run (RECIPES: M1+M2's since 2026-12-04).
 ARITHMETIC = {"fp32": "fp32", "bf16": "f32logits"}
 PRECISION = {"m2": "bf16", "m1m2": "bf16", "adgm": "bf16"}
-RECIPES = {"m1m2": m1m2_recipe(DEFAULT_M1, DEFAULT_COMPONENTS), "adgm": ADGM_RECIPE["bf16"]}
+RECIPES = {
+    "m1m2": m1m2_recipe(DEFAULT_M1, DEFAULT_COMPONENTS, ARITHMETIC["bf16"]),
+    "adgm": ADGM_RECIPE["bf16"],
+}
 RESULTS_FILE = RESULTS / "semi_supervised.json"
 
 

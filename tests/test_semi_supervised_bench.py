@@ -122,7 +122,7 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32"
     assert plan["m2"][0] == "mnist/m2/100/d0/f32logits" and not ss.current(plan["m2"][3])
     assert plan["m1m2"][3]["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits")
-    assert not ss.current(plan["m1m2"][3]) and ss.current({"model": "m2", "recipe": ""})
+    assert ss.current(plan["m1m2"][3]) and ss.current({"model": "m2", "recipe": ""})
 
 
 def test_the_table_counts_only_cells_of_the_default_m1_recipe():
@@ -130,7 +130,9 @@ def test_the_table_counts_only_cells_of_the_default_m1_recipe():
         best = {"epoch": 3, "valid_error": error, "test_error": error}
         return {"model": "m1m2", "labels": 100, "draw": 0, "recipe": recipe, "best": best, "done": True}
 
-    cells = {"old": cell(ss.m1m2_recipe(ss.FIRST_M1), 0.06), "new": cell(ss.m1m2_recipe(ss.DEFAULT_M1), 0.04)}
+    new = ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits")
+    cells = {"old": cell(ss.m1m2_recipe(ss.FIRST_M1), 0.06), "new": cell(new, 0.04)}
+    cells["bf16 logits"] = cell(ss.m1m2_recipe(ss.DEFAULT_M1), 0.5)
     cells["other"] = cell(ss.m1m2_recipe("some-other-m1"), 0.5)
     cells["new"]["epochs_done"] = cells["new"]["cpu_seconds"] = 5
     summary = ss.summarise(cells)["m1m2/100"]
