@@ -89,3 +89,30 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return True
+
+
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for `device_type` ("cpu" or "cuda"), on torch before and after 2.4's API; False
+    for any other device.
+
+    Args:
+        device_type: a torch.device's type.
+    """
+    if device_type not in ("cpu", "cuda"):
+        return False
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A block with autocast off on `device_type`: the precision-critical arithmetic (logits, mixture densities)
+    inside a bf16 step; a no-op where autocast is not on (MPS, meta tensors).
+
+    Args:
+        device_type: a torch.device's type.
+    """
+    return (
+        torch.autocast(device_type, enabled=False) if autocasting(device_type) else contextlib.nullcontext()
+    )

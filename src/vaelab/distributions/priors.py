@@ -3,13 +3,14 @@ diagonal Gaussian mixture that the VampPrior is."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints
+
+from vaelab.device import autocast_off
 
 
 class StandardNormalPrior(nn.Module):
@@ -54,8 +55,7 @@ class DiagonalGaussianMixture(Distribution):
         """
         kind = z.device.type
         wide = torch.float32 if kind == "mps" else torch.float64
-        off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
-        with off:
+        with autocast_off(kind):
             zz, locs, scales = z.to(wide), self.locs.to(wide), self.scales.to(wide)
             prec = scales.pow(-2)  # [K, D]
             quad = zz.pow(2) @ prec.T - 2 * zz @ (locs * prec).T + (locs.pow(2) * prec).sum(-1)

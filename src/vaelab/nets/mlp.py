@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaelab.device import autocast_off, autocasting
 from vaelab.errors import ConfigError
 from vaelab.registry import Registry
 
@@ -63,18 +64,10 @@ class Float32Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kind = x.device.type
-        if kind in ("cpu", "cuda") and autocasting(kind):  # outside autocast: a plain linear layer
-            with torch.autocast(kind, enabled=False):
-                return super().forward(x.to(self.weight.dtype))
-        return super().forward(x)
-
-
-def autocasting(device_type: str) -> bool:
-    """Whether autocast is on for `device_type` ("cpu" or "cuda"), on torch before and after 2.4's API."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+        if not autocasting(kind):  # outside autocast: a plain linear layer
+            return super().forward(x)
+        with autocast_off(kind):
+            return super().forward(x.to(self.weight.dtype))
 
 
 def mlp(
