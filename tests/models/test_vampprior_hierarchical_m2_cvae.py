@@ -10,6 +10,7 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from vaelab.config import ModelConfig, ObjectiveConfig
+from vaelab.distributions import priors
 from vaelab.distributions.priors import DiagonalGaussianMixture
 from vaelab.distributions.sampling import sample
 from vaelab.errors import DataError
@@ -58,6 +59,49 @@ def test_mixture_density_stays_exact_at_collapsed_components(bf16):
     near = direct > -1e6  # the components a point is near (the others are -1e10 and below)
     torch.testing.assert_close(got[near].double(), direct[near], rtol=1e-6, atol=1e-3)
     assert got.max() <= direct.max() + 1e-3 and torch.all(got[~near] < -1e6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mixture_density_and_gradients_match_float64_at_every_scale(seed, monkeypatch):
+    """Scales from the floor (1e-5) to 10, points near some components and far from others: the log-densities and
+    their gradients (for the points, locations and scales) equal float64's direct sums of squares within the
+    mixture's rounding tolerance; only the components whose float32 rounding bound passes it go to float64."""
+    g = torch.Generator().manual_seed(seed)
+    k, d = 12, 40
+    locs = (2 * torch.randn(k, d, generator=g)).requires_grad_()
+    log_scales = torch.empty(k, d).uniform_(math.log(1e-5), math.log(10.0), generator=g)
+    log_scales[: k // 2] = torch.empty(k // 2, d).uniform_(math.log(0.2), math.log(2.0), generator=g)
+    scales = log_scales.exp().requires_grad_()
+    z = (locs.detach()[torch.arange(30) % k] + 0.1 * torch.randn(30, d, generator=g)).requires_grad_()
+    calls = []
+    real = priors._expanded_squares
+    monkeypatch.setattr(priors, "_expanded_squares", lambda *a: calls.append(a[0].dtype) or real(*a))
+    got = DiagonalGaussianMixture(locs, scales).component_log_prob(z)
+    z64, locs64, scales64 = (t.detach().double().requires_grad_() for t in (z, locs, scales))
+    want = Normal(locs64, scales64).log_prob(z64[:, None]).sum(-1)
+    finite = want > -1e7  # beyond that float32 itself cannot hold the value to 1e-3
+    torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-6, atol=priors.MIXTURE_TOLERANCE)
+    assert calls == [torch.float32, torch.float64]  # the small scales were recomputed, once
+    w = torch.randn(got.shape, generator=g).mul(finite)  # a loss that sees the representable values only
+    grads = torch.autograd.grad((got * w).sum(), (z, locs, scales))
+    grads64 = torch.autograd.grad((want * w.double()).sum(), (z64, locs64, scales64))
+    for a, b in zip(grads, grads64, strict=True):
+        assert torch.nn.functional.cosine_similarity(a.double().flatten(), b.flatten(), dim=0) > 1 - 1e-6
+
+
+def test_mixture_of_wide_components_stays_in_float32(monkeypatch):
+    """A VampPrior in a healthy state (scales 0.5 to 1.5 in 40 dimensions, points drawn from it; the moonshot's at
+    epoch 70 had a rounding bound of at most 0.006 nats) needs no float64 at all."""
+    g = torch.Generator().manual_seed(0)
+    locs, scales = torch.randn(500, 40, generator=g), 0.5 + torch.rand(500, 40, generator=g)
+    z = locs[:100] + scales[:100] * torch.randn(100, 40, generator=g)
+    calls = []
+    real = priors._expanded_squares
+    monkeypatch.setattr(priors, "_expanded_squares", lambda *a: calls.append(a[0].dtype) or real(*a))
+    got = DiagonalGaussianMixture(locs, scales).component_log_prob(z)
+    want = Normal(locs.double(), scales.double()).log_prob(z.double()[:, None]).sum(-1)
+    assert calls == [torch.float32]
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=priors.MIXTURE_TOLERANCE)
 
 
 def test_mixture_sampling_matches_its_moments():

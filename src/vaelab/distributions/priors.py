@@ -12,6 +12,21 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from vaelab.device import autocast_off
 
+# worst-case rounding (nats of log-density) the mixture accepts from its float32 expansion before it recomputes a
+# component in float64; a scale of 0.2 in 40 dimensions stays well under it, a collapsed one (1e-5) far over
+MIXTURE_TOLERANCE = 0.01
+
+
+def _expanded_squares(
+    z: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_d (z_d - mu_kd)^2 / sigma_kd^2 as matrix products, [..., K]; and the size of its terms
+    (sum_d (z_d^2 + mu_kd^2) / sigma_kd^2, detached) that its rounding error scales with."""
+    prec = scales.pow(-2)  # [K, D]
+    z2 = z.pow(2) @ prec.T
+    m2 = (locs.pow(2) * prec).sum(-1)
+    return z2 - 2 * z @ (locs * prec).T + m2, (z2 + m2).detach()
+
 
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I) in D dimensions."""
@@ -31,9 +46,10 @@ class DiagonalGaussianMixture(Distribution):
     log_prob expands the squares into matrix products, so scoring [N, D] points against K components costs
     memory [N, K] rather than torch's MixtureSameFamily [N, K, D] (which runs out for K = 500 and big N). The
     expansion cancels catastrophically when a component's scale is small (terms of z^2 / sigma^2 = 1e10 for
-    a difference of order 1): it is computed in float64 outside autocast (float32 on MPS, which has no float64)
-    and floored at 0. In float32, and worse in bf16, it gave log-densities of +4e6 at a VampPrior's collapsed
-    components, which IWAE training then chased (docs/speedrun.md).
+    a difference of order 1): in float32, and worse in bf16, it gave log-densities of +4e6 at a VampPrior's
+    collapsed components, which IWAE training then chased (docs/speedrun.md). So it runs outside autocast on
+    centred codes, in float32 where its rounding bound is small and in float64 for the components where it is
+    not (float32 throughout on MPS, which has no float64), floored at 0.
     """
 
     arg_constraints: ClassVar[dict] = {}
@@ -53,15 +69,24 @@ class DiagonalGaussianMixture(Distribution):
         Args:
             z: points [..., D].
         """
-        kind = z.device.type
-        wide = torch.float32 if kind == "mps" else torch.float64
+        kind, d = z.device.type, self.locs.shape[-1]
         with autocast_off(kind):
-            zz, locs, scales = z.to(wide), self.locs.to(wide), self.scales.to(wide)
-            prec = scales.pow(-2)  # [K, D]
-            quad = zz.pow(2) @ prec.T - 2 * zz @ (locs * prec).T + (locs.pow(2) * prec).sum(-1)
-            norm = scales.log().sum(-1) + 0.5 * locs.shape[-1] * math.log(2 * math.pi)
-            out = -0.5 * quad.clamp_min(0) - norm
-        return out.to(torch.promote_types(self.locs.dtype, torch.float32))
+            dtype = torch.promote_types(torch.promote_types(z.dtype, self.locs.dtype), torch.float32)
+            centre = self.locs.detach().to(dtype).mean(0)  # a shift the squares do not see; smaller terms
+            zc, locs, scales = z.to(dtype) - centre, self.locs.to(dtype) - centre, self.scales.to(dtype)
+            quad, terms = _expanded_squares(zc, locs, scales)
+            if dtype == torch.float32 and kind != "mps" and terms.numel():
+                # Higham's bound on the expansion's rounding, per component over all points; the components
+                # where it passes MIXTURE_TOLERANCE nats (small scales) are computed again in float64
+                bound = terms.reshape(-1, terms.shape[-1]).amax(0) * (2 * (d + 3) * torch.finfo(dtype).eps)
+                redo = (bound > MIXTURE_TOLERANCE).nonzero().squeeze(-1)
+                if redo.numel():
+                    c64 = centre.double()  # centred again from the inputs: float32's centring rounds too
+                    z64, locs64 = z.double() - c64, self.locs[redo].double() - c64
+                    wide, _ = _expanded_squares(z64, locs64, self.scales[redo].double())
+                    quad = quad.index_copy(-1, redo, wide.to(dtype))
+            norm = scales.log().sum(-1) + 0.5 * d * math.log(2 * math.pi)
+            return -0.5 * quad.clamp_min(0) - norm
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(value) + self.logits.log_softmax(-1), dim=-1)
