@@ -140,9 +140,16 @@ def train_record(rec: Record, cfg, run: Path, a: argparse.Namespace) -> dict[str
     state.setdefault("train_command", command_line())
     state.setdefault("trained_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     state.setdefault("train_commit", git_commit())
+    epochs: list[dict[str, Any]] = state.get("epochs", [])
+    # each resumed part's commit and first epoch: a long record may cross a change of the code
+    part = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git_commit(),
+        "from_epoch": len(epochs) + 1,
+    }
+    state["parts"] = [*state.get("parts", []), part]
     minutes = a.budget_minutes or (QUICK["budget_minutes"] if a.quick else rec.budget_minutes)
     budget = minutes * 60
-    epochs: list[dict[str, Any]] = state.get("epochs", [])
     done_wall = epochs[-1]["wall"] if epochs else 0.0
     done_cpu = epochs[-1]["cpu"] if epochs else 0.0
     todo = marks(budget, a.snapshots)
@@ -293,6 +300,7 @@ def entry(
         "eval_command": final["eval_command"],
         "git_commit": git_commit(),
         "train_commit": state.get("train_commit", ""),
+        "train_parts": state.get("parts", []),
         "trained_at": state.get("trained_at", ""),
         "machine": machine(cfg.train.threads),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -74,6 +74,8 @@ def test_a_quick_record_scores_best_pt_on_its_clock_and_a_rerun_retrains_nothing
     assert row["nll"] == pytest.approx(-ev["importance"]["log_px"]) and row["nll"] <= -row["elbo"] + 1e-6
     assert row["minutes_to_scored"] == pytest.approx(best["wall"] / 60)
     assert row["reached"] is False and row["nll"] > 86.76  # two epochs on 500 digits
+    assert [p["from_epoch"] for p in row["train_parts"]] == [1]  # one part; a resumed one adds its own commit
+    assert row["train_parts"][0]["commit"] == row["train_commit"]
     assert row["psis_share_above_0.7"] == ev["psis"]["share_above_threshold"]
     assert row["curve"] and all(p["K"] == speedrun.QUICK["curve_importance"] for p in row["curve"])
     assert (results.with_suffix(".png")).stat().st_size > 0
