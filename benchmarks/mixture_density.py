@@ -81,18 +81,21 @@ def max_error(form: Form, locs: torch.Tensor, scales: torch.Tensor, z: torch.Ten
     return float((got - want)[keep].abs().max())
 
 
-def time_form(
-    form: Form, locs: torch.Tensor, scales: torch.Tensor, z: torch.Tensor, reps: int
-) -> list[float]:
-    """Milliseconds for forward and backward of logsumexp over the components, `reps` times."""
+def time_forms(
+    locs: torch.Tensor, scales: torch.Tensor, z: torch.Tensor, reps: int
+) -> dict[str, list[float]]:
+    """Milliseconds for forward and backward of logsumexp over the components, `reps` times a form, the forms
+    interleaved (the machine's load drifts between them otherwise)."""
     locs, scales, z = (t.clone().requires_grad_() for t in (locs, scales, z))
-    out = []
-    for _ in range(reps + 1):
-        t = time.perf_counter()
-        lp = torch.logsumexp(form(priors.DiagonalGaussianMixture(locs, scales), z), -1).sum()
-        lp.backward()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out[1:]  # the first warms up
+    out: dict[str, list[float]] = {name: [] for name in FORMS}
+    for rep in range(reps + 1):
+        for name, form in FORMS.items():
+            t = time.perf_counter()
+            lp = torch.logsumexp(form(priors.DiagonalGaussianMixture(locs, scales), z), -1).sum()
+            lp.backward()
+            if rep:  # the first round warms up
+                out[name].append((time.perf_counter() - t) * 1e3)
+    return out
 
 
 def step_times(steps: int, threads: int) -> dict[str, float]:
@@ -129,13 +132,14 @@ def measure(points: int, components: int, dim: int, reps: int) -> dict[str, Any]
     figures: dict[str, Any] = {}
     for kind in ("healthy", "collapsed"):
         locs, scales, z = state(kind, points, components, dim)
-        row: dict[str, Any] = {}
-        for name, form in FORMS.items():
-            ms = time_form(form, locs, scales, z, reps)
-            row[name] = {
-                "ms_median": statistics.median(ms),
+        times = time_forms(locs, scales, z, reps)
+        row: dict[str, Any] = {
+            name: {
+                "ms_median": statistics.median(times[name]),
                 "max_abs_error_nats": max_error(form, locs, scales, z),
             }
+            for name, form in FORMS.items()
+        }
         row["vaelab_over_float64_time"] = row["vaelab"]["ms_median"] / row["float64"]["ms_median"]
         figures[kind] = row
     return figures
