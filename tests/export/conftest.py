@@ -27,6 +27,9 @@ KINDS = {
     "gan": ("gan", {"model.body": "conv", "model.conv_channels": (8, 16), "model.latent_dim": 3}),
     "hierarchical": ("hierarchical", {"model.extra": {"h1_dim": 4, "h2_hidden": [8]}}),
     "pixelcnn": ("pixelcnn", {"model.extra": {"channels": 8, "blocks": 1, "first_kernel": 3}}),
+    "planar": ("vae", {"model.posterior": "planar:2", "objective.kl": "mc"}),
+    "iaf": ("vae", {"model.posterior": "iaf:2:16", "objective.kl": "mc"}),
+    "sylvester": ("vae", {"model.posterior": "sylvester:2", "objective.kl": "mc"}),
 }
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.distributions import Bernoulli, Independent, Normal
 
 import vaelab
+from vaelab.distributions.flows import reparameterise
 from vaelab.errors import VaelabError
 from vaelab.export.graphs import distribution_params
 from vaelab.export.run import export_run
@@ -97,6 +98,38 @@ def test_graphs_reproduce_the_models_distributions_at_any_batch_size(runs, tmp_p
                 np.testing.assert_allclose(
                     arr, ref, rtol=1e-5, atol=1e-5, err_msg=f"{kind} {part} {name} n={n}"
                 )
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "planar",
+        pytest.param("iaf", marks=pytest.mark.slow),
+        pytest.param("sylvester", marks=pytest.mark.slow),
+    ],
+)
+def test_a_flow_posteriors_encoder_graph_draws_z_with_its_log_density(runs, tmp_path, kind, fmt):
+    """x and eps in, z = T(loc + scale * eps) and log q(z|x) out at any batch size; the density the graph carries
+    along the layers equals torch's TransformedDistribution.log_prob at a copy of z, which inverts every layer
+    (a planar one by bisection, an IAF step in D passes): two roads to one number."""
+    out = tmp_path / "out"
+    export_run(runs[kind], out, fmt)
+    info = json.loads((out / "export.json").read_text())["graphs"]["encoder"]
+    assert list(info["inputs"]) == ["x", "eps"] and list(info["outputs"]) == ["z", "log_q"]
+    assert info["outputs"]["log_q"] == ["batch"] and "log q(z|x)" in info["distribution"]
+    model = vaelab.load(runs[kind])
+    g = torch.Generator().manual_seed(1)
+    for n in BATCHES:
+        x, eps = torch.rand(n, *model.shape, generator=g), torch.randn(n, 2, generator=g)
+        z, log_q = _run(fmt, out / info["file"], ["x", "eps"], (x, eps))
+        with torch.no_grad():
+            q = model.encode(x)
+            want_z = reparameterise(q, eps)
+            want_log_q = q.log_prob(want_z.clone())  # a new tensor: no cached inverse
+        np.testing.assert_allclose(z, want_z.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(log_q, want_log_q.numpy(), rtol=1e-4, atol=1e-4)
+        assert log_q.shape == (n,)
 
 
 def test_a_labelled_model_takes_its_label_as_an_input(runs, tmp_path):

@@ -5,7 +5,9 @@ runs the part and returns the parameters the distribution was built from, in the
 `arg_constraints` (a Normal's loc and scale, a Bernoulli's logits, a discretized logistic's loc and log_scale),
 after unwrapping `Independent`. What goes in and what cannot be exported is asked of `capabilities(model)`,
 never of the model's class: a labelled model takes its label y as a second input; a model with several latent
-layers, or no latent code at all, gets a one-line reason instead of a graph.
+layers, or no latent code at all, gets a one-line reason instead of a graph. A flow posterior (`model.posterior`)
+is not a set of parameters: its encoder graph (`FlowDraw`) takes standard-normal noise eps beside x and gives
+the draw z and its log q(z|x).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution, Independent, TransformedDistribution
 from torch.distributions.utils import lazy_property
 
 from vaelab.models.protocol import Capabilities, capabilities
@@ -71,13 +73,35 @@ class DistributionParams(nn.Module):
         return tuple(params[n] for n in self.names)
 
 
+class FlowDraw(nn.Module):
+    """A flow posterior's draw as a graph: x (and y), then noise eps [n, D] ~ N(0, I) in; z = T(loc + scale * eps)
+    and log q(z|x) out, the density carried along the layers' log|det J| (no inverse: a planar layer has none in
+    closed form)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        *data, eps = inputs
+        q = self.model.encode(*data)
+        normal = q.base_dist.base_dist
+        u = normal.loc + normal.scale * eps
+        log_q = normal.log_prob(u).sum(-1)
+        for t in q.transforms:
+            z = t(u)
+            log_q = log_q - t.log_abs_det_jacobian(u, z)
+            u = z
+        return u, log_q
+
+
 @dataclass(frozen=True)
 class Graph:
     """One part to export: its module, input and output names, what its outputs parameterise, and inputs
     for a batch of any size (`example(n)`)."""
 
     part: str
-    module: DistributionParams
+    module: DistributionParams | FlowDraw
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     distribution: str
@@ -165,6 +189,9 @@ def plan(
         inputs, example = _inputs(caps, part, shape)
         with torch.no_grad():
             dist = getattr(model, method)(*example(TRACE_BATCH))
+        if part == "encoder" and isinstance(dist, TransformedDistribution):
+            graphs.append(_flow_graph(model, dist, inputs, example))
+            continue
         params = distribution_params(dist)
         if not params:
             refused[part] = (
@@ -180,3 +207,20 @@ def plan(
             "input; the sum over labels and the classifier q(y|x) are not exported"
         )
     return graphs, refused, notes
+
+
+def _flow_graph(
+    model: nn.Module,
+    q: TransformedDistribution,
+    inputs: tuple[str, ...],
+    example: Callable[[int], tuple[torch.Tensor, ...]],
+) -> Graph:
+    """The encoder graph of a flow posterior: `FlowDraw`, with eps an input after the data's."""
+    dim = q.event_shape[-1]
+
+    def with_noise(n: int) -> tuple[torch.Tensor, ...]:
+        return (*example(n), torch.randn(n, dim, generator=torch.Generator().manual_seed(n + 1)))
+
+    layers = ", ".join(type(t).__name__ for t in q.transforms)
+    what = f"z = [{layers}](loc + scale * eps) over {describe(q.base_dist)}; log_q = log q(z|x)"
+    return Graph("encoder", FlowDraw(model).eval(), (*inputs, "eps"), ("z", "log_q"), what, with_noise)
