@@ -186,6 +186,8 @@ def train_record(rec: Record, cfg, run: Path, a: argparse.Namespace) -> dict[str
     resume = (run / "checkpoints" / "last.pt").exists()
     result = train(cfg, out=run, resume=resume, overwrite=not resume, on_epoch=on_epoch,
                    explicit={"train.epochs", "data.data_dir", "train.threads", "train.device"})  # fmt: skip
+    if len(epochs) < part["from_epoch"]:  # a resume with nothing left to train is no part
+        state["parts"] = state["parts"][:-1]
     if epochs and "snapshot" not in epochs[-1]:  # the end of training is always a point of the curve
         snaps.mkdir(exist_ok=True)
         name = f"end-{epochs[-1]['epoch']}.pt"

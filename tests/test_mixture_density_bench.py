@@ -19,7 +19,6 @@ def test_errors_separate_the_plain_expansion_from_vaelabs():
     for kind in ("healthy", "collapsed"):
         assert figures[kind]["vaelab"]["max_abs_error_nats"] <= priors.MIXTURE_TOLERANCE
         assert figures[kind]["float64"]["max_abs_error_nats"] <= priors.MIXTURE_TOLERANCE
-        assert figures[kind]["vaelab_over_float64_time"] > 0
     assert figures["healthy"]["float32"]["max_abs_error_nats"] <= priors.MIXTURE_TOLERANCE
     assert figures["collapsed"]["float32"]["max_abs_error_nats"] > 1e3  # the cancellation the fix is for
 
@@ -35,3 +34,9 @@ def test_sizes_below_one_are_refused(flag, capsys):
     with pytest.raises(SystemExit) as e:
         md.main([flag, "0", "--no-save"])
     assert e.value.code == 2 and f"{flag} must be at least 1" in capsys.readouterr().err
+
+
+def test_negative_steps_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        md.main(["--steps", "-1", "--no-save"])
+    assert e.value.code == 2 and "--steps must be 0 (off) or more" in capsys.readouterr().err

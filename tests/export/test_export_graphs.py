@@ -9,12 +9,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Bernoulli, Independent, Normal
+from torch.distributions import (
+    AffineTransform,
+    Bernoulli,
+    ExpTransform,
+    Independent,
+    LogNormal,
+    Normal,
+    TransformedDistribution,
+)
 
 import vaelab
 from vaelab.distributions.flows import reparameterise
 from vaelab.errors import VaelabError
-from vaelab.export.graphs import distribution_params
+from vaelab.export.graphs import FlowDraw, distribution_params, is_flow
 from vaelab.export.run import export_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -130,6 +138,25 @@ def test_a_flow_posteriors_encoder_graph_draws_z_with_its_log_density(runs, tmp_
         np.testing.assert_allclose(z, want_z.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(log_q, want_log_q.numpy(), rtol=1e-4, atol=1e-4)
         assert log_q.shape == (n,)
+
+
+def test_flow_draw_sums_an_elementwise_layers_log_determinant_and_is_flow_asks_for_a_gaussian_base():
+    """An elementwise layer (exp) gives log|det J| per coordinate: FlowDraw's log_q is still one number a datum,
+    torch's log_prob; a transformed distribution over anything but Independent(Normal, 1) is not a flow to draw."""
+
+    class Encoder(torch.nn.Module):
+        def encode(self, x):
+            base = Independent(Normal(x, 0.5 + x.abs()), 1)
+            return TransformedDistribution(base, [ExpTransform(), AffineTransform(1.0, 2.0)])
+
+    x, eps = torch.randn(4, 3), torch.randn(4, 3)
+    z, log_q = FlowDraw(Encoder())(x, eps)
+    q = Encoder().encode(x)
+    assert log_q.shape == (4,) and is_flow(q)
+    torch.testing.assert_close(z, AffineTransform(1.0, 2.0)((x + (0.5 + x.abs()) * eps).exp()))
+    torch.testing.assert_close(log_q, q.log_prob(z.clone()), rtol=1e-5, atol=1e-5)
+    assert not is_flow(LogNormal(torch.zeros(3), 1.0))  # over a Normal, not Independent(Normal, 1)
+    assert not is_flow(Independent(Normal(torch.zeros(3), 1.0), 1))
 
 
 def test_a_labelled_model_takes_its_label_as_an_input(runs, tmp_path):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, TransformedDistribution
+from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 from torch.distributions.utils import lazy_property
 
 from vaelab.models.protocol import Capabilities, capabilities
@@ -90,7 +90,8 @@ class FlowDraw(nn.Module):
         log_q = normal.log_prob(u).sum(-1)
         for t in q.transforms:
             z = t(u)
-            log_q = log_q - t.log_abs_det_jacobian(u, z)
+            ldj = t.log_abs_det_jacobian(u, z)
+            log_q = log_q - ldj.reshape(*log_q.shape, -1).sum(-1)  # an elementwise layer's [n, D] as [n]
             u = z
         return u, log_q
 
@@ -189,7 +190,7 @@ def plan(
         inputs, example = _inputs(caps, part, shape)
         with torch.no_grad():
             dist = getattr(model, method)(*example(TRACE_BATCH))
-        if part == "encoder" and isinstance(dist, TransformedDistribution):
+        if part == "encoder" and is_flow(dist):
             graphs.append(_flow_graph(model, dist, inputs, example))
             continue
         params = distribution_params(dist)
@@ -207,6 +208,16 @@ def plan(
             "input; the sum over labels and the classifier q(y|x) are not exported"
         )
     return graphs, refused, notes
+
+
+def is_flow(dist: Distribution) -> bool:
+    """Whether `dist` is a flow posterior FlowDraw can export: transforms over an Independent(Normal, 1)."""
+    return (
+        isinstance(dist, TransformedDistribution)
+        and isinstance(dist.base_dist, Independent)
+        and isinstance(dist.base_dist.base_dist, Normal)
+        and dist.base_dist.reinterpreted_batch_ndims == 1
+    )
 
 
 def _flow_graph(
