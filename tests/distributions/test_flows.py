@@ -22,7 +22,11 @@ from vaelab.distributions.flows import (
     PlanarTransform,
     SylvesterFlow,
     SylvesterTransform,
+    build_flow,
     parse_posterior,
+    reparameterise,
+    reparameterise_with_log_prob,
+    with_flow,
 )
 from vaelab.distributions.gaussian import draw_z
 from vaelab.distributions.sampling import rsample
@@ -346,3 +350,19 @@ def test_a_sylvester_flow_closes_much_of_the_gap_a_diagonal_gaussian_leaves():
     g2, s2 = fitted_gap("sylvester", 2)
     assert g0 - g2 > max(0.1, 10 * (s0 + s2))
     assert g2 > -4 * s2
+
+
+@pytest.mark.parametrize("spec", ["gaussian", "planar:3", "iaf:2:16", "sylvester:2"])
+def test_reparameterise_with_log_prob_gives_reparameterises_z_and_torchs_log_prob(spec):
+    """The draw is `reparameterise`'s and its log-density, carried along the layers, is torch's log_prob at a copy
+    of z (which inverts every layer): two roads to one number, for the plain Gaussian too."""
+    torch.manual_seed(0)
+    h, base = torch.randn(5, 8), Independent(Normal(torch.randn(5, 3), torch.rand(5, 3) + 0.3), 1)
+    flow = build_flow(spec, 8, 3)
+    q = with_flow(flow, h, base)
+    eps = torch.randn(5, 3)
+    with torch.no_grad():
+        z, log_q = reparameterise_with_log_prob(q, eps)
+        torch.testing.assert_close(z, reparameterise(q, eps))
+        torch.testing.assert_close(log_q, q.log_prob(z.clone()), rtol=1e-4, atol=1e-4)
+    assert log_q.shape == (5,)

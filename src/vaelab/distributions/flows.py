@@ -428,6 +428,26 @@ def with_flow(flow: nn.Module | None, h: torch.Tensor, base: Independent) -> Dis
     return base if flow is None else flow(h, base)
 
 
+def reparameterise_with_log_prob(q: Distribution, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`reparameterise`'s z and its log q(z), carried along the layers' log|det J| (no inverse, no cache: what an
+    exported graph computes).
+
+    Args:
+        q: a diagonal Gaussian Independent(Normal, 1), or a FlowPosterior over one.
+        eps: the noise, broadcastable against q's batch.
+    """
+    flows = q.transforms if isinstance(q, TransformedDistribution) else []
+    normal = (q.base_dist if flows else q).base_dist
+    z = normal.loc + normal.scale * eps
+    log_q = normal.log_prob(z).sum(-1)
+    for t in flows:
+        u, z = z, t(z)
+        log_q = log_q - t.log_abs_det_jacobian(u, z).reshape(*log_q.shape, -1).sum(
+            -1
+        )  # elementwise: [..., D]
+    return z, log_q
+
+
 def reparameterise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
     """z of q for standard-normal noise eps [..., D]: loc + scale * eps, then q's transforms (if a flow).
 

@@ -73,12 +73,13 @@ class DiagonalGaussianMixture(Distribution):
         kind, d = z.device.type, self.locs.shape[-1]
         with autocast_off(kind):
             out = dtype = torch.promote_types(torch.promote_types(z.dtype, self.locs.dtype), torch.float32)
-            if dtype == torch.float32 and kind != "mps" and torch.compiler.is_compiling():
-                dtype = torch.float64  # a compiled graph takes no data-dependent choice of components
+            mixed = dtype == torch.float32 and kind != "mps"  # float32, with float64 where it is needed
+            if mixed and torch.compiler.is_compiling():
+                dtype, mixed = torch.float64, False  # a compiled graph takes no data-dependent choice
             centre = self.locs.detach().to(dtype).mean(0)  # a shift the squares do not see; smaller terms
             zc, locs, scales = z.to(dtype) - centre, self.locs.to(dtype) - centre, self.scales.to(dtype)
             quad, terms = _expanded_squares(zc, locs, scales)
-            if dtype == torch.float32 and kind != "mps" and terms.numel():
+            if mixed and terms.numel():
                 # Higham's bound on the squares' rounding, (D + 3) eps times their terms, halved for the
                 # log-density, per component over all points; the components where it passes
                 # MIXTURE_TOLERANCE nats (small scales) are computed again in float64 (on CUDA `nonzero` waits

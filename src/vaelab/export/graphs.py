@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 from torch.distributions.utils import lazy_property
 
+from vaelab.distributions.flows import reparameterise_with_log_prob
 from vaelab.models.protocol import Capabilities, capabilities
 
 PARTS = ("encoder", "decoder")
@@ -84,16 +85,7 @@ class FlowDraw(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *data, eps = inputs
-        q = self.model.encode(*data)
-        normal = q.base_dist.base_dist
-        u = normal.loc + normal.scale * eps
-        log_q = normal.log_prob(u).sum(-1)
-        for t in q.transforms:
-            z = t(u)
-            ldj = t.log_abs_det_jacobian(u, z)
-            log_q = log_q - ldj.reshape(*log_q.shape, -1).sum(-1)  # an elementwise layer's [n, D] as [n]
-            u = z
-        return u, log_q
+        return reparameterise_with_log_prob(self.model.encode(*data), eps)
 
 
 @dataclass(frozen=True)
