@@ -28,7 +28,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, Transform, TransformedDistribution, constraints
+from torch.distributions import (
+    Distribution,
+    Independent,
+    Normal,
+    Transform,
+    TransformedDistribution,
+    constraints,
+)
 
 from vaelab.errors import ConfigError
 from vaelab.registry import Registry
@@ -428,6 +435,12 @@ def with_flow(flow: nn.Module | None, h: torch.Tensor, base: Independent) -> Dis
     return base if flow is None else flow(h, base)
 
 
+def _base_and_layers(q: Distribution) -> tuple[Normal, list[Transform]]:
+    """The Normal under a diagonal Gaussian Independent(Normal, 1) or a FlowPosterior, and the flow's layers."""
+    layers = list(q.transforms) if isinstance(q, TransformedDistribution) else []
+    return (q.base_dist if layers else q).base_dist, layers
+
+
 def reparameterise_with_log_prob(q: Distribution, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`reparameterise`'s z and its log q(z), carried along the layers' log|det J| (no inverse, no cache: what an
     exported graph computes).
@@ -436,11 +449,10 @@ def reparameterise_with_log_prob(q: Distribution, eps: torch.Tensor) -> tuple[to
         q: a diagonal Gaussian Independent(Normal, 1), or a FlowPosterior over one.
         eps: the noise, broadcastable against q's batch.
     """
-    flows = q.transforms if isinstance(q, TransformedDistribution) else []
-    normal = (q.base_dist if flows else q).base_dist
+    normal, layers = _base_and_layers(q)
     z = normal.loc + normal.scale * eps
     log_q = normal.log_prob(z).sum(-1)
-    for t in flows:
+    for t in layers:
         u, z = z, t(z)
         log_q = log_q - t.log_abs_det_jacobian(u, z).reshape(*log_q.shape, -1).sum(
             -1
@@ -455,9 +467,8 @@ def reparameterise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
         q: a diagonal Gaussian Independent(Normal, 1), or a FlowPosterior over one.
         eps: the noise, broadcastable against q's batch.
     """
-    flows = q.transforms if isinstance(q, TransformedDistribution) else []
-    normal = (q.base_dist if flows else q).base_dist
+    normal, layers = _base_and_layers(q)
     z = normal.loc + normal.scale * eps
-    for t in flows:
+    for t in layers:
         z = t(z)
     return z
