@@ -7,7 +7,7 @@ network it prints the relative error |g_bf16 - g_fp32| / |g_fp32| and the cosine
 noise's relative size. `--float32 NAME` runs the submodule NAME outside autocast (its inputs cast to float32):
 the trial that tells whether one layer is the culprit; `--bf16 NAME` runs a `Float32Linear` under autocast as
 a plain linear layer (the model as it was before). The ADGM's classifier logits were found this way
-(docs/semi-supervised.md): `python benchmarks/bf16_gradients.py RUN --which last --bf16 q_y.rest.2`.
+(docs/semi-supervised-notes.md, "Where bf16 bites"): `python benchmarks/bf16_gradients.py RUN --which last --bf16 q_y.rest.2`.
 A diagnostic, not the training step: the KL weight is --beta (not the run's warm-up), and the binarisation and
 the model's draws come from their own seeded streams.
 """

@@ -77,7 +77,7 @@ M1_RECIPES: dict[str, dict[str, Any]] = {
         "epochs": 150,
         "codes": "binary",
     },
-    # issue #19: 21 active units (12-17 in 600-b128); class-Gaussian diagnostic (docs/semi-supervised.md) 3.0%
+    # issue #19: 21 active units (12-17 in 600-b128); class-Gaussian diagnostic (docs/semi-supervised-notes.md) 3.0%
     # validation error against 4.4% (600-b128 at 71 epochs, binarized codes)
     "500-wu20": {
         "setting": "784-500-500-50 softplus VAE, Bernoulli, Adam 1e-3, batch 128, 20 epochs of KL warm-up, bf16; "
@@ -119,7 +119,7 @@ def m1m2_recipe(m1: str, components: int = 1, arithmetic: str = "") -> str:
 
 
 # Each model's arithmetic unless --precision says: bf16. The ADGM's auxiliary a ran away in bf16 (after ~110
-# epochs unclipped, by epoch 6 clipped; docs/semi-supervised.md), so its cells were fp32 for a while (recipe
+# epochs unclipped, by epoch 6 clipped; docs/semi-supervised-notes.md), so its cells were fp32 for a while (recipe
 # "fp32"); the cause was the classifier's logits layer in bf16 (its gradients turned around), which now runs in
 # float32 (nets.mlp.Float32Linear): the ADGM's bf16 cells since are recipe "bf16-f32logits" (2.4x faster than
 # fp32 and stable past the epochs where bf16 broke, on draw 0); "" were bf16 before that.
@@ -381,7 +381,8 @@ def run_cells(a: argparse.Namespace) -> None:
 
 
 def table(cells: dict[str, Any]) -> str:
-    """The markdown table: vaelab's test error (%) beside the published, per labels and model."""
+    """The markdown table: vaelab's test error (%) beside the published, per labels and model, with each draw's
+    best (validation) epoch, epochs trained and CPU minutes."""
     summ = summarise(cells)
     models = [m for m in MODELS if any(s["model"] == MODELS[m] for s in summ.values())]
     head = (
@@ -401,7 +402,8 @@ def table(cells: dict[str, Any]) -> str:
                     f"{s['test_error_percent_mean']:.2f}"
                     + (f" ± {sd:.2f}" if sd is not None else "")
                     + f" ({s['draws']} draw{'s' if s['draws'] > 1 else ''}, epochs {', '.join(map(str, s['best_epochs']))}"
-                    + f" of {', '.join(map(str, s['epochs']))}){mark}"
+                    + f" of {', '.join(map(str, s['epochs']))};"
+                    + f" {', '.join(f'{c / 60:.0f}' for c in s['cpu_seconds'])} CPU min){mark}"
                 )
             pub = PUBLISHED.get(labels, {}).get(MODELS[m])
             row.append(f"{pub[0]:.2f} ± {pub[1]:.2f}" if pub else "—")

@@ -220,3 +220,25 @@ def test_an_m1_whose_run_folder_is_gone_is_retrained_and_its_measured_entry_move
     (out / "checkpoints" / "last.pt").write_bytes(b"")
     ss.m1_run(a)  # with its run folder there and done, nothing is trained
     assert trained == [key, key]
+
+
+def test_a_table_row_gives_mean_sd_best_epochs_epochs_and_cpu_minutes():
+    def cell(draw: int, error: float, best: int, cpu: float) -> dict:
+        return {
+            "model": "m2",
+            "labels": 100,
+            "draw": draw,
+            "recipe": ss.RECIPES.get("m2", ""),
+            "best": {"epoch": best, "valid_error": error, "test_error": error},
+            "done": True,
+            "epochs_done": 200,
+            "cpu_seconds": cpu,
+        }
+
+    cells = {f"d{d}": cell(d, e, b, c) for d, e, b, c in ((0, 0.06, 157, 3000.0), (1, 0.08, 190, 3090.0))}
+    row = ss.table(cells).splitlines()[2]
+    assert row.startswith(
+        "| 100 | 7.00 ± 1.41 (2 draws, epochs 157, 190 of 200, 200; 50, 52 CPU min) | 11.97"
+    )
+    cells["d1"]["done"] = False
+    assert ss.table(cells).splitlines()[2].split(" | ")[1].endswith("CPU min) (unfinished)")

@@ -448,7 +448,7 @@ def test_the_opt_in_settings_are_registered_and_given_as_flags():
 def test_float32_linear_is_exact_float32_arithmetic_under_bf16_autocast():
     """The classifiers' logits layer: under bf16 autocast its output, and its weights' gradient through a
     softmax-weighted sum of large per-class terms, equal float32 arithmetic on the same input; nn.Linear's
-    drift once the logits are large (the ADGM's failure in bf16; docs/semi-supervised.md)."""
+    drift once the logits are large (the ADGM's failure in bf16; docs/semi-supervised-notes.md)."""
     h = 1000 * torch.randn(64, 50, generator=torch.Generator().manual_seed(0))
     f = 100 * torch.randn(64, 10, generator=torch.Generator().manual_seed(1))
 

@@ -11,7 +11,7 @@ MNIST labels. Every network is an MLP of widths model.hidden on the flattened im
 its first layer (`JoinedMLP`), so x passes once per image, a once per draw and y once per class. It meets
 `vaelab.models.protocol.ClassTerms`.
 
-Two opt-in settings in model.extra follow the authors' code (docs/semi-supervised.md, "ADGM against the paper");
+Two opt-in settings in model.extra follow the authors' code (docs/semi-supervised-notes.md, "ADGM against the paper");
 their defaults build and classify exactly as before:
 - `batch_norm` (default false): batch normalisation of every hidden layer's pre-activation, over all the
   rows a network sees (images x draws x classes), as the authors' MNIST script (`batchnorm=True`).

@@ -3,7 +3,7 @@
 M1 (any trained one-latent-layer model of unlabelled images: `vaelab train --model vae`) stays frozen; M2 learns
 on its codes z1 ~ q(z1|x), a fresh draw at every visit of an image. At test time z1 = the mean of q(z1|x) is
 classified by q(y|z1) or by M2's own posterior p(y|z1) (`classify`, below). Settings (model.extra, issue #19,
-docs/semi-supervised.md):
+docs/semi-supervised-notes.md):
 - `active_sd`: M2 models only M1's active units, those whose code mean varies with sd > active_sd (0.1 in the
   authors' code), found from images M1 generates; the inactive ones (N(0, 1) noise under q(z1|x) and p(z1)
   alike) keep M1's prior. 0: every unit.
@@ -56,7 +56,7 @@ ACTIVE_PROBES = 1000  # images M1 generates (seeded) to find its active units: n
 SOFTPLUS_INV_ONE = 0.5413248546129181  # softplus(x) = 1: the full covariance starts at I
 SD_FLOOR = 1e-3  # least diagonal entry of a full covariance's Cholesky factor
 # The label weight alpha (vaelab.models.m2) when none is given, with code_cov "full": 1 (validation error, draw 0,
-# 6 epochs: 9.4% at 1, 9.3% at 0.3 but rising after epoch 3, 12.9% at M2's default 10; docs/semi-supervised.md).
+# 6 epochs: 9.4% at 1, 9.3% at 0.3 but rising after epoch 3, 12.9% at M2's default 10; docs/semi-supervised-notes.md).
 FULL_ALPHA = 1.0
 # The classifier at test time (model.extra.classify): q(y|z1), or M2's own posterior p(y|z1) ("model", the
 # default with code_cov "full": 6.5-6.9% validation error at epoch 10 of three draws, q(y|z1) 10.7-10.8%).

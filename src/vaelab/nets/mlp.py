@@ -59,7 +59,7 @@ class GatedDense(nn.Module):
 class Float32Linear(nn.Linear):
     """A linear layer computed in float32 even under bf16 autocast: the logits of a classifier whose
     probabilities weigh per-class bounds. In bf16 the ADGM's classifier logits turned its gradients around once
-    they grew (cosine about -0.9 against fp32's; docs/semi-supervised.md); the layer is a small part of a
+    they grew (cosine about -0.9 against fp32's; docs/semi-supervised-notes.md); the layer is a small part of a
     step's work. Its weights are an nn.Linear's, so checkpoints load either way."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
