@@ -137,6 +137,8 @@ def test_the_table_counts_only_cells_of_the_default_m1_recipe():
     cells["new"]["epochs_done"] = cells["new"]["cpu_seconds"] = 5
     summary = ss.summarise(cells)["m1m2/100"]
     assert summary["draws"] == 1 and summary["test_error_percent"] == [pytest.approx(4.0)]
+    del cells["new"]
+    assert ss.table(cells) == "no cell of a model's current recipe yet (RECIPES)"
 
 
 def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monkeypatch, capsys):
@@ -242,3 +244,25 @@ def test_a_table_row_gives_mean_sd_best_epochs_epochs_and_cpu_minutes():
     )
     cells["d1"]["done"] = False
     assert ss.table(cells).splitlines()[2].split(" | ")[1].endswith("CPU min) (unfinished)")
+
+
+def test_the_papers_diagonal_m1m2_is_its_own_recipe_with_its_settings(tmp_path, capsys):
+    """--code-cov diagonal: M2 on the active codes with the decoder's diagonal variance, read by q(y|z1), alpha 1;
+    its cells have their own key and run folder, off the table; with --components above 1 it is one line."""
+    key, out, cfg, meta = ss.cell_plan(
+        args(tmp_path, "--code-cov", "diagonal"), "m1m2", 100, 0, tmp_path / "m1"
+    )
+    assert meta["recipe"] == "active-diagonal-q-f32logits/m1-" + ss.DEFAULT_M1 and key.endswith(
+        meta["recipe"]
+    )
+    assert (cfg.model.extra["code_cov"], cfg.model.extra["classify"], cfg.model.extra["alpha"]) == (
+        "diagonal",
+        "q",
+        1.0,
+    )
+    assert cfg.model.extra["active_sd"] == 0.1 and meta["code_cov"] == "diagonal" and not ss.current(meta)
+    full_key, full_out, full_cfg, _ = ss.cell_plan(args(tmp_path), "m1m2", 100, 0, tmp_path / "m1")
+    assert full_key != key and full_out != out and full_cfg.model.extra["code_cov"] == "full"
+    with pytest.raises(SystemExit):
+        args(tmp_path, "--code-cov", "diagonal", "--components", "2")
+    assert "--components above 1 needs --code-cov full" in capsys.readouterr().err.splitlines()[-1]
