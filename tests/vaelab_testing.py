@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from vaelab.config import Config
 from vaelab.data.download import content_sha256
@@ -137,3 +140,19 @@ def default_sigint() -> None:
     and a pytest-xdist worker can be left ignoring SIGINT by a library's worker pool; the child's Python would
     then ignore Ctrl-C (as it should under `cmd &`)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def linear_output_dtypes() -> Iterator[set[tuple[bool, torch.dtype]]]:
+    """The (module.training, output dtype) pairs of every nn.Linear call while open (a global forward hook)."""
+    seen: set[tuple[bool, torch.dtype]] = set()
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            seen.add((module.training, output.dtype))
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

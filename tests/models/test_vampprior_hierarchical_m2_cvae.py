@@ -156,7 +156,8 @@ def _vamp_top(m: HierarchicalVAE, h2: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("prior", ["normal", "vamp"])
 def test_hierarchical_weights_are_the_direct_computation(prior):
     """log w = log p(x|h1) + log p(h1|h2) + log p(h2) - log q(h1|x) - log q(h2|h1), eps of h1 then h2; p(h2)
-    N(0, I) or the VampPrior's mixture over the pseudo-inputs, whose images train with the rest."""
+    N(0, I) or the VampPrior's mixture over the pseudo-inputs, whose images train with the rest; generate is
+    the ancestral draw h2 ~ p(h2), h1 ~ p(h1|h2), decoded mean, rebuilt exactly from the same stream."""
     torch.manual_seed(0)
     extra = {"h1_dim": 4, "h2_hidden": [6]} | (
         {"prior": "vamp", "pseudo_inputs": 5} if prior == "vamp" else {}
@@ -175,8 +176,20 @@ def test_hierarchical_weights_are_the_direct_computation(prior):
     top = Normal(0.0, 1.0).log_prob(h2).sum(-1) if prior == "normal" else _vamp_top(m, h2)
     log_p = top + gaussian(m.p1(h2)).log_prob(h1)
     torch.testing.assert_close(lw, log_px + log_p - q1.log_prob(h1) - q2.log_prob(h2), rtol=1e-5, atol=1e-4)
-    images = m.generate(6, torch.Generator().manual_seed(0))
-    assert images.shape == (6, *SHAPE) and images.min() >= 0 and images.max() <= 1
+    # generate by hand from one stream: h2 ~ p(h2) (N(0, I), or a uniform pick of a pseudo-input's component
+    # then its Gaussian), h1 ~ p(h1|h2) (a draw, not its mean), the picture = sigmoid of the decoder at h1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if prior == "normal":
+            h2 = torch.randn(6, 3, generator=g)
+        else:
+            q2u = gaussian(m.q2(gaussian(m.q1(m.pseudo_inputs.clamp(0, 1))).mean)).base_dist
+            k = torch.multinomial(torch.full((5,), 0.2), 6, replacement=True, generator=g)
+            h2 = q2u.loc[k] + q2u.scale[k] * torch.randn(6, 3, generator=g)
+        p1 = gaussian(m.p1(h2))
+        h1 = p1.mean + p1.stddev * torch.randn(6, 4, generator=g)
+        want = torch.sigmoid(m.decoder(h1)).view(6, *SHAPE)
+    torch.testing.assert_close(m.generate(6, torch.Generator().manual_seed(0)), want, rtol=0, atol=0)
     if prior == "vamp":
         lw.mean().backward()
         assert m.pseudo_inputs.grad is not None and m.pseudo_inputs.grad.abs().sum() > 0

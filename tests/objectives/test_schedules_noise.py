@@ -127,14 +127,21 @@ def test_denoising_scores_the_clean_image(ppca):
 
 
 def test_noise_kinds():
+    """Each corruption equals its formula on the generator's own draws (u ~ U(0, 1), eps ~ N(0, 1)), so the
+    level is checked exactly: masking keeps x where u >= p, gaussian is clamp(x + sigma * eps, 0, 1)."""
     x = torch.rand(400, 1, 5, 5, generator=torch.Generator().manual_seed(0))
     masked = corrupt(x, "masking", 0.3, torch.Generator().manual_seed(1))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(masked, torch.where(u >= 0.3, x, torch.zeros(())))
     zeroed = float((masked == 0).float().mean())
     se = (0.3 * 0.7 / x.numel()) ** 0.5
-    assert abs(zeroed - 0.3) < 4 * se
-    assert torch.equal(masked[masked != 0], x[masked != 0])
+    assert abs(zeroed - 0.3) < 4 * se  # the masked share is p
     noisy = corrupt(x, "gaussian", 0.3, torch.Generator().manual_seed(1))
-    assert noisy.min() >= 0 and noisy.max() <= 1 and not torch.equal(noisy, x)
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(noisy, (x + 0.3 * eps).clamp(0.0, 1.0))
+    inside = (noisy > 0) & (noisy < 1)  # unclamped pixels: (x~ - x) / sigma is the draw itself
+    assert 0.5 < float(inside.float().mean()) < 1 and (noisy == 0).any() and (noisy == 1).any()
+    torch.testing.assert_close((noisy - x)[inside] / 0.3, eps[inside])
     assert parse_noise("gaussian:0.3") == ("gaussian", 0.3) and parse_noise("masking:0.5") == ("masking", 0.5)
     for bad, msg in (
         ("salt:0.1", "unknown noise 'salt'"),

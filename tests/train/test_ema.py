@@ -5,6 +5,7 @@ and bad values are one line."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -19,7 +20,7 @@ from vaelab.objectives import OBJECTIVES
 from vaelab.train import distributed, load, loop, read_checkpoint, train
 from vaelab.train.ema import WeightAverage
 
-from vaelab_testing import TINY_TRAIN
+from vaelab_testing import TINY_TRAIN, linear_output_dtypes
 
 DECAY = 0.95  # ~46 steps in 2 epochs of the 8x8 digits: theta_0 keeps weight 0.95^46 = 0.09 of the average
 
@@ -93,14 +94,21 @@ def _recording(seen: list[list[torch.Tensor]]):
     ids=["fp32", "bf16", "compiled"],
 )
 def test_the_trained_average_is_the_closed_form_of_the_recorded_weights(config_factory, monkeypatch, option):
-    """In the loop: under bf16 autocast the average stays float32; compiled, it follows the weights the
-    compiled step updates."""
+    """In the loop: under bf16 autocast (the step's products in bfloat16, evaluation's in float32) the average
+    stays float32; compiled, it follows the weights the compiled step updates."""
     seen: list[list[torch.Tensor]] = []
     monkeypatch.setattr(loop, "make_optimizer", _recording(seen))
-    with warnings.catch_warnings(record=True) as caught:
+    compiled = option.get("train.compile", False)  # no hooks on the compiled path: it is checked for itself
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        contextlib.nullcontext(None) if compiled else linear_output_dtypes() as dtypes,
+    ):
         warnings.simplefilter("always")
         res = train(config_factory(**{"train.ema": DECAY, **option}))
     assert not [w for w in caught if "torch.compile failed" in str(w.message)]  # compiled, not eager
+    if not compiled:
+        step = torch.bfloat16 if option.get("train.precision") == "bf16" else torch.float32
+        assert dtypes == {(True, step), (False, torch.float32)}
     raw = res.extra["raw_model"]
     names = [n for n, _ in raw.named_parameters()]
     assert res.history[-1]["step"] == len(seen) - 1 > 40

@@ -16,8 +16,10 @@ from torch.utils.data import Dataset, TensorDataset
 import vaelab
 from vaelab.commands.viz import write_figures
 from vaelab.config import Config
+from vaelab.data import SPLIT_SEED_OFFSET
+from vaelab.data.batches import prepare
 from vaelab.data.python import python_splits
-from vaelab.data.sources import seeded_split
+from vaelab.data.sources import ImageSet, seeded_split
 from vaelab.errors import DataError
 
 torch.set_num_threads(1)
@@ -41,7 +43,7 @@ def _images(n: int = 80, seed: int = 0) -> torch.Tensor:
 
 def test_a_tensor_is_saved_in_the_run_and_evaluated_from_it(tmp_path, capsys):
     """The run's config names RUN/data.npz; its test split is the seeded 10% of the tensor; eval and every
-    figure read it back with no Python object."""
+    figure read it back with no Python object, and eval scores exactly those images (same seeds, same values)."""
     x = _images()
     run = tmp_path / "run"
     result = vaelab.train(_cfg(), out=run, data=x)
@@ -53,6 +55,17 @@ def test_a_tensor_is_saved_in_the_run_and_evaluated_from_it(tmp_path, capsys):
     assert sorted(saved) == ["x_test", "x_train"]
     ev = vaelab.evaluate(str(run), importance=5)
     assert ev["data"] == cfg["data"]["name"]
+    assert ev["split"] == "test" and ev["num_images"] == len(saved["x_test"]) == 8
+    # the saved x_test, binarized as the trainer's test split, given to eval directly: the same values
+    test = ImageSet(torch.from_numpy(saved["x_test"]), None)
+    seed = cfg["data"]["binarize_seed"] + SPLIT_SEED_OFFSET["test"]
+    direct = vaelab.evaluate(
+        str(run / "checkpoints" / "best.pt"),
+        prepare(test, cfg["data"]["binarize"], "cpu", seed, train=False),
+        importance=5,
+    )
+    assert ev["importance"]["per_datum"] == direct["importance"]["per_datum"]
+    assert ev["elbo"]["estimate"] == direct["elbo"]["estimate"]
     # the same 8 test images, other draws of z
     assert ev["elbo"]["estimate"] == pytest.approx(result.history[-1]["test_elbo"], abs=3.0)
     paths = write_figures(run)

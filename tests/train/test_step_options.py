@@ -8,6 +8,8 @@ import torch
 from vaelab.errors import TrainingDiverged
 from vaelab.train import loop, train
 
+from vaelab_testing import linear_output_dtypes
+
 
 def test_compile_that_fails_falls_back_to_the_same_eager_run(config_factory, monkeypatch):
     cfg = config_factory(**{"train.epochs": 2})
@@ -27,11 +29,19 @@ def test_compile_that_fails_falls_back_to_the_same_eager_run(config_factory, mon
 
 
 def test_bf16_autocast_trains_and_evaluates_in_float32(config_factory):
+    """Under bf16 the training step's matrix products come out in bfloat16 (fp32's in float32), which moves
+    the run off fp32's by rounding only; evaluation (eval mode) and the weights stay float32."""
     cfg = config_factory(**{"train.epochs": 4, "model.hidden": (64,), "model.latent_dim": 4})
-    fp32 = train(cfg)
-    bf16 = train(cfg.replace(**{"train.precision": "bf16"}))
+    with linear_output_dtypes() as fp32_dtypes:
+        fp32 = train(cfg)
+    with linear_output_dtypes() as bf16_dtypes:
+        bf16 = train(cfg.replace(**{"train.precision": "bf16"}))
+    assert fp32_dtypes == {(True, torch.float32), (False, torch.float32)}
+    assert bf16_dtypes == {(True, torch.bfloat16), (False, torch.float32)}
     assert bf16.history[-1]["train_elbo"] > bf16.history[0]["train_elbo"] + 3
-    # same seed, same data: bf16 rounding of the matrix multiplies moves the result by far less than a nat here
+    # same seed, same data: bf16 rounding of the matrix multiplies moves the result, by far less than a nat here
+    for key in ("train_elbo", "test_elbo"):
+        assert bf16.history[-1][key] != fp32.history[-1][key]
     assert abs(bf16.history[-1]["test_elbo"] - fp32.history[-1]["test_elbo"]) < 1.0
     assert all(v.dtype == torch.float32 for v in bf16.model.state_dict().values())
 
