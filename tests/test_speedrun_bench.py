@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -112,7 +114,8 @@ def test_a_resumed_record_names_each_parts_first_epoch_and_commit(tmp_path):
 
 def test_a_rerun_is_stored_beside_the_record_with_its_paired_difference(tmp_path):
     """--rerun trains the record again in its own folder; the paired mean difference over the same test images
-    equals the difference of the two NLLs, and the record's own number is left as it was."""
+    equals the difference of the two NLLs, its standard error is that of the image-by-image differences of the
+    two evaluations' per-image log p(x), and the record's own number is left as it was."""
     torch.set_num_threads(1)
     results = tmp_path / "speedrun.json"
     argv = ["mnist-1layer-15min", "--quick", "--threads", "1", "--eval-threads", "1", "--set", "data.name=mnist-5k",
@@ -128,9 +131,17 @@ def test_a_rerun_is_stored_beside_the_record_with_its_paired_difference(tmp_path
     assert row == before
     assert Path(again["run"]).name == "mnist-1layer-15min-rerun-quick" != Path(row["run"]).name
     assert again["nll_minus_record"] == pytest.approx(again["nll"] - row["nll"], abs=1e-9)
-    assert again["paired_stderr"] > 0 and again["within_record_stderr"] == (
-        abs(again["nll_minus_record"]) <= row["stderr"]
-    )
+    assert again["within_record_stderr"] == (abs(again["nll_minus_record"]) <= row["stderr"])
+    # the two evaluations' per-image log p(x), image by image: record - rerun = NLL rerun - NLL record
+    a, b = (json.loads((Path(r["run"]) / "speedrun-eval.json").read_text()) for r in (row, again))
+    a, b = a["importance"]["per_datum"], b["importance"]["per_datum"]
+    assert len(a) == len(b) == speedrun.QUICK["images"]
+    assert -statistics.fmean(a) == pytest.approx(row["nll"], rel=1e-12)  # the files are the scored ones
+    assert -statistics.fmean(b) == pytest.approx(again["nll"], rel=1e-12)
+    d = [x - y for x, y in zip(a, b)]
+    assert again["nll_minus_record"] == pytest.approx(statistics.fmean(d), rel=1e-12, abs=1e-12)
+    assert again["paired_stderr"] == pytest.approx(statistics.stdev(d) / math.sqrt(len(d)), rel=1e-9)
+    assert again["paired_stderr"] > 0
 
 
 def _row(nll: float, minutes: float) -> dict:

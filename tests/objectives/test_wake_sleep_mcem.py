@@ -85,13 +85,29 @@ def test_wake_sleep_gradient_is_the_two_phases_closed_forms():
 
 
 def test_the_dreams_are_draws_of_the_model():
+    """(z, x) ~ p(z) p(x|z) = N((0, b), [[I, W^T], [W, W W^T + sigma^2 I]]): the joint's sample mean and
+    covariance over n dreams, entry by entry within 5 standard errors (the z-x block checks x came from its z)."""
     model = linear_model()
-    z, x = dreams(model, 20000, torch.Generator().manual_seed(0))
+    n = 20000
+    z, x = dreams(model, n, torch.Generator().manual_seed(0))
     assert not z.requires_grad and not x.requires_grad
-    cov = torch.cov(x.flatten(1).T)
-    # x ~ p(x) = N(b, W W^T + sigma^2 I): its covariance within a few standard errors (~0.01 here)
-    assert torch.allclose(cov, model.marginal().covariance_matrix.detach(), atol=0.1)
-    assert torch.allclose(x.flatten(1).mean(0), model.decoder.bias.detach(), atol=0.05)
+    assert z.shape == (n, D) and x.shape == (n, *SHAPE)
+    w, b = model.decoder.weight.detach(), model.decoder.bias.detach()
+    joint = torch.cat([z, x.flatten(1)], 1)
+    mean = torch.cat([torch.zeros(D, dtype=b.dtype), b])
+    cov = torch.cat(
+        [
+            torch.cat([torch.eye(D, dtype=w.dtype), w.T], 1),
+            torch.cat([w, model.marginal().covariance_matrix.detach()], 1),
+        ],
+        0,
+    )
+    var = cov.diagonal()
+    # Gaussian draws: se(mean_i) = sqrt(S_ii / n), se(S_ij) = sqrt((S_ii S_jj + S_ij^2) / n) (~0.007-0.02 here)
+    assert (joint.mean(0) - mean).abs().le(5 * (var / n).sqrt()).all()
+    se = ((var[:, None] * var[None, :] + cov**2) / n).sqrt()
+    z_scores = (torch.cov(joint.T) - cov) / se
+    assert z_scores.abs().le(5).all(), f"covariance off by {z_scores.abs().max():.1f} standard errors"
 
 
 def test_reweighted_wake_sleep_theta_gradient_is_the_iwae_gradient_and_q_gets_wake_plus_sleep():

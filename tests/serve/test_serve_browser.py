@@ -7,12 +7,14 @@ downloaded: Selenium is given /usr/bin/chromium and /usr/bin/chromedriver (Selen
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,6 +74,15 @@ def image_pixels(driver, element_id: str) -> list[int]:
         return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);""",
         element_id,
     )
+
+
+def png_pixels(uri: str) -> np.ndarray:
+    """The grey pixels [H, W] of a grey PNG given as a data: URI (what the API answers for a picture)."""
+    head, data = uri.split(",", 1)
+    assert head == "data:image/png;base64", head
+    with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+        assert im.mode == "L", im.mode
+        return np.asarray(im).copy()
 
 
 def wait_for(driver, condition, what: str, timeout: float = 20.0):
@@ -147,10 +158,29 @@ def test_drag_sample_interpolate_upload(server, browser, tmp_path):
     browser.find_element(By.ID, "upload").send_keys(str(upload))
     wait_for(browser, "return !document.getElementById('encoded').hidden", "reconstruction")
     wait_for(browser, "return document.getElementById('recon').complete", "reconstruction image")
-    recon = image_pixels(browser, "recon")
-    assert len(recon) == 8 * 8 * 4 and max(recon[0::4]) > 0
-    seen = np.array(image_pixels(browser, "input-seen")[0::4]).reshape(8, 8)
-    assert set(np.unique(seen)) <= {0, 255}  # binarized, as the run's test data were
+    # the page shows, pixel for pixel, what /api/encode answers for the same image (the model's 8x8 input,
+    # binarized as the run's test data were, and its reconstruction), grey in RGBA, opaque
+    shown = {name: np.array(image_pixels(browser, name)).reshape(8, 8, 4) for name in ("input-seen", "recon")}
+    with upload.open("rb") as f:
+        answer = httpx.post(
+            url + "api/encode",
+            data={"run": "digits-vae", "invert": "false"},
+            files={"file": ("digit.png", f, "image/png")},
+            timeout=60,
+        )
+    assert answer.status_code == 200, answer.text
+    expect = {
+        name: png_pixels(answer.json()[key])
+        for name, key in (("input-seen", "input"), ("recon", "reconstruction"))
+    }
+    assert set(np.unique(expect["input-seen"])) <= {0, 255}  # binarized, as the run's test data were
+    # a grey reconstruction, unlike the binary input: a page showing one for the other fails below
+    assert not np.array_equal(expect["recon"], expect["input-seen"])
+    for name, grey in expect.items():
+        rgba = np.concatenate([np.repeat(grey[..., None], 3, -1), np.full((8, 8, 1), 255, np.uint8)], -1)
+        assert np.array_equal(shown[name], rgba), (
+            f"{name}: the page shows\n{shown[name][..., 0]}\nnot\n{grey}"
+        )
     assert "±" in browser.find_element(By.ID, "posterior").text
     assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
 
