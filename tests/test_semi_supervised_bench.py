@@ -266,3 +266,32 @@ def test_the_papers_diagonal_m1m2_is_its_own_recipe_with_its_settings(tmp_path, 
     with pytest.raises(SystemExit):
         args(tmp_path, "--code-cov", "diagonal", "--components", "2")
     assert "--components above 1 needs --code-cov full" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_target_is_reached_only_over_three_draws_and_each_recipe_is_named():
+    def cell(draw: int, error: float) -> dict:
+        best = {"epoch": 9, "valid_error": error, "test_error": error}
+        recipe = ss.RECIPES["adgm"]
+        return {
+            "model": "adgm",
+            "labels": 100,
+            "draw": draw,
+            "recipe": recipe,
+            "best": best,
+            "done": True,
+            "epochs_done": 9,
+            "cpu_seconds": 60.0,
+        }
+
+    cells = {"d0": cell(0, 0.01), "d1": cell(1, 0.012)}
+    lines = ss.verdicts(cells).splitlines()
+    assert lines[0].startswith("recipes: M2 ") and f"ADGM {ss.RECIPES['adgm']}" in lines[0]
+    assert lines[1] == "ADGM, 100 labels: 1.10% over 2 draws (target <= 1.5% over 3): on its way"
+    cells["d2"] = cell(2, 0.014)
+    assert ss.verdicts(cells).splitlines()[1].endswith("1.20% over 3 draws (target <= 1.5% over 3): reached")
+    cells["d2"] = cell(2, 0.05)
+    assert ss.verdicts(cells).splitlines()[1].endswith(": not reached")
+    cells = {"d0": cell(0, 0.05)}
+    assert (
+        ss.verdicts(cells).splitlines()[1].endswith("5.00% over 1 draw (target <= 1.5% over 3): not reached")
+    )
