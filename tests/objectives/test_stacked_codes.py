@@ -200,6 +200,11 @@ def test_new_runs_get_the_fix_and_older_configs_keep_the_form_their_checkpoints_
         ModelConfig(**{**CFG.__dict__, "extra": {"code_cov": "full"}}), SHAPE, features=old.features
     )
     assert new.alpha == 1.0  # full covariance: alpha 1 unless given
+    # the benchmark's diagonal cells (benchmarks/semi_supervised.py, DIAGONAL_SETTINGS): the given alpha and
+    # classifier are kept, M2 models the active units only, and no full covariance is built
+    extra = {"active_sd": 0.1, "code_cov": "diagonal", "classify": "q", "alpha": 1.0}
+    diag = StackedM2(ModelConfig(**{**CFG.__dict__, "extra": extra}), SHAPE, features=old.features)
+    assert (diag.alpha, diag.classify_with, diag.code_dim) == (1.0, "q", 2) and not hasattr(diag, "tril_raw")
 
 
 def test_the_model_classifier_is_m2s_posterior_at_the_code_mean():
