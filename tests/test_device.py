@@ -54,8 +54,12 @@ def test_denormals_are_flushed_inside_the_block_and_kept_after_it() -> None:
     assert float(torch.tensor([tiny]) / 4) > 0.0
 
 
-def test_keeping_freed_memory_is_idempotent() -> None:
-    assert keep_freed_memory() == keep_freed_memory()
+def test_keeping_freed_memory_is_idempotent(monkeypatch) -> None:
+    """mallopt is glibc's: on Linux with glibc the setting takes effect (True), elsewhere it cannot (False);
+    a second call answers the same. The cached answer is cleared first so the first call really computes it."""
+    monkeypatch.setitem(keep_freed_memory.__globals__, "_kept", None)
+    assert keep_freed_memory() is GLIBC
+    assert keep_freed_memory() is GLIBC
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's; other C libraries keep their own policy")

@@ -116,11 +116,17 @@ def test_mat_reader_on_bytes(tmp_path_factory, body, prefix):
 @example(dtype=np.uint8, shape=(560, 1), key="ff")  # one frame: squeeze_me made it 1-D
 @example(dtype=np.uint8, shape=(560, 0), key="ff")
 def test_mat_reader_on_wrong_arrays(tmp_path_factory, dtype, shape, key):
+    """Anything but a uint8 'ff' of shape (560, N >= 1) is refused naming the file; a right one splits its N
+    frames into train and test by sources.py's rule (test: the last N // 10, at most 200), train never empty."""
     p = tmp_path_factory.mktemp("mat") / "frey_rawface.mat"
     scipy.io.savemat(p, {key: np.zeros(shape, dtype=dtype)})
     ok = key == "ff" and dtype == np.uint8 and shape[0] == 560 and shape[1] >= 1
     if ok:
-        assert len(parse_frey({"frey_rawface.mat": p}).test) >= 0
+        s = parse_frey({"frey_rawface.mat": p})
+        frames = shape[1]
+        assert len(s.train) + len(s.test) == frames
+        assert len(s.test) == min(200, frames // 10)
+        assert len(s.train) >= 1 and s.train.images.shape[1:] == (1, 28, 20)
     else:
         with pytest.raises(VaelabError, match="frey_rawface.mat"):
             parse_frey({"frey_rawface.mat": p})

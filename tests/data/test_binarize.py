@@ -36,9 +36,14 @@ def test_dynamic_is_fresh_each_batch_and_reproducible():
 
 
 def test_dynamic_evaluation_split_is_one_fixed_draw():
+    """An evaluation split of dynamically binarized data is one Bernoulli draw seeded by prepare's seed
+    (the same bits as static_draw with it), not a threshold, and another seed draws other bits."""
     split = ImageSet(_images(), None, "x")
     e = prepare(split, "dynamic", "cpu", seed=7, train=False)
     assert e.binary and set(e.images.unique().tolist()) <= {0, 1}
+    assert torch.equal(e.images, static_draw(split.images, 7))
+    assert torch.equal(e.batch(slice(0, 50)), e.images[:50].float())  # no fresh draw per batch
+    assert not torch.equal(e.images, static_draw(split.images, 8))
 
 
 def test_pixel_frequencies_match_intensities():
@@ -62,12 +67,26 @@ def test_none_keeps_intensities():
 
 
 def test_epoch_batches_cover_each_index_once_and_shard_by_rank():
+    """An epoch is torch.randperm(n) from the caller's generator cut into batches (the last short one kept);
+    each rank takes its half of every global batch of the same permutation, and orders differ by seed and
+    from one epoch to the next."""
     g = torch.Generator().manual_seed(0)
     batches = epoch_batches(103, 10, g)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))
+    perm = torch.randperm(103, generator=torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [10] * 10 + [3]
+    assert torch.equal(torch.cat(batches), perm)
+    next_epoch = torch.cat(epoch_batches(103, 10, g))
+    other_seed = torch.cat(epoch_batches(103, 10, torch.Generator().manual_seed(1)))
+    assert not torch.equal(next_epoch, perm) and not torch.equal(other_seed, perm)
+    assert sorted(next_epoch.tolist()) == sorted(other_seed.tolist()) == list(range(103))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     r0 = epoch_batches(100, 20, g1, rank=0, world_size=2)
     r1 = epoch_batches(100, 20, g2, rank=1, world_size=2)
     assert all(len(a) == len(b) == 10 for a, b in zip(r0, r1))
     assert not set(torch.cat(r0).tolist()) & set(torch.cat(r1).tolist())
     assert set(torch.cat(r0 + r1).tolist()) == set(range(100))
+    shared = torch.randperm(100, generator=torch.Generator().manual_seed(5)).view(5, 2, 10)
+    assert all(
+        torch.equal(a, shared[i, 0]) and torch.equal(b, shared[i, 1]) for i, (a, b) in enumerate(zip(r0, r1))
+    )

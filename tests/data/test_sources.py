@@ -173,6 +173,21 @@ def test_frey_face_parse(tmp_path):
     assert s.train.labels is None
 
 
+@pytest.mark.parametrize(("frames", "n_train", "n_test"), [(1, 1, 0), (9, 9, 0), (10, 9, 1), (25, 23, 2)])
+def test_frey_face_split_of_a_short_file_is_exact(tmp_path, frames, n_train, n_test):
+    """Under 10 frames every frame trains and the test split is empty (N // 10 = 0); from 10 on the last
+    N // 10 frames test: the splits are exactly the file's frames in order, none lost or repeated."""
+    ff = (np.arange(560 * frames).reshape(560, frames) % 256).astype(np.uint8)
+    ff[0] = np.arange(frames)  # frame number in the first pixel
+    path = tmp_path / "frey_rawface.mat"
+    scipy.io.savemat(path, {"ff": ff})
+    s = parse_frey({"frey_rawface.mat": path})
+    faces = torch.from_numpy(np.ascontiguousarray(ff.T.reshape(frames, 1, 28, 20)))
+    assert (len(s.train), len(s.test)) == (n_train, n_test)
+    assert torch.equal(s.train.images, faces[:n_train]) and torch.equal(s.test.images, faces[n_train:])
+    assert s.train.images[:, 0, 0, 0].tolist() == list(range(n_train))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
