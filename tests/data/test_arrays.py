@@ -204,3 +204,94 @@ def test_a_grey_level_likelihood_on_binarized_floats_warns_in_one_line(tmp_path,
     assert cfg["data"]["binarize"] == (
         "none" if "none" in flags else "static" if "static" in flags else "dynamic"
     )
+
+
+# --- files that are not npz / npy: their cause named, not "pickled"; `vaelab data info` in the data's scale ---
+
+
+def _saved(save, *args, **kwargs) -> bytes:
+    """What np.save or np.savez writes, as bytes (to write under any file name)."""
+    import io
+
+    buf = io.BytesIO()
+    save(buf, *args, **kwargs)
+    return buf.getvalue()
+
+
+def _zip_of_text(path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "not an array")
+
+
+@pytest.mark.parametrize(
+    ("kind", "write", "message"),
+    [
+        (
+            "npz",
+            lambda p: p.write_bytes(np.random.default_rng(0).bytes(300)),
+            "is not an .npz file (a zip of .npy",
+        ),
+        ("npz", lambda p: p.write_text("a,b\n1,2\n3,4\n"), "is not an .npz file (a zip of .npy arrays)"),
+        ("npz", lambda p: p.write_bytes(b""), "is not an .npz file (a zip of .npy arrays); it is empty"),
+        ("npz", _zip_of_text, "is not an .npz file (a zip of .npy arrays): its member 'notes.txt'"),
+        (
+            "npz",
+            lambda p: p.write_bytes(_saved(np.save, _digits(20))),
+            "a single array (.npy), not an npz archive; use npy:",
+        ),
+        ("npy", lambda p: p.write_bytes(np.random.default_rng(0).bytes(300)), "is not an .npy file"),
+        ("npy", lambda p: p.write_text("a,b\n1,2\n3,4\n"), "is not an .npy file"),
+        (
+            "npy",
+            lambda p: p.write_bytes(_saved(np.savez, x=_digits(20))),
+            "an npz archive, not a single array; use npz:",
+        ),
+        (
+            "npz",
+            lambda p: p.write_bytes(_saved(np.savez, x=np.array([1, "a"], dtype=object))),
+            "holds Python objects",
+        ),
+        (
+            "npy",
+            lambda p: p.write_bytes(_saved(np.save, np.array([1, "a"], dtype=object))),
+            "holds Python objects",
+        ),
+    ],
+)
+def test_a_file_that_is_not_an_array_file_says_so(tmp_path, kind, write, message):
+    path = tmp_path / f"d.{kind}"
+    write(path)
+    with pytest.raises(DataError) as e:
+        npz_splits(str(path), None) if kind == "npz" else npy_splits(str(path))
+    msg = str(e.value)
+    assert msg.startswith(f"{kind}:{path}") and message in msg and "\n" not in msg
+    if "Python objects" not in message:
+        assert "pickled" not in msg
+
+
+@pytest.mark.parametrize("kind", ["npz", "npy"])
+def test_a_csv_passed_as_an_array_is_exit_1_and_trains_nothing(tmp_path, capsys, one_line_error, kind):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4\n")
+    code = main(["train", "--data", f"{kind}:{tmp_path / 't.csv'}", *FAST, "--out", str(tmp_path / "run")])
+    one_line_error(capsys, code, f"{kind}:{tmp_path / 't.csv'} is not an .{kind} file")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("x", "scale"),
+    [
+        (np.full((40, 6, 6), 0.25, dtype=np.float32), "of 1,"),
+        (np.full((40, 6, 6), 64, dtype=np.uint8), "of 255,"),
+    ],
+)
+def test_data_info_gives_the_mean_intensity_in_the_datas_scale(tmp_path, capsys, x, scale):
+    np.save(tmp_path / "x.npy", x)
+    assert main(["data", "info", f"npy:{tmp_path / 'x.npy'}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    mean = "0.250" if x.dtype == np.float32 else "64.000"
+    assert out == [
+        f"train     36 images of (1, 6, 6), mean intensity {mean} {scale} no labels",
+        f"test       4 images of (1, 6, 6), mean intensity {mean} {scale} no labels",
+    ]

@@ -470,3 +470,119 @@ def test_parquet_reads_as_the_same_csv_table(tmp_path):
     torch.testing.assert_close(a.test.images, b.test.images, rtol=0, atol=1e-6)
     rows = torch.cat([a.train.images, a.test.images])
     assert int((rows[:, 1, 0] == 0).sum()) == 1  # the one empty bmi cell, masked
+
+
+# --- bad cells: an infinite number, a stray word in a column of numbers; `vaelab data info` on a table ---
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_an_infinite_cell_is_refused_with_its_row_and_column(tmp_path, bad):
+    """inf is no value a Normal models: refused naming the file, row (and line) and column, never dropped from
+    the statistics and kept in the data; an empty cell is still 'empty'."""
+    path = _diabetes_csv(tmp_path, {(16, "bmi"): bad, (30, "bmi"): bad})
+    with pytest.raises(DataError) as e:
+        table_splits("csv", path)
+    msg = str(e.value)
+    assert msg.startswith(f"csv:{path}: row 17 (line 18), column 'bmi' holds {bad:g}, not a finite number")
+    assert "(and 1 more infinite cell)" in msg and "\n" not in msg
+    # data.missing=mask masks empty cells, not infinite ones
+    with pytest.raises(DataError, match=r"row 17 \(line 18\), column 'bmi' holds"):
+        table_splits("csv", path, missing="mask")
+    empty = _diabetes_csv(tmp_path, {(16, "bmi"): np.nan})
+    with pytest.raises(DataError, match=r"row 17 \(line 18\), column 'bmi' is empty"):
+        table_splits("csv", empty)
+
+
+def test_an_infinite_cell_is_refused_when_read_with_a_saved_encoding(tmp_path):
+    path = _diabetes_csv(tmp_path)
+    saved = table_splits("csv", path).train.table.to_dict()
+    path = _diabetes_csv(tmp_path, {(9, "s1"): np.inf})
+    with pytest.raises(DataError, match=r"row 10 \(line 11\), column 's1' holds inf, not a finite number"):
+        table_splits("csv", path, saved=saved)
+
+
+def test_an_infinite_cell_is_exit_1_through_the_cli_and_trains_nothing(tmp_path, capsys, one_line_error):
+    from vaelab.cli import main
+
+    frame = _frame(40)
+    frame.loc[5, "bmi"] = np.inf
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--data", f"csv:{tmp_path / 't.csv'}", "--epochs", "1", "--quiet", "--out", str(run)]
+    )
+    one_line_error(capsys, code, f"csv:{tmp_path / 't.csv'}: row 6 (line 7), column 'bmi' holds inf")
+    assert not (run / "checkpoints").exists()
+
+
+def test_a_stray_word_in_a_column_of_numbers_is_named(tmp_path):
+    """A column of numbers with a typo is refused naming the cell, not read as a categorical with a level per
+    number; set categorical, it is one."""
+    frame = _frame(40)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[7, "age"] = "oops"
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as e:
+        table_splits("csv", str(path))
+    msg = str(e.value)
+    assert msg.startswith(f"csv:{path}: row 8, column 'age' holds 'oops', not a number")
+    assert "--set data.columns.age=categorical" in msg and "\n" not in msg
+    s = table_splits("csv", str(path), kinds={"age": "categorical"})
+    assert {c.name: c.kind for c in s.train.table.columns}["age"] == "categorical"
+
+
+@pytest.mark.parametrize(
+    ("stray", "refused"),
+    [
+        (1, True),
+        (10, True),  # 1% of 1000 cells
+        (11, False),  # more than 1% (and more than 3): the words are levels
+    ],
+)
+def test_the_stray_word_rule(stray, refused):
+    """Scores 1..10 over 1000 rows with `stray` words: a few words (at most 3, or 1%) are typos, more are
+    levels of a categorical column."""
+    scores = [str(i % 10 + 1) for i in range(1000)]
+    for i in range(stray):
+        scores[50 * i + 3] = "oops"
+    frame = pd.DataFrame({"score": scores, "x": np.arange(1000) * 0.5})
+    if refused:
+        with pytest.raises(DataError, match=r"t.csv: row 4, column 'score' holds 'oops', not a number"):
+            infer_schema(frame, {}, np.arange(1000), "t.csv")
+    else:
+        (score, _) = infer_schema(frame, {}, np.arange(1000), "t.csv").columns
+        assert score.kind == "categorical" and len(score.levels) == 11
+
+
+def test_text_columns_with_some_numbers_stay_categorical():
+    """Levels that happen to be numbers beside words (floors 1..3, G, B) are a categorical column, as is a
+    small table's column where one cell in three is a word."""
+    frame = pd.DataFrame(
+        {
+            "floor": ["1", "2", "3", "G", "B"] * 20,
+            "grade": ["a", "b", "c", "1"] * 25,
+            "x": np.arange(100) * 0.5,
+        }
+    )
+    cols = infer_schema(frame, {}, np.arange(100), "t.csv").columns
+    assert [(c.name, c.kind) for c in cols] == [
+        ("floor", "categorical"),
+        ("grade", "categorical"),
+        ("x", "continuous"),
+    ]
+    assert infer_schema(frame.iloc[:3], {}, np.arange(3), "t.csv").columns[0].kind == "categorical"
+
+
+def test_data_info_reads_a_table(tmp_path, capsys):
+    """`vaelab data info csv:FILE` loads the table with a table's defaults (binarize none): its rows and
+    columns per split."""
+    from vaelab.cli import main
+
+    _frame(40).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["data", "info", f"csv:{tmp_path / 't.csv'}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "train     36 rows of 4 columns (6 slots encoded)",
+        "test       4 rows of 4 columns (6 slots encoded)",
+    ]

@@ -67,23 +67,34 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """`vaelab data info NAME`: the splits' sizes, shapes, mean intensity and classes.
+    """`vaelab data info NAME`: the splits' sizes, shapes, mean intensity (in the data's own scale: of 255 for
+    8-bit levels, of 1 for floats in [0, 1]) and classes; a table's rows and columns.
 
     Args:
         args: the parsed flags: name, data_dir, no_download.
     """
-    from vaelab.config import DataConfig
+    from vaelab.config import Config, DataConfig
     from vaelab.data import load_data
+    from vaelab.data.kinds import table_defaults
 
-    cfg = DataConfig(
+    data = DataConfig(
         name=args.name, data_dir=args.data_dir, download=not args.no_download, valid_fraction=0.0
     )
+    # the defaults training gives the data (a table's binarize none), nothing set by the user
+    cfg = table_defaults(Config(data=data), explicit=()).data
     splits = load_data(cfg)
     for split, s in (("train", splits.train), ("test", splits.test)):
+        if s.table is not None:
+            cols = len(s.table.columns)
+            print(
+                f"{split:<5} {len(s):>6} rows of {cols} column{'s' * (cols != 1)} ({s.shape[2]} slots encoded)"
+            )
+            continue
         labels = "no labels" if s.labels is None else f"{int(s.labels.max()) + 1} classes"
         mean = float(s.images.float().mean())
+        scale = "1" if s.images.dtype.is_floating_point else "255"
         print(
-            f"{split:<5} {len(s):>6} images of {tuple(s.shape)}, mean intensity {mean:.3f} of 255, {labels}"
+            f"{split:<5} {len(s):>6} images of {tuple(s.shape)}, mean intensity {mean:.3f} of {scale}, {labels}"
         )
     return 0
 

@@ -138,21 +138,50 @@ def split_of(images: torch.Tensor, labels: torch.Tensor | None, name: str) -> Sp
     return seeded_split(images, labels, max(1, len(images) // 10), name)
 
 
+# A file's first bytes say what it is: an npz is a zip (a local file header, or an empty zip's end record),
+# an npy begins with its format's magic string.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _head(file: Path, kind: str) -> bytes:
+    """The first bytes of `file`, enough to tell a zip from an npy from anything else."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(len(NPY_MAGIC))
+    except OSError as e:
+        raise DataError(f"{kind}:{file}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _what_else(head: bytes) -> str:
+    """What a file that is neither npz nor npy holds, as far as its first bytes tell (for messages)."""
+    if not head:
+        return "; it is empty (0 bytes)"
+    return ""
+
+
 def _open_npz(file: Path) -> dict[str, np.ndarray]:
+    head = _head(file, "npz")
+    if head.startswith(NPY_MAGIC):
+        raise DataError(f"npz:{file}: a single array (.npy), not an npz archive; use npy:{file}")
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(f"npz:{file} is not an .npz file (a zip of .npy arrays){_what_else(head)}")
     try:
         z = np.load(file, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise DataError(f"npz:{file}: a single array (.npy), not an npz archive; use npy:{file}")
         with z:
-            return {k: z[k] for k in z.files}
-    except DataError:
-        raise
+            arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise DataError(f"npz:{file}: holds Python objects (pickled), which are not read") from None
         raise DataError(f"npz:{file}: not a readable npz file ({e})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"npz:{file}: not a readable npz file ({type(e).__name__}: {e})") from None
+    other = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if other:  # numpy hands back a member that is no .npy array as its raw bytes
+        raise DataError(
+            f"npz:{file} is not an .npz file (a zip of .npy arrays): its member '{other[0]}' is not an .npy array"
+        )
+    return arrays
 
 
 def _image_key(arrays: dict[str, np.ndarray], key: str | None, file: Path) -> str:
@@ -215,6 +244,13 @@ def npy_splits(path: str, data_dir: str | os.PathLike | None = None) -> Splits:
         data_dir: where the file is now, if it moved.
     """
     file = find_file(path, data_dir, "npy")
+    head = _head(file, "npy")
+    if head.startswith(ZIP_MAGIC):
+        raise DataError(f"npy:{file}: an npz archive, not a single array; use npz:{file}")
+    if not head.startswith(NPY_MAGIC):
+        raise DataError(
+            f"npy:{file} is not an .npy file (a NumPy array saved by numpy.save){_what_else(head)}"
+        )
     try:
         arr = np.load(file, allow_pickle=False)
     except ValueError as e:

@@ -3,10 +3,12 @@
 Each column's kind is inferred, and `data.columns` (`--set data.columns.age=continuous`) overrides it or leaves
 the column out (`drop`): numbers are continuous, any column with exactly two values is binary, text is
 categorical over its levels (at most `MAX_LEVELS`: a text column with more, such as names or free text, is
-refused in one line, to be dropped or encoded). A continuous column is standardised with the mean and sd of
-its training rows; a binary one is 0/1 (its two values sorted); a categorical one is one-hot over its levels
-(sorted). The rows are held as [N, 2, 1, W] float32, values and observed mask (`vaelab.distributions.mixed`,
-whose likelihood `mixed` models them with every normalising constant kept).
+refused in one line, to be dropped or encoded). A text column whose cells are numbers but a few (at most
+`STRAY_CELLS` or 1%) is numbers with typos, refused naming the first cell that is not a number; a continuous
+cell that is not finite (inf) is refused with its row and column. A continuous column is standardised with
+the mean and sd of its training rows; a binary one is 0/1 (its two values sorted); a categorical one is one-hot
+over its levels (sorted). The rows are held as [N, 2, 1, W] float32, values and observed mask
+(`vaelab.distributions.mixed`, whose likelihood `mixed` models them with every normalising constant kept).
 
 Missing cells (empty, NA, ...) are refused with their row and column, or with `data.missing=mask` left out
 of the likelihood (the encoder sees a 0 and the mask). The test split is a fixed seeded 10% of the rows (the
@@ -51,6 +53,7 @@ MISSING: Registry[str] = Registry(
 )
 MAX_LEVELS = 100  # an inferred categorical column has at most this many levels
 MAX_CHOSEN_LEVELS = 1000  # ... and one set categorical with data.columns at most this many
+STRAY_CELLS = 3  # a text column whose cells are numbers but at most this many (or 1%) is refused, naming one
 
 
 def _plain(v: Any) -> Any:
@@ -221,7 +224,8 @@ def _show(levels: Any) -> str:
 
 
 def _numbers(s: Any, name: str, source: str) -> np.ndarray:
-    """A column as float64, or a DataError naming the first cell that is no number."""
+    """A column as float64 (a missing cell NaN), or a DataError naming the first cell that is no number or
+    not finite (inf, -inf)."""
     import pandas as pd
 
     num = pd.to_numeric(s, errors="coerce")
@@ -232,7 +236,28 @@ def _numbers(s: Any, name: str, source: str) -> np.ndarray:
             f"{source}: row {row + 1}, column '{name}' holds {_plain(s.iloc[row])!r}, not a number: a continuous column "
             f"is numbers (or set its kind: --set data.columns.{name}=categorical)"
         )
-    return num.to_numpy(dtype=np.float64)
+    values = num.to_numpy(dtype=np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        more = int(infinite.sum()) - 1
+        rest = f" (and {more:,} more infinite cell{'s' * (more != 1)})" if more else ""
+        raise DataError(
+            f"{source}: row {row + 1} (line {row + 2}), column '{name}' holds {values[row]:g}, not a finite "
+            f"number{rest}; a continuous column is finite numbers: fix the cell, or empty it and leave missing "
+            "cells out of the likelihood with --set data.missing=mask"
+        )
+    return values
+
+
+def _mostly_numbers(seen: Any) -> bool:
+    """Whether a text column's non-empty cells are numbers but a few: at most `STRAY_CELLS` or 1% of them
+    (whichever is more) are not, and those are at most a tenth of the cells. Such a column is numbers with
+    typos (`oops`, `?`), not a categorical one with as many levels as distinct numbers."""
+    import pandas as pd
+
+    stray = int(pd.to_numeric(seen, errors="coerce").isna().sum())
+    return 0 < stray <= max(STRAY_CELLS, len(seen) // 100) and stray * 10 <= len(seen)
 
 
 def _refuse_missing(frame: Any, source: str) -> None:
@@ -278,6 +303,8 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
                 f"{source}: column '{name}' has no values; drop it: --set data.columns.{name}=drop"
             )
         numeric = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+        if not numeric and chosen is None and _mostly_numbers(seen):
+            _numbers(s, name, source)  # names the first cell that is not a number
         levels = sorted((_plain(v) for v in seen.unique()), key=lambda v: (str(type(v)), v))
         n = len(levels)
         kind = chosen or ("binary" if n == 2 else "continuous" if numeric else "categorical")
@@ -303,7 +330,7 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
             cols.append(Column(name, kind, tuple(levels)))
         else:
             num = _numbers(s, name, source)[train_rows]
-            num = num[np.isfinite(num)]
+            num = num[~np.isnan(num)]  # cells missing (masked); an infinite one was refused
             sd = float(num.std()) if len(num) else 0.0
             if len(num) < 2 or sd == 0.0 or not np.isfinite(sd):
                 raise DataError(
