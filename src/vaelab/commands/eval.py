@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaelab.commands.common import add_run_options, add_shared_options, defer, done
-from vaelab.errors import ConfigError
-from vaelab.io import atomic_write_json
+from vaelab.errors import ConfigError, VaelabError
+from vaelab.io import atomic_write_json, check_can_create
 from vaelab.runs import RunDir
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     settings = settings_from(args)
+    out = _checked_out(args)  # before hours of evaluation, not after
     if nproc is not None and nproc != 1:
         if distributed.world().distributed:
             raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
@@ -112,15 +113,29 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.world().main:
         return 0
     print(format_table(evaluation))
-    out = (
-        Path(args.out)
-        if args.out
-        else RunDir.at(args.run).eval
-        if Path(args.run).is_dir()
-        else Path(args.run).with_suffix(".eval.json")
-    )
-    done(atomic_write_json(out, evaluation.to_json()))
+    done(atomic_write_json(out or _out_path(args), evaluation.to_json()))
     return 0
+
+
+def _out_path(args: argparse.Namespace) -> Path:
+    """Where eval.json goes: --out, else RUN/eval.json, else beside the checkpoint file (CKPT.eval.json)."""
+    if args.out:
+        return Path(args.out)
+    return RunDir.at(args.run).eval if Path(args.run).is_dir() else Path(args.run).with_suffix(".eval.json")
+
+
+def _checked_out(args: argparse.Namespace) -> Path | None:
+    """The output file, refused now if it could not be written later (a folder in its place, a folder that
+    cannot be written); None, unchecked, for the default place of a RUN that is not there (an empty path, a
+    typo), which the evaluation refuses in its own words."""
+    if not args.out and not (str(args.run).strip() and Path(args.run).exists()):
+        return None
+    out = _out_path(args)
+    if out.is_dir():
+        hint = " (--out takes the JSON file's path)" if args.out else ""
+        raise VaelabError(f"cannot write {out}: it is a folder{hint}")
+    check_can_create(out.parent)
+    return out
 
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:

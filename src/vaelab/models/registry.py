@@ -10,10 +10,12 @@ that do not fit it, run before any data is read. Models written outside vaelab j
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from vaelab.baselines import GAN, PixelCNN
@@ -28,7 +30,7 @@ from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.linear import LinearGaussianVAE
-from vaelab.models.stacked import build_m2, check_features
+from vaelab.models.stacked import M1M2_DEFAULTS, build_m2, check_m2
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
 from vaelab.objectives.wake_sleep import ELBO_KNOBS
@@ -205,11 +207,11 @@ MODELS: Registry[ModelSpec] = Registry(
                 "model.latent_dim": 50,
                 "data.labelled": 100,
                 # M1+M2 (--features) only: M2 on M1's active units with a full covariance per class (issue #19)
-                "model.extra": {"active_sd": 0.1, "code_cov": "full"},
+                "model.extra": dict(M1M2_DEFAULTS),
             },
             check=_all(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
-                check_features,
+                check_m2,
             ),
             extra_keys=("classes", "alpha", "active_sd", "code_cov", "classify", "code_components"),
         ),
@@ -320,6 +322,16 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS.lookup(name)
 
 
+# What torch's CPU allocator says when malloc fails (torch.OutOfMemoryError is the CUDA/MPS one).
+OUT_OF_MEMORY = ("can't allocate memory", "not enough memory")
+
+
+def _tried(message: str) -> str:
+    """ " (one of its tensors needs 40.0 GB)" from torch's "you tried to allocate N bytes", else ""."""
+    found = re.search(r"tried to allocate (\d+) bytes", message)
+    return f" (one of its tensors needs {int(found.group(1)) / 1e9:.1f} GB)" if found else ""
+
+
 def build_model(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
     """Build the model `cfg.name` for data of one-datum shape `shape` (C, H, W).
 
@@ -330,7 +342,16 @@ def build_model(cfg: ModelConfig, shape: tuple[int, int, int]) -> nn.Module:
     Every likelihood option the model needs is in `cfg` (`vaelab.models.vae.likelihood_from`), a table's
     layout too (`cfg.table`): a model given one must have built the likelihood mixed with it.
     """
-    model = get_spec(cfg.name).build(cfg, tuple(shape))
+    spec = get_spec(cfg.name)
+    try:
+        model = spec.build(cfg, tuple(shape))
+    except RuntimeError as e:  # torch.OutOfMemoryError is one too
+        if not isinstance(e, torch.OutOfMemoryError) and not any(m in str(e) for m in OUT_OF_MEMORY):
+            raise
+        raise ConfigError(
+            f"model '{cfg.name}' (hidden {list(cfg.hidden)}, latent_dim {cfg.latent_dim}) does not fit in "
+            f"memory{_tried(str(e))}: choose smaller sizes (--hidden, --latent-dim)"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model '{cfg.name}': its build returned a {type(model).__name__}, not a torch.nn.Module"

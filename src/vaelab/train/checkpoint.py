@@ -206,8 +206,19 @@ def model_from_checkpoint(ck: dict[str, Any], path: str | os.PathLike = "") -> n
         raise CheckpointError(
             f"{path}: weights do not fit a '{cfg.model.name}' model built from its config: {'; '.join(parts)}"
         )
+    _check_finite(theirs, path)
     model.load_state_dict(theirs)
     return model
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Weights holding NaN or inf load, then draw blank images and NaN bounds: refuse them, naming the first."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{path}: the model's weights hold NaN or inf ({name}); the run diverged before this "
+                "checkpoint was written?"
+            )
 
 
 def load(
