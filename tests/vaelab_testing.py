@@ -156,3 +156,62 @@ def linear_output_dtypes() -> Iterator[set[tuple[bool, torch.dtype]]]:
         yield seen
     finally:
         handle.remove()
+
+
+# The report's picture cards by heading, and the figure (`vaelab.viz.figureset.FIGURES`) each must show. Spelt
+# out here, not read from `vaelab.viz.report`, so a card showing another card's figure is caught.
+REPORT_PICTURE_HEADINGS = {
+    "Samples": "samples",
+    "Reconstructions": "reconstructions",
+    "Latent manifold": "manifold",
+    "Interpolations": "interpolations",
+    "Latent scatter": "latents",
+}
+
+
+def assert_report_cards_show(page: str, figures: dict[str, Path]) -> None:
+    """Every figure card of a report page shows, pixel for pixel, the PNG `figures` gives for its heading, and
+    the page has no other figure card."""
+    import base64
+    import html
+    import io
+    import re
+
+    from PIL import Image
+
+    cards = re.findall(r'<figure class="card"><h3>([^<]*)</h3><img src="data:image/png;base64,([^"]*)"', page)
+    assert sorted(html.unescape(title) for title, _ in cards) == sorted(figures)
+    for title, data in cards:
+        with (
+            Image.open(io.BytesIO(base64.b64decode(data))) as shown,
+            Image.open(figures[html.unescape(title)]) as png,
+        ):
+            np.testing.assert_array_equal(np.asarray(shown), np.asarray(png), err_msg=title)
+
+
+def capture_decoded(monkeypatch) -> list[torch.Tensor]:
+    """Every z handed to `vaelab.viz.figures.decoded` from now on (still decoded), in call order."""
+    from vaelab.viz import figures as fig
+
+    seen: list[torch.Tensor] = []
+    real = fig.decoded
+
+    def decoded(model, z):
+        seen.append(z.detach().clone())
+        return real(model, z)
+
+    monkeypatch.setattr(fig, "decoded", decoded)
+    return seen
+
+
+def manifold_grid(n: int, centre: torch.Tensor, dims: tuple[int, int], scales) -> torch.Tensor:
+    """The manifold's n x n grid of z [n, n, D] as `vaelab manifold` documents it: about `centre`, z[dims[0]]
+    rises along a row and z[dims[1]] falls down a column at the Gaussian quantiles Φ⁻¹((i + 0.5) / n) times
+    `scales`; every other dimension stays at the centre."""
+    from scipy.stats import norm
+
+    q = torch.from_numpy(norm.ppf((np.arange(n) + 0.5) / n))
+    z = centre.double().expand(n, n, -1).clone()
+    z[:, :, dims[0]] += float(scales[0]) * q[None, :]
+    z[:, :, dims[1]] += float(scales[1]) * q.flip(0)[:, None]
+    return z

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from vaelab.cli import main
@@ -52,22 +53,42 @@ def test_train_writes_the_run_folder(run2d, capsys):
     assert cfg["model"]["latent_dim"] == 2 and cfg["data"]["name"] == "digits"
 
 
+@pytest.fixture
+def tiles(monkeypatch):
+    """(pictures, pictures per row) of every grid the figures tile from now on, in order (still tiled)."""
+    from vaelab.viz import figures as fig
+
+    seen = []
+    real = fig.tile
+
+    def tile(images, ncol, pad=1):
+        seen.append((len(images), ncol))
+        return real(images, ncol, pad)
+
+    monkeypatch.setattr(fig, "tile", tile)
+    return seen
+
+
 @pytest.mark.parametrize(
-    ("args", "name"),
+    ("args", "name", "grids"),
     [
-        (["sample", "-n", "16"], "samples"),
-        (["reconstruct", "-n", "8"], "reconstructions"),
-        (["manifold", "-n", "5"], "manifold"),
-        (["interpolate", "--pairs", "2", "--steps", "4"], "interpolations"),
-        (["latents"], "latents"),
-        (["curves"], "curves"),
+        (["sample", "-n", "16"], "samples", [(16, 4)]),
+        (["reconstruct", "-n", "8"], "reconstructions", [(8, 3), (8, 3)]),  # inputs, reconstructions
+        (["manifold", "-n", "5"], "manifold", [(25, 5)]),
+        # linear and spherical: 2 paths (rows) of 4 steps each
+        (["interpolate", "--pairs", "2", "--steps", "4"], "interpolations", [(8, 4), (8, 4)]),
+        (["latents"], "latents", []),  # a scatter and a line chart: no grid of pictures
+        (["curves"], "curves", []),
     ],
 )
-def test_each_figure_command(run2d, tmp_path, capsys, args, name):
+def test_each_figure_command(run2d, tmp_path, capsys, tiles, args, name, grids):
+    """Each figure command writes its PNG, drawing the grids its flags ask for: -n pictures (rows of ceil(sqrt
+    n)), an n x n manifold, --pairs paths of --steps pictures."""
     out = tmp_path / f"{name}.png"
     assert main([*args, str(run2d), "--out", str(out)]) == 0
     _png(out)
     assert f"wrote {out}" in capsys.readouterr().out
+    assert tiles == grids
 
 
 def test_train_output_names_test_elbo_and_folder(tmp_path, capsys):
@@ -95,7 +116,14 @@ def test_train_output_names_test_elbo_and_folder(tmp_path, capsys):
     assert not (out / "figures").exists()
 
 
-def test_autoencoder_and_high_dimensional_manifold(tmp_path, capsys):
+def test_autoencoder_and_high_dimensional_manifold(tmp_path, capsys, monkeypatch):
+    """An autoencoder (no prior) trains with figures, and `manifold --dims 1,3` of its 4-d codes decodes the
+    grid over z[1] and z[3] alone, at the codes' own mean and spread."""
+    from vaelab.commands.common import open_run
+    from vaelab.viz import figures as fig
+
+    from vaelab_testing import capture_decoded, manifold_grid
+
     out = tmp_path / "ae"
     assert (
         main(
@@ -119,8 +147,15 @@ def test_autoencoder_and_high_dimensional_manifold(tmp_path, capsys):
         == 0
     )
     _png(out / "figures" / "samples.png")
+    o = open_run(str(out))
+    codes = fig.codes(o.model, o.split("test"), limit=5000).double()
+    decoded = capture_decoded(monkeypatch)
     assert main(["manifold", str(out), "--dims", "1,3", "-n", "4", "--out", str(tmp_path / "m.png")]) == 0
     _png(tmp_path / "m.png")
+    # no prior: about the codes' mean, z[1] rising along a row and z[3] falling down a column at the codes'
+    # spread; z[0] and z[2] stay at the codes' mean
+    expected = manifold_grid(4, codes.mean(0), (1, 3), codes[:, [1, 3]].std(0))
+    torch.testing.assert_close(decoded[0].double().reshape(4, 4, 4), expected, rtol=0, atol=1e-5)
 
 
 def test_data_commands(capsys):

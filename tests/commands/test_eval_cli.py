@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from vaelab.cli import main
+from vaelab.commands.common import open_run
+from vaelab.evaluate.decomposition import ACTIVE_THRESHOLD
 from vaelab.train import read_checkpoint, save_checkpoint, train
 
 
@@ -21,6 +25,8 @@ def runs(tmp_path_factory):
 
 
 def test_eval_writes_every_part(runs, capsys):
+    """eval.json holds every estimator asked for, consistent with itself: NLL and bits/dim from log p(x), the
+    BDMC bounds in order with their gap, the decomposition's parts and its active units recomputed."""
     code = main(
         [
             "eval",
@@ -54,9 +60,23 @@ def test_eval_writes_every_part(runs, capsys):
     )
     assert r["elbo"]["estimate"] <= r["importance"]["log_px"]
     assert r["ais"]["steps"] == 10 and r["ais"]["chains"] == 2 and r["ais"]["num_images"] == 30
-    assert r["bdmc"]["num_data"] == 4 and r["bdmc"]["lower"] <= r["bdmc"]["upper"] + 5
+    b = r["bdmc"]
+    assert b["num_data"] == 4
+    # E[lower] <= log p(x) <= E[upper]: the means are ordered up to 3 s.e. of their mean difference, the gap
+    assert b["gap"] == pytest.approx(b["upper"] - b["lower"], rel=1e-9)
+    assert b["lower"] <= b["upper"] + 3 * b["gap_stderr"]
     d = r["decomposition"]
-    assert d["elbo"] == pytest.approx(d["rec"] - d["kl"]) and "gap" in d and d["active_units"] <= 2
+    assert d["elbo"] == pytest.approx(d["rec"] - d["kl"]) and "gap" in d
+    # the Gaussian KL splits over dimensions: its per-dimension means add up to the KL
+    assert sum(d["kl_per_dim"]) == pytest.approx(d["kl"], rel=1e-5) and len(d["kl_per_dim"]) == 2
+    # active units (Burda et al. 2016): dimensions whose posterior mean varies over the images by more than
+    # the threshold, Var_x E_q[z_d], recomputed here on the 30 images evaluated
+    o = open_run(str(runs / "vae"))
+    with torch.inference_mode():
+        means = o.model.encode(o.split("test").batch(slice(0, 30))).mean.double()
+    variances = means.var(0)
+    np.testing.assert_allclose(d["posterior_mean_variance_per_dim"], variances.numpy(), rtol=1e-5)
+    assert d["active_units"] == int((variances > ACTIVE_THRESHOLD).sum())
     out = capsys.readouterr().out
     for text in (
         "ELBO",

@@ -1,4 +1,5 @@
-"""The Frey Face recipe selects the sigmoid Gaussian mean, and `vaelab manifold --range codes` reaches the figure."""
+"""The Frey Face recipe selects the sigmoid Gaussian mean, and `vaelab manifold --range codes` decodes the grid
+over the test codes' own spread."""
 
 from __future__ import annotations
 
@@ -31,39 +32,39 @@ def test_an_unknown_gaussian_mean_is_refused_with_the_choices() -> None:
         validate_config(cfg)
 
 
-def test_manifold_takes_the_codes_range(tmp_path) -> None:
-    import subprocess
-    import sys
+def test_manifold_takes_the_codes_range(tmp_path, monkeypatch, capsys) -> None:
+    """`vaelab manifold --range codes` decodes the grid about the test codes' mean, at Gaussian quantiles times
+    their standard deviation (not the prior's unit grid), along --dims in the order given; an unknown range is
+    refused as bad usage."""
+    from vaelab.cli import main
+    from vaelab.commands.common import open_run
+    from vaelab.viz import figures as fig
 
-    from vaelab_testing import TINY_TRAIN
+    from vaelab_testing import TINY_TRAIN, capture_decoded, manifold_grid
 
-    tiny_run = tmp_path / "run"
-    train = [sys.executable, "-m", "vaelab", "train", *TINY_TRAIN, "--no-figures", "--out", str(tiny_run)]
-    subprocess.run(train, capture_output=True, text=True, check=True)
+    run = tmp_path / "run"
+    assert main(["train", *TINY_TRAIN, "--no-figures", "--out", str(run)]) == 0
+    o = open_run(str(run))
+    codes = fig.codes(o.model, o.split("test"), limit=5000).double()
+    n = 4
+    expected = manifold_grid(n, codes.mean(0), (0, 1), codes.std(0))
+    prior = manifold_grid(n, torch.zeros(2), (0, 1), (1.0, 1.0))
+    assert (expected - prior).abs().max() > 0.1  # the codes do not sit on the prior: the two grids differ
 
+    decoded = capture_decoded(monkeypatch)
     out = tmp_path / "m.png"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vaelab",
-            "manifold",
-            str(tiny_run),
-            "--range",
-            "codes",
-            "--out",
-            str(out),
-            "-n",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
+    assert main(["manifold", str(run), "--range", "codes", "--out", str(out), "-n", str(n)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and out.stat().st_size > 0
+    torch.testing.assert_close(decoded[0].double().reshape(n, n, 2), expected, rtol=0, atol=1e-5)
+    # --dims 1,0: z[1] along a row and z[0] down a column, each at its own codes' spread
+    decoded.clear()
+    assert (
+        main(["manifold", str(run), "--range", "codes", "--dims", "1,0", "--out", str(out), "-n", str(n)])
+        == 0
     )
-    assert res.returncode == 0, res.stderr
-    assert out.stat().st_size > 0
-    bad = subprocess.run(
-        [sys.executable, "-m", "vaelab", "manifold", str(tiny_run), "--range", "data"],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "invalid choice: 'data'" in bad.stderr
+    turned = manifold_grid(n, codes.mean(0), (1, 0), codes.std(0)[[1, 0]])
+    torch.testing.assert_close(decoded[0].double().reshape(n, n, 2), turned, rtol=0, atol=1e-5)
+
+    with pytest.raises(SystemExit) as bad:
+        main(["manifold", str(run), "--range", "data"])
+    assert bad.value.code == 2 and "invalid choice: 'data'" in capsys.readouterr().err
