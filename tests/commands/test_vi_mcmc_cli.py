@@ -140,3 +140,27 @@ def test_bad_input_is_one_line_and_exit_code_1(argv, message, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith(f"vaelab {argv[0]}: error: ")
     assert message in err
     assert not (tmp_path / "x").exists()  # a refused run leaves no folder behind
+
+
+@pytest.mark.parametrize(
+    ("family", "lr", "message"),
+    [
+        ("full", "1e30", "q is no longer a valid distribution (ValueError) at step 1: the full q diverged"),
+        ("full", "5", "at step 11: the full q diverged; try a smaller --lr"),
+        ("diagonal", "50", "the diagonal q diverged; try a smaller --lr"),
+        ("flow", "50", "the flow q diverged; try a smaller --lr"),
+    ],
+)
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "existing-out"])
+def test_diverging_fit_is_one_line_and_writes_nothing(family, lr, message, existing, tmp_path, capsys):
+    """A learning rate that makes q run away: one line naming the step, the family and the remedy, exit code 1,
+    and no file in --out (no trace CSV of the fits that did finish, no figure, no summary.json)."""
+    out = tmp_path / "x"
+    if existing:
+        out.mkdir()
+    argv = ["vi", "--model", "banana", "--family", family, "--steps", "100", "--lr", lr, "--quiet"]
+    code, _, err = run(capsys, *argv, "--out", str(out))
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith("vaelab vi: error: "), err
+    assert message in err
+    assert (list(out.iterdir()) == []) if existing else not out.exists()

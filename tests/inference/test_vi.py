@@ -221,3 +221,18 @@ def test_bad_settings_are_refused():
         vi.fit(m, "full", estimator="vimco")
     with pytest.raises(VaelabError, match="steps must be at least 1, got 0"):
         vi.fit(m, "full", steps=0)
+
+
+@pytest.mark.parametrize(
+    ("family", "lr", "what"),
+    [
+        ("full", 1e30, r"q is no longer a valid distribution \(ValueError\) at step 1"),
+        ("full", 5.0, r"q's density underflowed to 0 all over the posterior's grid at step 11"),
+    ],
+)
+def test_a_diverging_q_names_the_step_the_family_and_the_remedy(family, lr, what):
+    """Checked after every optimiser step: finite parameters, a valid q, finite measurements, q's density on
+    the grid; the fit stops at the first failure instead of handing a broken q to the figures."""
+    m = toy.get_model("banana")
+    with pytest.raises(VaelabError, match=what + rf": the {family} q diverged; try a smaller --lr$"):
+        vi.fit(m, family, steps=100, lr=lr, generator=torch.Generator().manual_seed(0))

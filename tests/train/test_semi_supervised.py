@@ -81,3 +81,56 @@ def test_features_refuses_a_labelled_or_missing_run(config_factory, tmp_path, ca
     train(model_config("cvae", config_factory(**{"train.epochs": 1})), out=cvae)
     code = train_m2_on("digits", cvae, tmp_path / "y")
     one_line_error(capsys, code, "model.features", "cvae", "unlabelled")
+
+
+M2_FLAGS = ["train", "--model", "m2", "--data", "digits", "--epochs", "1", "--labelled", "50", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "features", "needles"),
+    [
+        (["model.extra.alpha=abc"], False, ["model.extra.alpha", "must be a number >= 0", "'abc'"]),
+        (["model.extra.alpha=-1"], False, ["model.extra.alpha", "must be a number >= 0", "-1"]),
+        (["model.extra.alpha=abc"], True, ["model.extra.alpha", "'abc'"]),
+        (["model.extra.active_sd=abc"], True, ["model.extra.active_sd", "must be >= 0", "'abc'"]),
+        (["model.extra.code_components=abc"], True, ["model.extra.code_components", "(an integer)", "'abc'"]),
+        (["model.extra.code_components=2.5"], True, ["model.extra.code_components", "2.5"]),
+        (["model.extra.code_cov=dense"], True, ["model.extra.code_cov", "one of diagonal, full", "'dense'"]),
+        (["model.extra.classify=bayes"], True, ["model.extra.classify", "one of q, model", "'bayes'"]),
+        # plain M2 would ignore the M1+M2 code settings: refused unless they are m2's registered defaults
+        (
+            ["model.extra.active_sd=abc"],
+            False,
+            ["model.extra.active_sd applies to M1+M2 (--features RUN) only"],
+        ),
+        (["model.extra.active_sd=0.5"], False, ["model.extra.active_sd applies to M1+M2", "0.5"]),
+        (["model.extra.code_cov=abc"], False, ["model.extra.code_cov applies to M1+M2", "'abc'"]),
+        (["model.extra.code_cov=diagonal"], False, ["model.extra.code_cov applies to M1+M2", "'diagonal'"]),
+        (["model.extra.code_components=-1"], False, ["model.extra.code_components applies to M1+M2", "-1"]),
+        (["model.extra.classify=q"], False, ["model.extra.classify applies to M1+M2", "'q'"]),
+    ],
+)
+def test_bad_m2_settings_are_one_line_errors(settings, features, needles, tmp_path, capsys, one_line_error):
+    """Checked before any data or features run is read (the --features run here does not exist)."""
+    flags = [*M2_FLAGS, "--out", str(tmp_path / "x")]
+    for s in settings:
+        flags += ["--set", s]
+    if features:
+        flags += ["--features", str(tmp_path / "no-such-run")]
+    one_line_error(capsys, main(flags), *needles)
+    assert not (tmp_path / "x").exists()
+
+
+def test_plain_m2_accepts_the_registered_code_defaults_spelled_out():
+    """`--set model.extra.active_sd=0.1 --set model.extra.code_cov=full` (m2's defaults) pass plain m2's check."""
+    from vaelab.models.registry import check_model_config
+    from vaelab.models.stacked import M1M2_DEFAULTS
+
+    cfg = semi_config()
+    assert (
+        cfg.model.extra == M1M2_DEFAULTS == {"active_sd": 0.1, "code_cov": "full"}
+    )  # the check's copy agrees
+    check_model_config(cfg)
+    check_model_config(
+        cfg.replace(**{"model.extra": {"active_sd": "0.1", "code_cov": "full", "alpha": "1e-3"}})
+    )

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import io
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vaelab.commands import catalog
 from vaelab.commands.common import add_shared_options
 from vaelab.errors import VaelabError
-from vaelab.io import atomic_write_json, atomic_write_text, check_can_create, ensure_dir
+from vaelab.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_can_create, ensure_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,10 +201,10 @@ def run(args: argparse.Namespace) -> int:
         raise VaelabError(
             "--estimator score applies to --divergence reverse (forward KL uses quadrature weights)"
         )
-    out = check_can_create(args.out)  # created once the first fit has run: a refused setting leaves nothing
+    out = check_can_create(args.out)  # created once every fit and figure succeeded: a failure leaves nothing
     divergences = list(vi.DIVERGENCES) if divergence == "both" else [divergence]
     generator = torch.Generator().manual_seed(args.seed)
-    results, written = {}, []
+    results = {}
     with one_thread():
         for div in divergences:
             r = vi.fit(
@@ -213,18 +214,13 @@ def run(args: argparse.Namespace) -> int:
             r.summary["gradient_variance"] = vi.compare_estimators(model, r.family, args.samples, generator)
             r.summary["seed"] = args.seed
             results[div] = r
-            written.append(
-                write_trace(
-                    ensure_dir(out) / f"vi-{family}-{div}-trace.csv", r.trace, model.exact.log_evidence
-                )
-            )
-        from vaelab.viz import inference as figures
-
-        stem = f"vi-{family}-{divergence}"
-        fits = [(_title(family, d), r.family.distribution()) for d, r in results.items()]
-        written.append(figures.posterior_vs_q(model, fits, out / f"{stem}-posterior.png"))
-        traces = [(_title(family, d), r.trace, r.summary["kl_q_p"]) for d, r in results.items()]
-        written.append(figures.elbo_curve(traces, model.exact.log_evidence, out / f"{stem}-elbo.png"))
+        figures = _render_figures(model, family, divergence, results)
+    # Everything succeeded: only now write into --out (each file atomically).
+    written = [
+        write_trace(ensure_dir(out) / f"vi-{family}-{d}-trace.csv", r.trace, model.exact.log_evidence)
+        for d, r in results.items()
+    ]
+    written += [atomic_write_bytes(out / name, png) for name, png in figures.items()]
     written.append(update_summary(out, model, "vi", {f"{family}-{d}": r.summary for d, r in results.items()}))
     for d, r in results.items():
         print(_report(model, family, d, r.summary))
@@ -232,6 +228,32 @@ def run(args: argparse.Namespace) -> int:
     for p in written:
         print(f"  {Path(p).name}")
     return 0
+
+
+def _render_figures(
+    model: toy.ToyModel, family: str, divergence: str, results: dict[str, Any]
+) -> dict[str, bytes]:
+    """The posterior and ELBO figures as PNG bytes by file name, drawn in a scratch folder so that --out is
+    written only once every figure has been drawn.
+
+    Args:
+        model: the toy model.
+        family: the family of q.
+        divergence: reverse, forward or both (for the file names).
+        results: the fits (`vi.VIResult`) by divergence.
+    """
+    from vaelab.viz import inference as figures
+
+    stem = f"vi-{family}-{divergence}"
+    fits = [(_title(family, d), r.family.distribution()) for d, r in results.items()]
+    traces = [(_title(family, d), r.trace, r.summary["kl_q_p"]) for d, r in results.items()]
+    pngs: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="vaelab-vi-") as scratch:
+        name = f"{stem}-posterior.png"
+        pngs[name] = figures.posterior_vs_q(model, fits, Path(scratch) / name).read_bytes()
+        name = f"{stem}-elbo.png"
+        pngs[name] = figures.elbo_curve(traces, model.exact.log_evidence, Path(scratch) / name).read_bytes()
+    return pngs
 
 
 def _title(family: str, divergence: str) -> str:

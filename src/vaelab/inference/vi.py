@@ -170,7 +170,7 @@ def _point(z: Tensor) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in z.detach().cpu().tolist()) + "]"
 
 
-def _non_finite(model: ToyModel, z: Tensor, step: int) -> VaelabError:
+def _non_finite(model: ToyModel, z: Tensor, step: int, family: str) -> VaelabError:
     """Name the first sampled point whose log joint is not finite, or blame q itself."""
     flat = z.detach().reshape(-1, z.shape[-1])
     with torch.no_grad():
@@ -179,7 +179,46 @@ def _non_finite(model: ToyModel, z: Tensor, step: int) -> VaelabError:
     if len(bad):
         i = int(bad[0, 0])
         return VaelabError(f"log p(D, z) is {float(lj[i])} at z={_point(flat[i])} (step {step})")
-    return VaelabError(f"the ELBO became non-finite at step {step}: q diverged; try a smaller --lr")
+    return _diverged("the ELBO became non-finite", step, family)
+
+
+def _diverged(what: str, step: int | str, family: str) -> VaelabError:
+    """q ran away (too large a learning rate): one line naming what broke, where, and the remedy."""
+    return VaelabError(f"{what} at step {step}: the {family} q diverged; try a smaller --lr")
+
+
+def _check_q(q: Family, step: int | str, family: str) -> None:
+    """After an optimiser step: every parameter finite and q a valid distribution (its constraints hold)."""
+    if not all(bool(torch.isfinite(p).all()) for p in q.parameters()):
+        raise _diverged("q's parameters became non-finite", step, family)
+    try:
+        with torch.no_grad():
+            q.distribution()
+    except ValueError as e:  # torch's argument validation: e.g. a Cholesky factor with a non-finite entry
+        raise _diverged(f"q is no longer a valid distribution ({type(e).__name__})", step, family) from None
+
+
+_MEASURES = {
+    "elbo": "the ELBO estimate",
+    "elbo_se": "the ELBO's standard error",
+    "kl": "KL(q || p)",
+    "kl_forward": "KL(p || q)",
+    "q_mass": "q's mass on the posterior's grid",
+}
+
+
+def _check_record(trace: dict[str, np.ndarray], t: int, recorded: list[str], family: str) -> None:
+    """The step's measurements finite, and q's density not zero all over the posterior's grid (q collapsed
+    or ran off: its numbers and figures would be meaningless)."""
+    for key in recorded:
+        value = float(trace[key][t])
+        if not math.isfinite(value):
+            raise _diverged(f"{_MEASURES[key]} became {value}", t + 1, family)
+    if "q_mass" in recorded and trace["q_mass"][t] == 0:
+        raise _diverged("q's density underflowed to 0 all over the posterior's grid", t + 1, family)
+
+
+_SUMMARY_MEASURES = ("elbo", "elbo_standard_error", "kl_q_p", "kl_p_q", "q_mass_on_grid", "mean", "cov")
 
 
 def fit(
@@ -242,7 +281,7 @@ def fit(
         objective, elbo, z = ESTIMATORS[estimator](model, q, num_samples, generator)
         loss = DIVERGENCES[divergence](objective, q, target)
         if not (torch.isfinite(loss) and torch.isfinite(elbo).all()):
-            raise _non_finite(model, z, t + 1)
+            raise _non_finite(model, z, t + 1, family)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Clipping tames the first steps from a far-off start, where a flow can otherwise squeeze itself
@@ -250,22 +289,33 @@ def fit(
         nn.utils.clip_grad_norm_(q.parameters(), 10.0)
         opt.step()
         sched.step()
+        _check_q(q, t + 1, family)
         if t >= average_from:
             averaged.add_((parameters_to_vector(q.parameters()).detach() - averaged) / (t - average_from + 1))
         trace["elbo"][t] = float(elbo.mean())
         trace["elbo_se"][t] = float(elbo.std() / math.sqrt(len(elbo))) if len(elbo) > 1 else np.nan
+        recorded = ["elbo", "elbo_se"] if len(elbo) > 1 else ["elbo"]
         if t % kl_every == 0 or t == steps - 1:
             with torch.no_grad():
                 qd = q.distribution()
                 kl = reverse_kl(model, qd, trace_grid)
                 trace["kl"][t], trace["q_mass"][t] = kl.value, kl.q_mass
                 trace["kl_forward"][t] = float(target.forward_kl(qd))
+            recorded += ["kl", "kl_forward", "q_mass"]
+        _check_record(trace, t, recorded, family)
         if t % 50 == 0:
             bar.set_postfix(elbo=f"{trace['elbo'][t]:.3f}")
     with torch.no_grad():
         vector_to_parameters(averaged, q.parameters())
+    end = f"{steps} (the average of the last iterates)"
+    _check_q(q, end, family)
     result = VIResult(q, trace)
     result.summary = evaluate(model, q, generator)
+    for key in _SUMMARY_MEASURES:
+        if not np.isfinite(result.summary[key]).all():
+            raise _diverged(f"the fitted q's {key} is not finite", end, family)
+    if result.summary["q_mass_on_grid"] == 0:
+        raise _diverged("the fitted q's density underflowed to 0 all over the grid", end, family)
     result.summary.update(family=family, divergence=divergence, estimator=estimator, steps=steps, lr=lr)
     result.summary["samples_per_step"] = num_samples
     return result

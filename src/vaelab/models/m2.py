@@ -34,6 +34,37 @@ from vaelab.nets.mlp import Float32Linear
 ALPHA = 10.0
 
 
+def setting_number(value: object) -> float | None:
+    """`value` as a finite float (a number, or a string of one such as YAML's '1e-3'); None if it is not one.
+
+    Args:
+        value: a model.extra setting.
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def m2_alpha(cfg: ModelConfig, default: float = ALPHA) -> float:
+    """model.extra.alpha, the weight of -log q(y|x): a number >= 0 (a ConfigError in one line otherwise).
+
+    Args:
+        cfg: the model config.
+        default: the weight when model.extra gives none.
+    """
+    value = cfg.extra.get("alpha", default)
+    alpha = setting_number(value)
+    if alpha is None or alpha < 0:
+        raise ConfigError(
+            f"model.extra.alpha (weight of the labelled classification loss) must be a number >= 0, got {value!r}"
+        )
+    return alpha
+
+
 class M2(nn.Module):
     """Kingma et al. (2014)'s M2: q(y|x), q(z|x,y), p(x|y,z), uniform p(y), N(0, I) p(z)."""
 
@@ -43,11 +74,7 @@ class M2(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.num_classes = num_classes(cfg)
         self.importance_cost = self.num_classes  # decoder passes per importance sample (one per class)
-        self.alpha = float(cfg.extra.get("alpha", ALPHA))
-        if not self.alpha >= 0:
-            raise ConfigError(
-                f"model.extra.alpha (weight of the labelled classification loss) must be >= 0, got {self.alpha}"
-            )
+        self.alpha = m2_alpha(cfg)
         self.nets = LabelledBodies(cfg, self.shape, self.num_classes)
         body, _ = make_bodies(cfg, self.shape, 1)
         self.classifier = nn.Sequential(body, Float32Linear(body.out_features, self.num_classes))

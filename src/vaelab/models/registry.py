@@ -30,7 +30,7 @@ from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.linear import LinearGaussianVAE
-from vaelab.models.stacked import build_m2, check_features
+from vaelab.models.stacked import build_m2, check_m2
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
 from vaelab.objectives.wake_sleep import ELBO_KNOBS
@@ -211,7 +211,7 @@ MODELS: Registry[ModelSpec] = Registry(
             },
             check=_all(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),
-                check_features,
+                check_m2,
             ),
             extra_keys=("classes", "alpha", "active_sd", "code_cov", "classify", "code_components"),
         ),

@@ -45,7 +45,7 @@ from vaelab.distributions.gaussian import draw_z
 from vaelab.distributions.sampling import rsample
 from vaelab.errors import ConfigError
 from vaelab.models.cvae import labelled_draws
-from vaelab.models.m2 import M2
+from vaelab.models.m2 import M2, m2_alpha, setting_number
 from vaelab.models.protocol import LabelTerms, capabilities
 
 # Defaults when a config names neither (runs made before issue #19's fix): every unit, diagonal covariance. New
@@ -130,6 +130,75 @@ def check_features(cfg: Config) -> None:
         )
 
 
+# The model.extra settings only M1+M2 reads (plain M2 would ignore them), and the values m2's registered defaults
+# give them (a copy of `vaelab.models.registry`'s, kept equal by a test): those are accepted without --features,
+# any other value is refused.
+M1M2_ONLY = ("active_sd", "code_cov", "classify", "code_components")
+M1M2_DEFAULTS: dict[str, Any] = {"active_sd": 0.1, "code_cov": "full"}
+
+
+def stacked_settings(cfg: ModelConfig) -> tuple[float, str, str, int]:
+    """(active_sd, code_cov, classify, code_components) of M1+M2 from model.extra, each checked: a ConfigError in
+    one line naming the key and the value otherwise.
+
+    Args:
+        cfg: the model config.
+    """
+    value = cfg.extra.get("active_sd", ACTIVE_SD)
+    threshold = setting_number(value)
+    if threshold is None or threshold < 0:
+        raise ConfigError(f"model.extra.active_sd must be >= 0 (a number; 0 keeps every unit), got {value!r}")
+    code_cov = cfg.extra.get("code_cov", "diagonal")
+    if code_cov not in CODE_COVARIANCES:
+        raise ConfigError(
+            f"model.extra.code_cov must be one of {', '.join(CODE_COVARIANCES)}, got {code_cov!r}"
+        )
+    full = code_cov == "full"
+    classify = cfg.extra.get("classify", "model" if full else "q")
+    if classify not in CLASSIFIERS:
+        raise ConfigError(f"model.extra.classify must be one of {', '.join(CLASSIFIERS)}, got {classify!r}")
+    value = cfg.extra.get("code_components", 1)
+    components = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        components = int(value)
+    if components is None or components < 1 or (components > 1 and not full):
+        raise ConfigError(
+            "model.extra.code_components must be >= 1, and above 1 only with code_cov full (an integer), got "
+            f"{value!r} with code_cov {code_cov}"
+        )
+    return threshold, code_cov, classify, components
+
+
+def check_m2(cfg: Config) -> None:
+    """The registry's check of an m2 run's settings, before any data is read: alpha a number >= 0; with
+    model.features (M1+M2) the code settings valid (`stacked_settings`) and the features run fit for M1; without,
+    no M1+M2-only setting other than its registered default (plain M2 would ignore it).
+
+    Args:
+        cfg: the run's config.
+    """
+    extra = cfg.model.extra
+    m2_alpha(cfg.model)
+    if not cfg.model.features:
+        for key in M1M2_ONLY:
+            if key in extra and not _is_default(key, extra[key]):
+                raise ConfigError(
+                    f"model.extra.{key} applies to M1+M2 (--features RUN) only, got {extra[key]!r}"
+                )
+        return
+    stacked_settings(cfg.model)
+    check_features(cfg)
+
+
+def _is_default(key: str, value: Any) -> bool:
+    if key not in M1M2_DEFAULTS:
+        return False
+    default = M1M2_DEFAULTS[key]
+    if isinstance(default, float):
+        return setting_number(value) == default
+    return value == default
+
+
 class StackedM2(nn.Module):
     """M1+M2: a frozen M1 encoder/decoder of x and an M2 over its codes z1; bounds on log p(x), q(y|z1)."""
 
@@ -158,23 +227,11 @@ class StackedM2(nn.Module):
             )
         self.features = m1.requires_grad_(False).eval()
         self.shape = tuple(shape)
-        threshold = float(cfg.extra.get("active_sd", ACTIVE_SD))
-        if not threshold >= 0:
-            raise ConfigError(f"model.extra.active_sd must be >= 0 (0 keeps every unit), got {threshold}")
+        threshold, self.code_cov, self.classify_with, self.components = stacked_settings(cfg)
         self.register_buffer("active", active_units(m1, threshold), persistent=False)  # M1 and cfg give it
         self.code_dim = int(self.active.sum())
-        self.code_cov = str(cfg.extra.get("code_cov", "diagonal"))
-        if self.code_cov not in CODE_COVARIANCES:
-            raise ConfigError(
-                f"model.extra.code_cov must be one of {', '.join(CODE_COVARIANCES)}, got '{self.code_cov}'"
-            )
         full = self.code_cov == "full"
         extra = {"alpha": FULL_ALPHA, **cfg.extra} if full else cfg.extra
-        self.classify_with = str(cfg.extra.get("classify", "model" if full else "q"))
-        if self.classify_with not in CLASSIFIERS:
-            raise ConfigError(
-                f"model.extra.classify must be one of {', '.join(CLASSIFIERS)}, got '{self.classify_with}'"
-            )
         head_cfg = dataclasses.replace(
             cfg,
             extra=extra,
@@ -184,12 +241,6 @@ class StackedM2(nn.Module):
             gaussian_mean="identity",
         )
         self.head = M2(head_cfg, (1, 1, self.code_dim))
-        self.components = int(cfg.extra.get("code_components", 1))
-        if self.components < 1 or (self.components > 1 and not full):
-            raise ConfigError(
-                "model.extra.code_components must be >= 1, and above 1 only with code_cov full, got "
-                f"{self.components} with code_cov {self.code_cov}"
-            )
         c, d, k = self.head.num_classes, self.code_dim, self.components
         if full:  # p(z1|y,z2) = N(mu(y, z2), L_y L_y^T): raw Cholesky factors, L_y = I at the start
             self.tril_raw = nn.Parameter(torch.zeros(c, d, d) if k == 1 else torch.zeros(c, k, d, d))
