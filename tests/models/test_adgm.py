@@ -431,7 +431,7 @@ def test_the_opt_in_settings_are_registered_and_given_as_flags():
     """`--set model.extra.batch_norm=true --set model.extra.classify_samples=10` passes the registry's key check and
     builds the batch-normalised model with the averaged read-out; a misspelt key is refused naming the keys."""
     from vaelab.config import build_config
-    from vaelab.models.registry import check_model_config
+    from vaelab.models.config_checks import check_model_config
 
     flags = {"model.name": "adgm", "model.extra.batch_norm": "true", "model.extra.classify_samples": "10"}
     cfg = build_config(None, flags, base=model_config("adgm"))

@@ -123,7 +123,7 @@ def test_bad_m2_settings_are_one_line_errors(settings, features, needles, tmp_pa
 
 def test_plain_m2_accepts_the_registered_code_defaults_spelled_out():
     """`--set model.extra.active_sd=0.1 --set model.extra.code_cov=full` (m2's defaults) pass plain m2's check."""
-    from vaelab.models.registry import check_model_config
+    from vaelab.models.config_checks import check_model_config
     from vaelab.models.stacked import M1M2_DEFAULTS
 
     cfg = semi_config()

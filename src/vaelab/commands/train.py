@@ -16,7 +16,7 @@ from vaelab.runs import RunDir
 distributed = lazy_module("vaelab.train.distributed")
 get_spec = lazy_function("vaelab.models.registry.get_spec")
 model_config = lazy_function("vaelab.models.registry.model_config")
-posterior_defaults = lazy_function("vaelab.models.registry.posterior_defaults")
+posterior_defaults = lazy_function("vaelab.models.config_checks.posterior_defaults")
 parse_noise = lazy_function("vaelab.objectives.noise.parse_noise")
 config_of = lazy_function("vaelab.train.checkpoint.config_of")
 read_checkpoint = lazy_function("vaelab.train.checkpoint.read_checkpoint")

@@ -2,7 +2,7 @@
 
 `validate_config` asks every table a config picks from (data sets, binarizations, models, bodies,
 likelihoods, objectives, optimisers, schedules, ...) whether it holds the name, then `ranges.check_numbers`,
-the objective's own checks and the model's (`models.registry.check_model_config`). `check_world` and
+the objective's own checks and the model's (`models.config_checks.check_model_config`). `check_world` and
 `check_compatible` refuse what only shows once the process group or the data is known.
 """
 
@@ -14,7 +14,8 @@ from vaelab.data.binarize import MODES
 from vaelab.data.sources import FOLDER_PREFIX, SOURCES
 from vaelab.distributions.likelihoods import GAUSSIAN_MEANS, GAUSSIAN_VARIANCES, LIKELIHOODS
 from vaelab.errors import ConfigError, DataError
-from vaelab.models.registry import MODELS, check_model_config, get_spec, objective_name
+from vaelab.models.config_checks import check_model_config
+from vaelab.models.registry import MODELS, get_spec, objective_name
 from vaelab.nets import BODIES
 from vaelab.nets.mlp import ACTIVATIONS, GATED
 from vaelab.objectives import OBJECTIVES
