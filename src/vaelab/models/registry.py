@@ -28,7 +28,7 @@ from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.cvae import CVAE
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.linear import LinearGaussianVAE
-from vaelab.models.stacked import build_m2, check_m2
+from vaelab.models.stacked import M1M2_DEFAULTS, build_m2, check_m2
 from vaelab.models.vae import VAE
 from vaelab.models.vampprior import VampPriorVAE
 from vaelab.objectives.wake_sleep import ELBO_KNOBS
@@ -205,7 +205,7 @@ MODELS: Registry[ModelSpec] = Registry(
                 "model.latent_dim": 50,
                 "data.labelled": 100,
                 # M1+M2 (--features) only: M2 on M1's active units with a full covariance per class (issue #19)
-                "model.extra": {"active_sd": 0.1, "code_cov": "full"},
+                "model.extra": dict(M1M2_DEFAULTS),
             },
             check=_all(
                 _unused_objective_settings(("noise", "free_bits"), "trains with its own objective"),

@@ -131,8 +131,8 @@ def check_features(cfg: Config) -> None:
 
 
 # The model.extra settings only M1+M2 reads (plain M2 would ignore them), and the values m2's registered defaults
-# give them (a copy of `vaelab.models.registry`'s, kept equal by a test): those are accepted without --features,
-# any other value is refused.
+# give them (`vaelab.models.registry` reads them from here): those are accepted without --features, any other
+# value is refused.
 M1M2_ONLY = ("active_sd", "code_cov", "classify", "code_components")
 M1M2_DEFAULTS: dict[str, Any] = {"active_sd": 0.1, "code_cov": "full"}
 
