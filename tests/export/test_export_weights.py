@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import stat
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 import vaelab
 from vaelab.errors import CheckpointError
 from vaelab.export.run import export_run
+from vaelab.io import FILE_MODE
 from vaelab.train import read_checkpoint, resolve_checkpoint
 
 from conftest import KINDS
@@ -42,6 +44,10 @@ def test_load_of_the_folder_is_the_same_model_with_no_pickle(runs, tmp_path, kin
     res = export_run(runs[kind], out, "safetensors")
     assert sorted(p.name for p in res.files) == ["README.md", "config.json", "model.safetensors"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    # every file as readable as any other this process writes (safetensors' own save_file makes its file 0600)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == dict.fromkeys(
+        ["README.md", "config.json", "model.safetensors"], FILE_MODE
+    )
     original = vaelab.load(runs[kind])
     ck = read_checkpoint(resolve_checkpoint(runs[kind]))  # a GAN has last.pt only
     assert json.loads((out / "config.json").read_text()) == ck["config"]

@@ -47,7 +47,7 @@ def save_weights(
         shape: one datum's shape (C, H, W).
         plugins: the plugins that registered the model ([] for a built-in one).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save  # bytes: save_file writes its file 0600, whatever the umask
 
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     meta = {
@@ -56,7 +56,7 @@ def save_weights(
         "shape": json.dumps(list(shape)),
         "plugins": json.dumps(plugins),
     }
-    save_file(tensors, str(folder / WEIGHTS), metadata=meta)
+    (folder / WEIGHTS).write_bytes(save(tensors, metadata=meta))
     (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return [folder / WEIGHTS, folder / CONFIG]
 
