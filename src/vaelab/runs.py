@@ -101,6 +101,22 @@ class RunDir:
         for d in (self.figures, self.tb, *(() if keep_mlflow else (self.mlflow_artifacts,))):
             shutil.rmtree(d, ignore_errors=True)
 
+    def discard_unstarted(self, before: set[Path]) -> None:
+        """After a fresh start failed with no checkpoint written: remove what it added (config.json, an empty
+        metrics.jsonl, checkpoints/, its loggers' files), keeping whatever the folder held before it.
+
+        Args:
+            before: the folder's entries when the start began.
+        """
+        import shutil
+
+        if self.last.is_file():  # an epoch finished: its checkpoint is the last good one, kept with the run
+            return
+        for entry in sorted(set(self.root.iterdir()) - before):
+            if entry == self.lock or not entry.exists():
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
     @property
     def tb(self) -> Path:
         """RUN/tb: TensorBoard's event files (`--log tensorboard`)."""

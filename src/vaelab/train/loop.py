@@ -144,7 +144,14 @@ def train(
     run = RunDir.at(out) if out is not None else None
     w = distributed.world()
     with hold_lock(run) if run is not None and w.main else contextlib.nullcontext():
-        return _start(config, run, resume, data, explicit, overwrite, on_epoch, w)
+        # a fresh start that ends before its first checkpoint (diverged, refused, interrupted) leaves no shell
+        before = set(run.root.iterdir()) if run is not None and w.main and not resume else None
+        try:
+            return _start(config, run, resume, data, explicit, overwrite, on_epoch, w)
+        except BaseException:
+            if before is not None:
+                run.discard_unstarted(before)
+            raise
 
 
 def _start(
