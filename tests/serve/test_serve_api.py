@@ -583,6 +583,45 @@ def test_a_model_with_nan_weights_is_refused_not_drawn(runs, tmp_path):
             assert detail.endswith("the run diverged before this checkpoint was written?"), detail
 
 
+def _overflowing(layer: str):
+    """Finite weights whose first layer overflows float32 at a z or an image of ones: relu passes the inf on,
+    and the next layer's weights of both signs make it NaN."""
+
+    def change(ck):
+        ck["model"][layer] = torch.full_like(ck["model"][layer], 3e38)
+
+    return change
+
+
+def test_a_model_that_overflows_is_refused_not_drawn(runs, tmp_path):
+    """The guard on the pictures themselves (weights pass the checkpoint's finite check): a NaN picture or
+    posterior is one line naming it, 422 for a z the client chose, 500 for the model's own draws or an upload."""
+    root = tmp_path / "runs"
+    first = {
+        p: next(k for k in read_checkpoint(runs / "vae2d/checkpoints/best.pt")["model"] if k.startswith(p))
+        for p in ("decoder.", "encoder.")
+    }
+    _rewrite(runs / "vae2d", root / "hugedec", _overflowing(first["decoder."]))
+    _rewrite(runs / "vae2d", root / "hugeenc", _overflowing(first["encoder."]))
+    c = TestClient(create_app(root))
+    picture = "NaN or infinite values in the model's picture of z, so there is nothing to show"
+    for r, status in (
+        (c.post("/api/decode", json={"run": "hugedec", "z": [1, 1]}), 422),
+        (c.post("/api/interpolate", json={"run": "hugedec", "z0": [1, 1], "z1": [2, 2]}), 422),
+        (c.post("/api/sample", json={"run": "hugedec", "n": 64}), 500),
+    ):
+        # a 500 is the model's own failure, so it names the run
+        want = picture if status == 422 else f"run 'hugedec': {picture}"
+        assert (r.status_code, r.json()["detail"]) == (status, want), r.text
+    ones = {"file": ("a.png", png_of(np.full((8, 8), 255, np.uint8)), "image/png")}
+    r = c.post("/api/encode", data={"run": "hugeenc"}, files=ones)
+    assert r.status_code == 500 and r.json()["detail"].startswith(
+        "run 'hugeenc': NaN or infinite values in the posterior"
+    ), r.text
+    fine = c.post("/api/decode", json={"run": "hugeenc", "z": [1, 1]})  # its decoder is untouched
+    assert fine.status_code == 200, fine.text
+
+
 def test_any_folder_name_is_a_run_name_and_refused_folders_are_listed_with_why(runs, tmp_path):
     root = tmp_path / "runs"
     for name in ("my run", "a+b&c#d", "zoë", ".hidden", "bad\nname"):

@@ -14,6 +14,7 @@ import pytest
 
 from vaelab.cli import main
 from vaelab.config import Config
+from vaelab.errors import CheckpointError
 from vaelab.serve import bind, create_app, is_loopback, make_server
 from vaelab.train import train
 
@@ -67,6 +68,20 @@ def test_no_runs_is_one_line(tmp_path, capsys, one_line_error):
     one_line_error(capsys, main(["serve", str(tmp_path / "missing")]), "no run folder at")
     (tmp_path / "nothing").mkdir()
     one_line_error(capsys, main(["serve", str(tmp_path / "nothing")]), "no runs here", "checkpoints/best.pt")
+
+
+def test_a_single_run_whose_checkpoint_does_not_load_is_refused_at_start(
+    run, tmp_path, capsys, one_line_error
+):
+    """It started, printed "serving 1 run", and said what was wrong only in the API's answers."""
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    for ck in (broken / "checkpoints").iterdir():
+        ck.write_bytes(ck.read_bytes()[:200])  # truncated
+    with pytest.raises(CheckpointError, match=re.escape(str(broken / "checkpoints"))):
+        create_app(broken)
+    code = main(["serve", str(broken), "--port", "0"])
+    one_line_error(capsys, code, "vaelab serve: error:", str(broken / "checkpoints"))
 
 
 def test_bad_port_is_usage_error(run):

@@ -188,6 +188,8 @@ class Catalog:
                 f"{given}: no runs here (a run folder holds checkpoints/best.pt or checkpoints/last.pt)"
                 + (f"; skipped {skipped_text(skipped)}" if skipped else "")
             )
+        if self.single:  # the one run served: a checkpoint that does not load stops the start, in one line
+            self.get(self.root.name)
 
     def scan(self) -> tuple[list[str], list[tuple[str, str]]]:
         """The runs being served, and the folders holding a checkpoint that are not (with the reason).
