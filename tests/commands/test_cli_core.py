@@ -250,6 +250,37 @@ def test_model_of_another_size_and_other_checkpoints(run2d, tmp_path, capsys, on
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [
+        (".pdf", b"%PDF-"),
+        (".svg", b"<?xml"),
+        (".jpg", b"\xff\xd8\xff"),
+        (".PNG", b"\x89PNG"),
+        ("", b"\x89PNG"),
+    ],
+)
+def test_a_figure_is_written_in_the_format_its_name_asks_for(run2d, tmp_path, capsys, suffix, magic):
+    """--out x.jpg wrote PNG bytes under a .jpg name; a name without a suffix stays PNG."""
+    out = tmp_path / f"samples{suffix}"
+    assert main(["sample", str(run2d), "-n", "4", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary left beside it
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "manifold", "interpolate", "latents", "curves"])
+def test_a_figure_name_in_an_unknown_format_is_refused_before_anything_runs(run2d, tmp_path, capsys, command):
+    with pytest.raises(SystemExit) as e:
+        main([command, str(run2d), "--out", str(tmp_path / "x.docx")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        f"vaelab {command}: error: argument --out: {tmp_path / 'x.docx'}: a figure cannot be "
+    )
+    assert "written as .docx; name a file ending in " in err and ".pdf, .pgf, .png, .ps," in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train"])

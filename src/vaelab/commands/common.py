@@ -123,6 +123,21 @@ def defer(p: argparse.ArgumentParser, fill: Callable[[argparse.ArgumentParser], 
         fill(p)
 
 
+def figure_file(text: str) -> str:
+    """argparse type: a figure's --out, whose suffix names a format matplotlib writes (none: PNG).
+
+    Args:
+        text: the flag's value as typed.
+    """
+    from vaelab.viz.grids import figure_format
+
+    try:
+        figure_format(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1.
 

@@ -1,4 +1,4 @@
-"""Image grids and labelled panels of them (matplotlib), written atomically as PNG.
+"""Image grids and labelled panels of them (matplotlib), written atomically (PNG, or the format --out names).
 
 A grid panel holds at most `GRID_SIDE` x `GRID_SIDE` pictures (`capped` says so in one line when a request
 is cut), and a panel is drawn at least at the grid's own resolution, so no picture is shrunk below one
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 from vaelab.io import atomic_save
 
 GRID_SIDE = 32  # the most pictures along either side of one grid panel
@@ -67,16 +67,36 @@ def tile(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
     return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
 
 
+def figure_format(path: str | os.PathLike) -> str:
+    """The format a figure at `path` is written in: its suffix's (.pdf, .svg, .jpg, ...), PNG without one; a
+    ConfigError naming the suffixes matplotlib writes for any other (it wrote PNG bytes under any name).
+
+    Args:
+        path: the figure's file.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    known = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in known:
+        raise ConfigError(
+            f"{path}: a figure cannot be written as .{suffix}; name a file ending in "
+            + ", ".join(f".{k}" for k in sorted(known))
+        )
+    return suffix or "png"
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it.
+    """Save a matplotlib figure atomically, in the format its suffix names (`figure_format`), and close it.
 
     Args:
         fig: the figure.
-        path: the PNG to write.
+        path: the file to write (.png, .pdf, .svg, .jpg, ...).
         dpi: its resolution.
     """
     try:
-        return atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+        form = figure_format(path)
+        return atomic_save(path, lambda f: fig.savefig(f, format=form, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
