@@ -94,6 +94,19 @@ def test_bad_files(tmp_path):
         build_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n", "# only a comment\n", "---\n"])
+def test_a_config_file_without_settings_is_refused(tmp_path, text):
+    """An empty (or truncated to nothing) file trained on every default without a word."""
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(
+        ConfigError, match=f"^{re.escape(str(f))}: holds no settings \\(empty, or comments only\\)"
+    ):
+        build_config(f)
+    f.write_text("{}\n")  # an explicit empty mapping says "the defaults" on purpose
+    assert build_config(f) == Config()
+
+
 def test_an_empty_config_path_is_refused():
     """`--config ""` said "cannot read config file .: [Errno 21] Is a directory: '.'"."""
     with pytest.raises(ConfigError, match="^the config file is an empty path: name a YAML or JSON file$"):

@@ -354,12 +354,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {p}: {e}") from None
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         raise ConfigError(
             f"{p}: not valid YAML/JSON{f' at line {where.line + 1}' if where else ''}"
         ) from None
+    if data is None:  # an empty or truncated file ran on the defaults without a word
+        raise ConfigError(
+            f"{p}: holds no settings (empty, or comments only); a config sets some of data, model, objective, train"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections (data, model, objective, train)")
     return _flatten(data)

@@ -493,6 +493,28 @@ def test_an_infinite_cell_is_refused_with_its_row_and_column(tmp_path, bad):
         table_splits("csv", empty)
 
 
+def test_a_two_valued_column_with_inf_is_refused_not_read_as_binary(tmp_path):
+    """{0, inf} has two values, so it was a Bernoulli over 0 and inf; an explicit kind still decides."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [np.inf, 0.0, np.inf, 0.0]})
+    with pytest.raises(
+        DataError, match=r"^t.csv: row 1 \(line 2\), column 'b' holds inf, not a finite number \(and 1 "
+    ):
+        infer_schema(frame, {}, np.arange(4), "t.csv")
+    chosen = infer_schema(frame, {"b": "categorical"}, np.arange(4), "t.csv").columns[1]
+    assert (chosen.kind, chosen.levels) == ("categorical", (0.0, np.inf))
+
+
+def test_a_column_whose_sd_overflows_is_named_for_that(tmp_path):
+    """Values near float64's largest: the sd overflowed and the line said the column "takes one value"."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1e308, -1e308, 1e308, 5.0]})
+    with pytest.raises(DataError) as e:
+        infer_schema(frame, {}, np.arange(4), "t.csv")
+    assert str(e.value) == (
+        "t.csv: column 'b' spans values too large to standardise (its sd overflows float64, largest 1e+308): "
+        "rescale it, or drop it: --set data.columns.b=drop"
+    )
+
+
 def test_an_infinite_cell_is_refused_when_read_with_a_saved_encoding(tmp_path):
     path = _diabetes_csv(tmp_path)
     saved = table_splits("csv", path).train.table.to_dict()

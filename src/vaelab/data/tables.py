@@ -75,8 +75,10 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
                 f"{source}: column '{name}' has no values; drop it: --set data.columns.{name}=drop"
             )
         numeric = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
-        if not numeric and chosen is None and _mostly_numbers(seen):
-            _numbers(s, name, source)  # names the first cell that is not a number
+        if chosen is None and (numeric or _mostly_numbers(seen)):
+            _numbers(
+                s, name, source
+            )  # names the first cell that is not a number, or not finite (e.g. {0, inf})
         levels = sorted((_plain(v) for v in seen.unique()), key=lambda v: (str(type(v)), v))
         n = len(levels)
         kind = chosen or ("binary" if n == 2 else "continuous" if numeric else "categorical")
@@ -103,8 +105,14 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
         else:
             num = _numbers(s, name, source)[train_rows]
             num = num[~np.isnan(num)]  # cells missing (masked); an infinite one was refused
-            sd = float(num.std()) if len(num) else 0.0
-            if len(num) < 2 or sd == 0.0 or not np.isfinite(sd):
+            with np.errstate(over="ignore"):
+                sd = float(num.std()) if len(num) else 0.0
+            if not np.isfinite(sd):
+                raise DataError(
+                    f"{source}: column '{name}' spans values too large to standardise (its sd overflows float64, "
+                    f"largest {np.abs(num).max():g}): rescale it, or drop it: --set data.columns.{name}=drop"
+                )
+            if len(num) < 2 or sd == 0.0:
                 raise DataError(
                     f"{source}: column '{name}' takes one value over the training rows: it cannot be "
                     f"standardised; drop it: --set data.columns.{name}=drop"
