@@ -4,6 +4,7 @@ the exact answer, the shared summary across the two commands, and one-line error
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -108,7 +109,8 @@ def test_help_shows_defaults(capsys):
             ["mcmc", "--model", "banana", "--sampler", "gibbs"],
             "unknown sampler 'gibbs'; choose from: mh, hmc",
         ),
-        (["mcmc", "--model", "banana", "--draws", "0"], "draws must be at least 1, got 0"),
+        (["mcmc", "--model", "banana", "--draws", "0"], "draws must be at least 4 (R-hat and ESS split each"),
+        (["mcmc", "--model", "banana", "--draws", "3"], "halves of 2), got 3"),  # ArviZ's diagnostics: nan
         (
             ["mcmc", "--model", "banana", "--init", "1,2,3"],
             "--init needs 2 numbers for model 'banana', got 3",
@@ -140,6 +142,46 @@ def test_bad_input_is_one_line_and_exit_code_1(argv, message, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith(f"vaelab {argv[0]}: error: ")
     assert message in err
     assert not (tmp_path / "x").exists()  # a refused run leaves no folder behind
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--chains", "1", "--draws", "50"],
+            "  note: R-hat compares chains: run 2 or more (--chains) to have it",
+        ),
+        (
+            ["--sampler", "mh", "--step-size", "100", "--no-adapt"],
+            "  warning: acceptance 2.5e-47: the chains barely moved; a smaller --step-size, or let the warm-up "
+            "adapt it (without --no-adapt)",
+        ),
+    ],
+)
+def test_diagnostics_that_cannot_be_had_are_said_in_vaelab_words_not_arviz_warnings(
+    argv, line, tmp_path, capsys
+):
+    """One chain: ArviZ logged "Shape validation failed"; chains that never moved: numpy's divide-by-zero warning
+    (R-hat inf) under a line blaming disagreeing chains."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that reached the user fails here
+        code, out, err = run(
+            capsys,
+            "mcmc",
+            "--model",
+            "banana",
+            "--warmup",
+            "5",
+            "--draws",
+            "10",
+            *argv,
+            "--quiet",
+            "--out",
+            str(tmp_path / "x"),
+        )
+    assert code == 0 and err == "", err
+    assert line in out.splitlines()
+    assert "Shape validation" not in out and "disagree" not in out
 
 
 @pytest.mark.parametrize(

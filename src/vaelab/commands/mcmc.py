@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from vaelab.inference import mcmc, toy
 
+MIN_DRAWS = 4  # ArviZ's split R-hat and ESS halve each chain, and each half needs 2 draws
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `vaelab mcmc`.
@@ -41,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=f"toy model: {', '.join(catalog.TOY_MODELS)}")
     p.add_argument("--sampler", default="hmc", help=f"sampler: {', '.join(catalog.SAMPLERS)}")
     p.add_argument("--chains", type=int, default=4, help="independent chains (R-hat needs 2 or more)")
-    p.add_argument("--draws", type=int, default=2000, help="draws per chain after warm-up")
+    p.add_argument(
+        "--draws", type=int, default=2000, help=f"draws per chain after warm-up (at least {MIN_DRAWS})"
+    )
     p.add_argument("--warmup", type=int, default=500, help="warm-up iterations per chain (step size adapted)")
     p.add_argument(
         "--step-size",
@@ -106,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise VaelabError("--out is required: the folder to write the figures and summary.json into")
     if args.chains < 1:
         raise VaelabError(f"chains must be at least 1, got {args.chains}")
-    if args.draws < 1:
-        raise VaelabError(f"draws must be at least 1, got {args.draws}")
+    if args.draws < MIN_DRAWS:
+        raise VaelabError(
+            f"draws must be at least {MIN_DRAWS} (R-hat and ESS split each chain in two halves of 2), got {args.draws}"
+        )
     out = check_can_create(args.out)  # created once sampling has run: a refused setting leaves nothing
     generator = torch.Generator().manual_seed(args.seed)
     x0 = initial_points(model, args.init, args.chains, generator)
@@ -191,13 +197,18 @@ def report(model: toy.ToyModel, sampler: str, s: dict[str, Any]) -> str:
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"  # noqa: E731
     rhat = max(s["rhat"])
     lines = [
-        f"{model.name}, {sampler}: {s['chains']} chains × {s['draws_per_chain']} draws, acceptance "
+        f"{model.name}, {sampler}: {s['chains']} chain{'s' * (s['chains'] != 1)} × {s['draws_per_chain']} draws, acceptance "
         f"{s['acceptance']:.2f}, ESS (bulk) min {min(s['ess_bulk']):.0f}, R-hat max {rhat:.3f}",
         f"  mean {fmt(s['mean'])} ± {fmt(s['mean_mcse'])}; exact {fmt(model.exact.mean)}",
         f"  var  {fmt(s['var'])} ± {fmt(s['var_mcse'])}; exact {fmt(np.diag(model.exact.cov))}",
         _slope_line(s["error_curve"]),
     ]
-    if s["chains"] < 2:
+    if s["acceptance"] < 0.01:  # the chains barely left their starts (R-hat divides by a zero variance)
+        lines.append(
+            f"  warning: acceptance {s['acceptance']:.2g}: the chains barely moved; a smaller --step-size, "
+            "or let the warm-up adapt it (without --no-adapt)"
+        )
+    elif s["chains"] < 2:
         lines.append("  note: R-hat compares chains: run 2 or more (--chains) to have it")
     elif not rhat < 1.01:
         lines.append(

@@ -6,7 +6,11 @@ integrated autocorrelation time).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +24,25 @@ def _dataset(draws: np.ndarray) -> Any:
     return arviz.convert_to_dataset({"z": draws})
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ArviZ's own warnings off: a single chain's shape note (logged) and the division by a zero
+    within-chain variance of chains that never moved (R-hat inf); the caller says those in its words."""
+    import arviz
+
+    log = getattr(arviz, "_log", None) or logging.getLogger(
+        "arviz"
+    )  # its own Logger, not in getLogger's registry
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def ess(samples: Tensor | np.ndarray, method: str = "bulk") -> np.ndarray:
     """Effective sample size per dimension [D] of draws [C, N, D] (ArviZ, rank-normalised).
 
@@ -29,7 +52,8 @@ def ess(samples: Tensor | np.ndarray, method: str = "bulk") -> np.ndarray:
     """
     import arviz
 
-    return np.asarray(arviz.ess(_dataset(_numpy(samples)), method=method)["z"].values, dtype=float)
+    with _quiet():
+        return np.asarray(arviz.ess(_dataset(_numpy(samples)), method=method)["z"].values, dtype=float)
 
 
 def rhat(samples: Tensor | np.ndarray) -> np.ndarray:
@@ -40,7 +64,8 @@ def rhat(samples: Tensor | np.ndarray) -> np.ndarray:
     """
     import arviz
 
-    return np.asarray(arviz.rhat(_dataset(_numpy(samples)))["z"].values, dtype=float)
+    with _quiet():
+        return np.asarray(arviz.rhat(_dataset(_numpy(samples)))["z"].values, dtype=float)
 
 
 def summarize(samples: Tensor | np.ndarray, accept_prob: Tensor | np.ndarray | None = None) -> dict[str, Any]:
