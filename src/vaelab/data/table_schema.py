@@ -37,17 +37,19 @@ MAX_CHOSEN_LEVELS = 1000  # ... and one set categorical with data.columns at mos
 STRAY_CELLS = 3  # a text column whose cells are numbers but at most this many (or 1%) is refused, naming one
 
 
-def _names(frame: Any) -> str:
+def column_list(frame: Any) -> str:
+    """A frame's column names for a message (the first 20, then how many)."""
     names = [str(c) for c in frame.columns]
     return ", ".join(names[:20]) + (f", ... ({len(names)} columns)" if len(names) > 20 else "")
 
 
-def _show(levels: Any) -> str:
-    shown = [repr(_plain(v)) for v in list(levels)[:6]]
+def show_levels(levels: Any) -> str:
+    """A column's levels for a message (the first 6)."""
+    shown = [repr(plain_value(v)) for v in list(levels)[:6]]
     return ", ".join(shown) + (", ..." if len(levels) > 6 else "")
 
 
-def _numbers(s: Any, name: str, source: str) -> np.ndarray:
+def column_numbers(s: Any, name: str, source: str) -> np.ndarray:
     """A column as float64 (a missing cell NaN), or a DataError naming the first cell that is no number or
     not finite (inf, -inf)."""
     import pandas as pd
@@ -57,7 +59,7 @@ def _numbers(s: Any, name: str, source: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{source}: row {row + 1}, column '{name}' holds {_plain(s.iloc[row])!r}, not a number: a continuous column "
+            f"{source}: row {row + 1}, column '{name}' holds {plain_value(s.iloc[row])!r}, not a number: a continuous column "
             f"is numbers (or set its kind: --set data.columns.{name}=categorical)"
         )
     values = num.to_numpy(dtype=np.float64)
@@ -74,7 +76,7 @@ def _numbers(s: Any, name: str, source: str) -> np.ndarray:
     return values
 
 
-def _mostly_numbers(seen: Any) -> bool:
+def mostly_numbers(seen: Any) -> bool:
     """Whether a text column's non-empty cells are numbers but a few: at most `STRAY_CELLS` or 1% of them
     (whichever is more) are not, and those are at most a tenth of the cells. Such a column is numbers with
     typos (`oops`, `?`), not a categorical one with as many levels as distinct numbers."""
@@ -98,7 +100,7 @@ def _refuse_missing(frame: Any, source: str) -> None:
     )
 
 
-def _plain(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
     """A level as a JSON value (numpy scalars become Python's)."""
     return v.item() if isinstance(v, np.generic) else v
 
@@ -197,7 +199,7 @@ class TableSchema:
         absent = [c.name for c in self.columns if c.name not in frame.columns]
         if absent:
             raise DataError(
-                f"{self.source}: no column {', '.join(map(repr, absent))}; it has: {_names(frame)}"
+                f"{self.source}: no column {', '.join(map(repr, absent))}; it has: {column_list(frame)}"
             )
         n = len(frame)
         if missing == "refuse":
@@ -210,16 +212,18 @@ class TableSchema:
             seen = s.notna().to_numpy()
             mask[:, at : at + c.width] = seen[:, None]
             if c.kind == "continuous":
-                num = _numbers(s, c.name, self.source)
+                num = column_numbers(s, c.name, self.source)
                 values[seen, at] = (num[seen] - c.mean) / c.sd
             else:
                 index = self._level_index(c)
-                codes = s[seen].map(lambda v, index=index: index.get(_plain(v), -1)).to_numpy(dtype=np.int64)
+                codes = (
+                    s[seen].map(lambda v, index=index: index.get(plain_value(v), -1)).to_numpy(dtype=np.int64)
+                )
                 if (codes < 0).any():
                     row = int(np.flatnonzero(seen)[np.flatnonzero(codes < 0)[0]])
                     raise DataError(
-                        f"{self.source}: row {row + 1}, column '{c.name}' holds {_plain(s.iloc[row])!r}, not one of its "
-                        f"{len(c.levels)} levels when the run trained ({_show(c.levels)})"
+                        f"{self.source}: row {row + 1}, column '{c.name}' holds {plain_value(s.iloc[row])!r}, not one of its "
+                        f"{len(c.levels)} levels when the run trained ({show_levels(c.levels)})"
                     )
                 if c.kind == "binary":
                     values[seen, at] = codes

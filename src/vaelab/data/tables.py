@@ -36,11 +36,11 @@ from vaelab.data.table_schema import (
     MISSING,
     Column,
     TableSchema,
-    _mostly_numbers,
-    _names,
-    _numbers,
-    _plain,
-    _show,
+    column_list,
+    column_numbers,
+    mostly_numbers,
+    plain_value,
+    show_levels,
 )
 from vaelab.distributions.mixed import KIND_NAMES
 from vaelab.errors import DataError
@@ -60,7 +60,9 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
     names = [str(c) for c in frame.columns]
     unknown = sorted(set(kinds) - set(names))
     if unknown:
-        raise DataError(f"data.columns names {', '.join(map(repr, unknown))}; {source} has: {_names(frame)}")
+        raise DataError(
+            f"data.columns names {', '.join(map(repr, unknown))}; {source} has: {column_list(frame)}"
+        )
     for kind in kinds.values():
         COLUMN_KINDS.check(kind)
     cols = []
@@ -75,11 +77,11 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
                 f"{source}: column '{name}' has no values; drop it: --set data.columns.{name}=drop"
             )
         numeric = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
-        if chosen is None and (numeric or _mostly_numbers(seen)):
-            _numbers(
+        if chosen is None and (numeric or mostly_numbers(seen)):
+            column_numbers(
                 s, name, source
             )  # names the first cell that is not a number, or not finite (e.g. {0, inf})
-        levels = sorted((_plain(v) for v in seen.unique()), key=lambda v: (str(type(v)), v))
+        levels = sorted((plain_value(v) for v in seen.unique()), key=lambda v: (str(type(v)), v))
         n = len(levels)
         kind = chosen or ("binary" if n == 2 else "continuous" if numeric else "categorical")
         if n == 1:
@@ -88,7 +90,9 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
                 f"it: --set data.columns.{name}=drop"
             )
         if kind == "binary" and n != 2:
-            raise DataError(f"{source}: column '{name}' set binary has {n} values ({_show(levels)}), not 2")
+            raise DataError(
+                f"{source}: column '{name}' set binary has {n} values ({show_levels(levels)}), not 2"
+            )
         if kind == "categorical":
             cap = MAX_CHOSEN_LEVELS if chosen else MAX_LEVELS
             if n > cap:
@@ -103,7 +107,7 @@ def infer_schema(frame: Any, kinds: dict[str, str], train_rows: np.ndarray, sour
         elif kind == "binary":
             cols.append(Column(name, kind, tuple(levels)))
         else:
-            num = _numbers(s, name, source)[train_rows]
+            num = column_numbers(s, name, source)[train_rows]
             num = num[~np.isnan(num)]  # cells missing (masked); an infinite one was refused
             with np.errstate(over="ignore"):
                 sd = float(num.std()) if len(num) else 0.0
