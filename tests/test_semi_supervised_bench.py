@@ -47,7 +47,7 @@ def test_the_first_m1_recipe_keeps_its_run_folder_and_results_keys(tmp_path):
     assert (key, out.name) == ("mnist/m1", "mnist-m1")
     assert (cfg.model.hidden, cfg.model.latent_dim, cfg.train.precision) == ((600, 600), 50, "fp32")
     key, out, cfg, meta = ss.cell_plan(a, "m1m2", 100, 2, tmp_path / "runs" / "mnist-m1")
-    recipe = "active-full-model-f32logits"
+    recipe = "active-diagonal-q-f32logits"
     assert key == f"mnist/m1m2/100/d2/{recipe}" and out.name == f"mnist-m1m2-100-d2-{recipe}"
     assert cfg.data.binarize == "dynamic" and cfg.data.label_seed == 2 and cfg.data.labelled == 100
     assert meta["m1_recipe"] == ss.FIRST_M1 and meta["recipe"] == recipe
@@ -66,7 +66,7 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
         if section in ("train", "objective") and "." not in field:
             assert getattr(getattr(cfg, section), field) == v, k
     key, run, cell, meta = ss.cell_plan(a, "m1m2", 600, 0, out)
-    assert key == f"mnist/m1m2/600/d0/active-full-model-f32logits/m1-{name}" and "/" not in run.name
+    assert key == f"mnist/m1m2/600/d0/active-diagonal-q-f32logits/m1-{name}" and "/" not in run.name
     assert cell.model.features == str(out.resolve())
     grey = recipe["codes"] == "grey"
     assert (cell.data.binarize, cell.model.likelihood) == (
@@ -74,7 +74,7 @@ def test_another_m1_recipe_gets_its_own_run_and_its_cells_read_its_codes(tmp_pat
     )
     assert (meta["m1_recipe"], meta["m1_epochs"], meta["m1_setting"]) == (name, 9, recipe["setting"])
     assert "code_components" not in cell.model.extra and meta["components"] == 1
-    a3 = args(tmp_path, "--m1-recipe", name, "--components", "3")
+    a3 = args(tmp_path, "--m1-recipe", name, "--components", "3", "--code-cov", "full")
     key3, run3, cell3, meta3 = ss.cell_plan(a3, "m1m2", 100, 1, out)
     assert key3 == f"mnist/m1m2/100/d1/active-full-model-k3-f32logits/m1-{name}" and run3 != run
     assert cell3.model.extra["code_components"] == 3 and cell3.model.extra["code_cov"] == "full"
@@ -96,7 +96,7 @@ def test_gradient_clipping_is_a_recipe_of_its_own(tmp_path, capsys):
     assert (cfg.train.grad_clip, cfg.train.grad_clip_value, cfg.model.name) == (5.0, 1.0, "adgm")
     assert not ss.current({"model": "adgm", "recipe": meta["recipe"]})
     key, _, _, meta = ss.cell_plan(args(tmp_path, "--grad-clip", "5"), "m1m2", 100, 0, tmp_path / "m1")
-    assert meta["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits") + "-clip5"
+    assert meta["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits", "diagonal") + "-clip5"
     assert key.endswith(meta["recipe"])
     with pytest.raises(SystemExit):
         args(tmp_path, "--grad-clip-value", "-1")
@@ -121,7 +121,7 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
     assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32"
     assert plan["m2"][0] == "mnist/m2/100/d0/f32logits" and not ss.current(plan["m2"][3])
-    assert plan["m1m2"][3]["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits")
+    assert plan["m1m2"][3]["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits", "diagonal")
     assert ss.current(plan["m1m2"][3]) and ss.current({"model": "m2", "recipe": ""})
 
 
@@ -130,8 +130,9 @@ def test_the_table_counts_only_cells_of_the_default_m1_recipe():
         best = {"epoch": 3, "valid_error": error, "test_error": error}
         return {"model": "m1m2", "labels": 100, "draw": 0, "recipe": recipe, "best": best, "done": True}
 
-    new = ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits")
+    new = ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits", "diagonal")
     cells = {"old": cell(ss.m1m2_recipe(ss.FIRST_M1), 0.06), "new": cell(new, 0.04)}
+    cells["full covariance"] = cell(ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits"), 0.05)
     cells["bf16 logits"] = cell(ss.m1m2_recipe(ss.DEFAULT_M1), 0.5)
     cells["other"] = cell(ss.m1m2_recipe("some-other-m1"), 0.5)
     cells["new"]["epochs_done"] = cells["new"]["cpu_seconds"] = 5
@@ -246,12 +247,13 @@ def test_a_table_row_gives_mean_sd_best_epochs_epochs_and_cpu_minutes():
     assert ss.table(cells).splitlines()[2].split(" | ")[1].endswith("CPU min) (unfinished)")
 
 
-def test_the_papers_diagonal_m1m2_is_its_own_recipe_with_its_settings(tmp_path, capsys):
-    """--code-cov diagonal: M2 on the active codes with the decoder's diagonal variance, read by q(y|z1), alpha 1;
-    its cells have their own key and run folder, off the table; with --components above 1 it is one line."""
-    key, out, cfg, meta = ss.cell_plan(
-        args(tmp_path, "--code-cov", "diagonal"), "m1m2", 100, 0, tmp_path / "m1"
-    )
+def test_the_papers_diagonal_m1m2_is_the_tables_recipe_with_its_settings(tmp_path, capsys):
+    """The default (--code-cov diagonal): M2 on the active codes with the decoder's diagonal variance, read by
+    q(y|z1), alpha 1, 300 epochs; --code-cov full is its own key and run folder, off the table; --components
+    above 1 needs it, in one line."""
+    a = args(tmp_path)
+    assert a.code_cov == "diagonal" and a.epochs == {"m2": 200, "m1m2": 300, "adgm": 200}
+    key, out, cfg, meta = ss.cell_plan(a, "m1m2", 100, 0, tmp_path / "m1")
     assert meta["recipe"] == "active-diagonal-q-f32logits/m1-" + ss.DEFAULT_M1 and key.endswith(
         meta["recipe"]
     )
@@ -260,11 +262,15 @@ def test_the_papers_diagonal_m1m2_is_its_own_recipe_with_its_settings(tmp_path, 
         "q",
         1.0,
     )
-    assert cfg.model.extra["active_sd"] == 0.1 and meta["code_cov"] == "diagonal" and not ss.current(meta)
-    full_key, full_out, full_cfg, _ = ss.cell_plan(args(tmp_path), "m1m2", 100, 0, tmp_path / "m1")
+    assert cfg.model.extra["active_sd"] == 0.1 and meta["code_cov"] == "diagonal" and ss.current(meta)
+    assert cfg.train.epochs == 300
+    full_key, full_out, full_cfg, full = ss.cell_plan(
+        args(tmp_path, "--code-cov", "full"), "m1m2", 100, 0, tmp_path / "m1"
+    )
     assert full_key != key and full_out != out and full_cfg.model.extra["code_cov"] == "full"
+    assert full["recipe"] == "active-full-model-f32logits/m1-" + ss.DEFAULT_M1 and not ss.current(full)
     with pytest.raises(SystemExit):
-        args(tmp_path, "--code-cov", "diagonal", "--components", "2")
+        args(tmp_path, "--components", "2")
     assert "--components above 1 needs --code-cov full" in capsys.readouterr().err.splitlines()[-1]
 
 
