@@ -102,18 +102,22 @@ class RunDir:
             shutil.rmtree(d, ignore_errors=True)
 
     def discard_unstarted(self, before: set[Path]) -> None:
-        """After a fresh start failed with no checkpoint written: remove what it added (config.json, an empty
-        metrics.jsonl, checkpoints/, its loggers' files), keeping whatever the folder held before it.
+        """After a fresh start failed with no checkpoint written: remove what it added of a run's own files
+        (config.json, an empty metrics.jsonl, checkpoints/, data.npz, its loggers' files); the folder's other
+        entries, and any of these it held before, stay.
 
         Args:
             before: the folder's entries when the start began.
         """
         import shutil
 
+        from vaelab.data.python import DATA_FILE
+
         if self.last.is_file():  # an epoch finished: its checkpoint is the last good one, kept with the run
             return
-        for entry in sorted(set(self.root.iterdir()) - before):
-            if entry == self.lock or not entry.exists():
+        own = (self.config, self.metrics, self.checkpoints, self.root / DATA_FILE, self.tb)
+        for entry in (*own, self.mlflow_db, self.mlflow_artifacts, self.mlflow_run):
+            if entry in before or not (entry.exists() or entry.is_symlink()):
                 continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 

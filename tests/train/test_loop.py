@@ -237,33 +237,42 @@ def test_restarts_are_bounded(config_factory, monkeypatch):
         train(cfg)
 
 
-@pytest.mark.parametrize("log", ["", "tensorboard"])
-def test_a_start_that_diverges_before_its_first_checkpoint_leaves_nothing(
-    tmp_path, config_factory, monkeypatch, log
+@pytest.mark.parametrize(
+    ("log", "failure"),
+    [("", TrainingDiverged), ("tensorboard", TrainingDiverged), ("", KeyboardInterrupt)],
+)
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(
+    tmp_path, config_factory, monkeypatch, log, failure
 ):
-    """It left config.json, an empty metrics.jsonl and checkpoints/ (and TensorBoard's tb/): a shell of a run."""
-    original, calls = elbo_module.OBJECTIVES["elbo"], {"n": 0}
+    """It left config.json, an empty metrics.jsonl and checkpoints/ (and TensorBoard's tb/): a shell of a run.
+    Only the run's own files go: what the folder held, or another writer put there meanwhile, stays."""
+    original, calls, mine = elbo_module.OBJECTIVES["elbo"], {"n": 0}, tmp_path / "mine"
 
-    def nan_at_step_3(model, x, cfg, beta, gen, **kw):
+    def fail_at_step_3(model, x, cfg, beta, gen, **kw):
         calls["n"] += 1
         step = original(model, x, cfg, beta, gen, **kw)
-        return step._replace(loss=step.loss * float("nan")) if calls["n"] == 3 else step
+        if calls["n"] < 3:
+            return step
+        if mine.is_dir():
+            (mine / "other-job.log").write_text("not vaelab's")
+        if failure is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return step._replace(loss=step.loss * float("nan"))
 
-    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", nan_at_step_3)
+    monkeypatch.setitem(elbo_module.OBJECTIVES, "elbo", fail_at_step_3)
     if log:
         pytest.importorskip("torch.utils.tensorboard")
     cfg = config_factory(**{"train.log": (log,) if log else ()})
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 3"):
+    with pytest.raises(failure):
         train(cfg, out=tmp_path / "new" / "r")
     assert not (tmp_path / "new").exists()  # the folders the lock made go too
 
-    mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("kept")
     calls["n"] = 0
-    with pytest.raises(TrainingDiverged):
+    with pytest.raises(failure):
         train(cfg, out=mine)
-    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "other-job.log"]
     assert (mine / "notes.txt").read_text() == "kept"
 
 

@@ -70,7 +70,7 @@ def column_numbers(s: Any, name: str, source: str) -> np.ndarray:
         rest = f" (and {more:,} more infinite cell{'s' * (more != 1)})" if more else ""
         raise DataError(
             f"{source}: row {row + 1} (line {row + 2}), column '{name}' holds {values[row]:g}, not a finite "
-            f"number{rest}; a continuous column is finite numbers: fix the cell, or empty it and leave missing "
+            f"number{rest}; a column of numbers takes finite values: fix the cell, or empty it and leave missing "
             "cells out of the likelihood with --set data.missing=mask"
         )
     return values

@@ -17,7 +17,6 @@ the ceil(min(K / 5, 3 sqrt(K))) largest weights and needs more than 4.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from vaelab.evaluate import importance
 from vaelab.evaluate.estimators import Context, Estimate, register_estimator
 from vaelab.evaluate.settings import EvalSettings
+from vaelab.inference.diagnostics import arviz_module
 from vaelab.models.protocol import Capabilities
 
 THRESHOLD = 0.7
@@ -46,9 +46,7 @@ def pareto_k(log_w: np.ndarray | torch.Tensor) -> np.ndarray:
     Args:
         log_w: log importance weights [B, K] (one row per image).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor on import
-        from arviz import psislw
+    psislw = arviz_module().psislw
     rows = np.asarray(log_w, dtype=np.float64)
     _, k = psislw(rows, reff=1.0)
     return np.asarray(k, dtype=np.float64).reshape(len(rows))

@@ -18,21 +18,25 @@ import torch
 from torch import Tensor
 
 
-def _dataset(draws: np.ndarray) -> Any:
-    import arviz  # slow to import: only when diagnostics are asked for
+def arviz_module() -> Any:
+    """ArviZ, imported when first asked for (it is slow to import) without the FutureWarning about its
+    refactor that it announces on import."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+    return arviz
 
-    return arviz.convert_to_dataset({"z": draws})
+
+def _dataset(draws: np.ndarray) -> Any:
+    return arviz_module().convert_to_dataset({"z": draws})
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """ArviZ's own warnings off: a single chain's shape note (logged) and the division by a zero
     within-chain variance of chains that never moved (R-hat inf); the caller says those in its words."""
-    import arviz
-
-    log = getattr(arviz, "_log", None) or logging.getLogger(
-        "arviz"
-    )  # its own Logger, not in getLogger's registry
+    arviz = arviz_module()
+    log = getattr(arviz, "_log", None) or logging.getLogger("arviz")  # its own Logger, not in getLogger's
     level = log.level
     log.setLevel(logging.ERROR)
     try:
@@ -50,8 +54,7 @@ def ess(samples: Tensor | np.ndarray, method: str = "bulk") -> np.ndarray:
         samples: draws [C, N, D] (chains, draws per chain, dimensions).
         method: ArviZ's ESS method: bulk, tail, mean, ...
     """
-    import arviz
-
+    arviz = arviz_module()
     with _quiet():
         return np.asarray(arviz.ess(_dataset(_numpy(samples)), method=method)["z"].values, dtype=float)
 
@@ -62,8 +65,7 @@ def rhat(samples: Tensor | np.ndarray) -> np.ndarray:
     Args:
         samples: draws [C, N, D] (chains, draws per chain, dimensions).
     """
-    import arviz
-
+    arviz = arviz_module()
     with _quiet():
         return np.asarray(arviz.rhat(_dataset(_numpy(samples)))["z"].values, dtype=float)
 

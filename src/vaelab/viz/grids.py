@@ -24,6 +24,9 @@ from vaelab.io import atomic_save
 
 GRID_SIDE = 32  # the most pictures along either side of one grid panel
 DPI = 110  # the resolution every figure is saved at
+# what a figure's --out may end in: the formats matplotlib writes with no outside program (pgf needs LaTeX; raw
+# and rgba are headerless pixels; gif and avif depend on the Pillow build)
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
 
 class NotDrawn(VaelabError):
@@ -74,14 +77,11 @@ def figure_format(path: str | os.PathLike) -> str:
     Args:
         path: the figure's file.
     """
-    from matplotlib.backend_bases import FigureCanvasBase
-
     suffix = Path(path).suffix.lower().lstrip(".")
-    known = FigureCanvasBase.get_supported_filetypes()
-    if suffix and suffix not in known:
+    if suffix and suffix not in FIGURE_FORMATS:
         raise ConfigError(
             f"{path}: a figure cannot be written as .{suffix}; name a file ending in "
-            + ", ".join(f".{k}" for k in sorted(known))
+            + ", ".join(f".{k}" for k in FIGURE_FORMATS)
         )
     return suffix or "png"
 
