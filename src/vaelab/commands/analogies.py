@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 from vaelab.commands.common import (
+    add_figure_out,
     add_run_options,
     add_shared_options,
     done,
-    figure_file,
     open_run,
     positive_int,
     with_threads,
@@ -54,9 +54,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p)
     p.add_argument("--rows", type=positive_int, default=10, help="test images, one per row")
     add_shared_options(p, "seed", "threads", "quiet", seed="seed of the draw of test images")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/analogies.png)",
-    )
+    add_figure_out(p, "RUN/figures/analogies.png")
     p.set_defaults(func=with_threads(cmd_analogies))

@@ -138,6 +138,18 @@ def figure_file(text: str) -> str:
     return text
 
 
+def add_figure_out(p: argparse.ArgumentParser, default: str) -> None:
+    """The figure commands' --out: a picture file whose suffix names its format (`figure_file`).
+
+    Args:
+        p: the command's parser.
+        default: where the figure goes without --out, as the help says it.
+    """
+    p.add_argument(
+        "--out", type=figure_file, help=f"picture file: .png, .pdf, .svg, .jpg, ... (default {default})"
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1.
 

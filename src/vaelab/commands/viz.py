@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from vaelab.commands.common import (
     OpenRun,
+    add_figure_out,
     add_run_options,
     add_shared_options,
     done,
-    figure_file,
     open_run,
     positive_int,
     with_threads,
@@ -238,11 +238,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples")
     add_shared_options(p, "seed", "threads", "quiet", seed="seed of the draws")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/samples.png)",
-    )
+    add_figure_out(p, "RUN/figures/samples.png")
     p.set_defaults(func=with_threads(cmd_sample))
 
     p = sub.add_parser("reconstruct", help="test images beside their reconstructions")
@@ -252,11 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--noise", help="show denoising: corrupt the encoder's input, gaussian:SIGMA or masking:SHARE"
     )
     add_shared_options(p, "seed", "threads", "quiet", seed="seed of the noise")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/reconstructions.png)",
-    )
+    add_figure_out(p, "RUN/figures/reconstructions.png")
     p.set_defaults(func=with_threads(cmd_reconstruct))
 
     p = sub.add_parser("manifold", help="decoded grid over a 2-D latent plane")
@@ -280,11 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "test codes are encoded at their own labels (or their classifier's)",
     )
     add_shared_options(p, "threads", "quiet")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/manifold.png, or manifold-yY.png with --label)",
-    )
+    add_figure_out(p, "RUN/figures/manifold.png, or manifold-yY.png with --label")
     p.set_defaults(func=with_threads(cmd_manifold))
 
     p = sub.add_parser("interpolate", help="linear and spherical latent interpolations")
@@ -292,32 +280,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=positive_int, default=6, help="pairs of test images")
     p.add_argument("--steps", type=positive_int, default=10, help="points on each path")
     add_shared_options(p, "seed", "threads", "quiet", seed="seed of the pairs")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/interpolations.png)",
-    )
+    add_figure_out(p, "RUN/figures/interpolations.png")
     p.set_defaults(func=with_threads(cmd_interpolate))
 
     p = sub.add_parser("latents", help="test-set posterior means coloured by label")
     add_run_options(p)
     p.add_argument("--limit", type=positive_int, default=5000, help="at most this many test images")
     add_shared_options(p, "threads", "quiet")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/latents.png)",
-    )
+    add_figure_out(p, "RUN/figures/latents.png")
     p.set_defaults(func=with_threads(cmd_latents))
 
     p = sub.add_parser("curves", help="training curves from metrics.jsonl")
     p.add_argument("run", metavar="RUN")
     add_shared_options(p, "quiet")
-    p.add_argument(
-        "--out",
-        type=figure_file,
-        help="picture file: .png, .pdf, .svg, .jpg, ... (default RUN/figures/curves.png)",
-    )
+    add_figure_out(p, "RUN/figures/curves.png")
     p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("figures", help="every figure of a run into RUN/figures/")
