@@ -101,25 +101,48 @@ class RunDir:
         for d in (self.figures, self.tb, *(() if keep_mlflow else (self.mlflow_artifacts,))):
             shutil.rmtree(d, ignore_errors=True)
 
-    def discard_unstarted(self, before: set[Path]) -> None:
-        """After a fresh start failed with no checkpoint written: remove what it added of a run's own files
-        (config.json, an empty metrics.jsonl, checkpoints/, data.npz, its loggers' files); the folder's other
-        entries, and any of these it held before, stay.
+    def entries(self) -> dict[Path, tuple[int, int]]:
+        """The folder's entries now, each with its inode and modification time: what `discard_unstarted` needs
+        to tell a file a start wrote (or replaced, as --overwrite does config.json) from one it found."""
+        found = {}
+        for entry in self.root.iterdir():
+            try:
+                st = entry.lstat()
+            except FileNotFoundError:  # another writer removed it meanwhile
+                continue
+            found[entry] = (st.st_ino, st.st_mtime_ns)
+        return found
+
+    def discard_unstarted(self, before: dict[Path, tuple[int, int]]) -> None:
+        """After a fresh start failed with no checkpoint written: remove what it wrote of a run's own files
+        (config.json, an empty metrics.jsonl, checkpoints/, data.npz, its loggers' files), also where it replaced
+        one of the same name (--overwrite); the folder's other entries, own files it left as they were, and an
+        MLflow store it found (a database written in place), stay.
 
         Args:
-            before: the folder's entries when the start began.
+            before: the folder's `entries` when the start began.
         """
         import shutil
 
         from vaelab.data.python import DATA_FILE
 
-        if self.last.is_file():  # an epoch finished: its checkpoint is the last good one, kept with the run
+        if self.last.is_file():  # an epoch finished, or a start never cleared the old run: both kept
             return
         own = (self.config, self.metrics, self.checkpoints, self.root / DATA_FILE, self.tb)
+        # written whole (atomically), so a replaced one has a new inode; the MLflow db is written in place
+        whole = {self.config, self.metrics, self.root / DATA_FILE, self.mlflow_run}
         for entry in (*own, self.mlflow_db, self.mlflow_artifacts, self.mlflow_run):
-            if entry in before or not (entry.exists() or entry.is_symlink()):
+            if not (entry.exists() or entry.is_symlink()):
                 continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                if entry not in before:
+                    shutil.rmtree(entry)
+                elif not any(entry.iterdir()):  # emptied by --overwrite's clearing
+                    entry.rmdir()
+                continue
+            st = entry.lstat()
+            if entry not in before or (entry in whole and before[entry] != (st.st_ino, st.st_mtime_ns)):
+                entry.unlink()
 
     @property
     def tb(self) -> Path:

@@ -275,6 +275,16 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "other-job.log"]
     assert (mine / "notes.txt").read_text() == "kept"
 
+    # --overwrite of a trained run cleared it and wrote a new config.json and metrics.jsonl: these go too (they
+    # stayed, a shell of the new run); an untouched file of the same names would stay (the loop above)
+    old_run, calls["n"] = tmp_path / "old", -(10**6)  # this one trains whole
+    train(cfg.replace(**{"train.log": ()}), out=old_run)
+    (old_run / "notes.txt").write_text("kept")
+    calls["n"], mine = 0, old_run
+    with pytest.raises(failure):
+        train(cfg, out=old_run, overwrite=True)
+    assert sorted(p.name for p in old_run.iterdir()) == ["notes.txt", "other-job.log"]
+
 
 @pytest.mark.parametrize(
     ("schedule", "rate"),

@@ -145,7 +145,7 @@ def train(
     w = distributed.world()
     with hold_lock(run) if run is not None and w.main else contextlib.nullcontext():
         # a fresh start that ends before its first checkpoint (diverged, refused, interrupted) leaves no shell
-        before = set(run.root.iterdir()) if run is not None and w.main and not resume else None
+        before = run.entries() if run is not None and w.main and not resume else None
         try:
             return _start(config, run, resume, data, explicit, overwrite, on_epoch, w)
         except BaseException:
