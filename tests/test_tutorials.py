@@ -53,6 +53,11 @@ NOTEBOOKS = {
         ["KL Divergence", "Bayes Rule", "Monte Carlo Approximation", "목적함수 : ELBO", "Experiment"],
         ["KL closed form", "BCE (sum over 784 pixels)", "gap log p(x) − ELBO", "Frey Face"],
     ),
+    "05_semi_supervised.ipynb": (
+        "002_7295eee54deb6dea.txt",
+        ["semi-supervised learning"],
+        ["labels alone: test error", "U(x) by hand", "gap log p(x) - ELBO", "M2 test error"],
+    ),
 }
 
 
@@ -120,7 +125,7 @@ def kernel_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_there_are_the_four_notebooks_in_the_tutorials_order() -> None:
+def test_there_are_the_five_notebooks_in_the_tutorials_order() -> None:
     assert sorted(p.name for p in TUTORIALS.glob("*.ipynb")) == sorted(NOTEBOOKS)
 
 
