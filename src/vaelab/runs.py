@@ -102,46 +102,63 @@ class RunDir:
             shutil.rmtree(d, ignore_errors=True)
 
     def entries(self) -> dict[Path, tuple[int, int]]:
-        """The folder's entries now, each with its inode and modification time: what `discard_unstarted` needs
-        to tell a file a start wrote (or replaced, as --overwrite does config.json) from one it found."""
+        """The folder's entries and checkpoints/'s now, each with its inode and modification time: what
+        `discard_unstarted` needs to tell what a start wrote (or replaced, over a cleared run) from what it found."""
         found = {}
-        for entry in self.root.iterdir():
+        for folder in (self.root, self.checkpoints):
             try:
-                st = entry.lstat()
-            except FileNotFoundError:  # another writer removed it meanwhile
+                listing = list(folder.iterdir())
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            found[entry] = (st.st_ino, st.st_mtime_ns)
+            for entry in listing:
+                with contextlib.suppress(FileNotFoundError):  # another writer removed it meanwhile
+                    st = entry.lstat()
+                    found[entry] = (st.st_ino, st.st_mtime_ns)
         return found
 
     def discard_unstarted(self, before: dict[Path, tuple[int, int]]) -> None:
         """After a fresh start failed with no checkpoint written: remove what it wrote of a run's own files
-        (config.json, an empty metrics.jsonl, checkpoints/, data.npz, its loggers' files), also where it replaced
-        one of the same name (--overwrite); the folder's other entries, own files it left as they were, and an
-        MLflow store it found (a database written in place), stay.
+        (config.json, an empty metrics.jsonl, checkpoints/, data.npz or data.csv, tb/, an MLflow store it made).
+        Where it started over a trained run (--overwrite, whose outputs it cleared), also the own files it
+        replaced; otherwise what the folder held stays as it is, as does everything not a run's own, and a
+        pre-existing mlflow.json (the next start deletes the MLflow run it names). Errors in removing are
+        ignored: the start's own error is the one to report.
 
         Args:
             before: the folder's `entries` when the start began.
         """
         import shutil
 
-        from vaelab.data.python import DATA_FILE
+        from vaelab.data.python import DATA_FILE, TABLE_FILE
 
-        if self.last.is_file():  # an epoch finished, or a start never cleared the old run: both kept
+        if self.last.is_file():  # an epoch finished, or the failure came before an old run was cleared
             return
-        own = (self.config, self.metrics, self.checkpoints, self.root / DATA_FILE, self.tb)
-        # written whole (atomically), so a replaced one has a new inode; the MLflow db is written in place
-        whole = {self.config, self.metrics, self.root / DATA_FILE, self.mlflow_run}
-        for entry in (*own, self.mlflow_db, self.mlflow_artifacts, self.mlflow_run):
-            if not (entry.exists() or entry.is_symlink()):
+        cleared = self.last in before
+        for entry in (self.config, self.metrics, self.root / DATA_FILE, self.root / TABLE_FILE):
+            self._discard_file(entry, before, cleared)
+        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
+            for entry in list(self.checkpoints.iterdir()):
+                self._discard_file(entry, before, cleared)
+        self._discard_file(self.mlflow_db, before, replaced=False)  # written in place: only a new one goes
+        self._discard_file(self.mlflow_run, before, replaced=False)
+        for folder in (self.checkpoints, self.tb, self.mlflow_artifacts):
+            if not folder.is_dir() or folder.is_symlink():
                 continue
+            with contextlib.suppress(OSError):
+                # the clearing removed tb/ whole: a tb/ now is this start's (its inode may be the old one's)
+                if folder not in before or (cleared and folder == self.tb):
+                    shutil.rmtree(folder)
+                elif cleared and not any(folder.iterdir()):  # emptied by the clearing
+                    folder.rmdir()
+
+    @staticmethod
+    def _discard_file(entry: Path, before: dict[Path, tuple[int, int]], replaced: bool) -> None:
+        """Remove file `entry` if it is not in `before`, or (`replaced`) if it is another file now."""
+        with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():
-                if entry not in before:
-                    shutil.rmtree(entry)
-                elif not any(entry.iterdir()):  # emptied by --overwrite's clearing
-                    entry.rmdir()
-                continue
+                return
             st = entry.lstat()
-            if entry not in before or (entry in whole and before[entry] != (st.st_ino, st.st_mtime_ns)):
+            if entry not in before or (replaced and before[entry] != (st.st_ino, st.st_mtime_ns)):
                 entry.unlink()
 
     @property

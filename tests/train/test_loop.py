@@ -14,6 +14,7 @@ from vaelab.data import load_data
 from vaelab.errors import ConfigError, DataError, TrainingDiverged
 from vaelab.objectives import elbo as elbo_module
 from vaelab.runs import RunDir
+from vaelab.train import loop as loop_module
 from vaelab.train import read_checkpoint, train
 
 
@@ -269,14 +270,15 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(
 
     mine.mkdir()
     (mine / "notes.txt").write_text("kept")
+    (mine / "config.json").write_text("{}")  # the user's, in a folder without a run: it stays
     calls["n"] = 0
     with pytest.raises(failure):
         train(cfg, out=mine)
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "other-job.log"]
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "notes.txt", "other-job.log"]
     assert (mine / "notes.txt").read_text() == "kept"
 
     # --overwrite of a trained run cleared it and wrote a new config.json and metrics.jsonl: these go too (they
-    # stayed, a shell of the new run); an untouched file of the same names would stay (the loop above)
+    # stayed, a shell of the new run)
     old_run, calls["n"] = tmp_path / "old", -(10**6)  # this one trains whole
     train(cfg.replace(**{"train.log": ()}), out=old_run)
     (old_run / "notes.txt").write_text("kept")
@@ -284,6 +286,31 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(
     with pytest.raises(failure):
         train(cfg, out=old_run, overwrite=True)
     assert sorted(p.name for p in old_run.iterdir()) == ["notes.txt", "other-job.log"]
+
+
+@pytest.mark.parametrize("log", ["", "tensorboard"])
+def test_a_failed_overwrite_leaves_neither_the_old_run_nor_a_shell_of_the_new(
+    log, tmp_path, config_factory, monkeypatch
+):
+    """--overwrite cleared the old run, then Ctrl-C came between the first epoch's best.pt and last.pt: what the
+    start wrote goes, checkpoints/best.pt and (both runs logging to TensorBoard) the tb/ it made anew included."""
+    if log:
+        pytest.importorskip("torch.utils.tensorboard")
+    cfg = config_factory(**{"train.log": (log,) if log else ()})
+    run = tmp_path / "r"
+    train(cfg, out=run)
+    (run / "notes.txt").write_text("kept")
+    save = loop_module.save_checkpoint
+
+    def interrupted_at_last(path, body):
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+        save(path, body)
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", interrupted_at_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize(

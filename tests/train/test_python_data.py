@@ -146,3 +146,26 @@ def test_a_dataframe_is_a_table_run(tmp_path):
     assert saved["name"] == f"csv:{run / 'data.csv'}"
     assert [c["kind"] for c in saved["table"]["columns"]][:2] == ["continuous", "binary"]
     assert pd.read_csv(run / "data.csv").shape == frame.shape
+
+
+@pytest.mark.parametrize("kind", ["tensor", "frame"])
+def test_a_start_on_python_data_that_fails_leaves_no_data_file(kind, tmp_path, monkeypatch):
+    """Interrupted at its first checkpoint, a start removes the data.npz (data.csv: a table) it wrote with the
+    rest of the run's files; the folder's other files stay."""
+    from vaelab.train import loop
+
+    def interrupted(path, body):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("kept")
+    if kind == "tensor":
+        cfg, data = _cfg(), _images()
+    else:
+        cfg = _cfg(**{"data.binarize": "none", "model.likelihood": "mixed"})
+        data = load_diabetes(scaled=False, as_frame=True).frame
+    with pytest.raises(KeyboardInterrupt):
+        vaelab.train(cfg, out=run, data=data)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

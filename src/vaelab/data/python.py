@@ -36,6 +36,7 @@ from vaelab.io import atomic_write_bytes
 
 PYTHON = "python"  # data.name of data passed from Python without a run folder
 DATA_FILE = "data.npz"  # where a run keeps data passed from Python
+TABLE_FILE = "data.csv"  # where a run keeps a table (DataFrame) passed from Python
 
 
 def _datum(item: Any) -> np.ndarray:
@@ -208,7 +209,7 @@ def resolve_data(cfg: Any, data: Any, folder: str | os.PathLike | None) -> tuple
     elif _is_frame(data):  # a table: written as CSV and read as csv:FILE (the same kinds and encoding)
         where = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="vaelab-table-"))
         try:
-            file = where / "data.csv"
+            file = where / TABLE_FILE
             where.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(file, data.to_csv(index=False).encode("utf-8"))
             cfg = cfg.replace(**{"data.name": f"csv:{file}"})
