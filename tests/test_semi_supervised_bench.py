@@ -107,7 +107,7 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     """Every model trains in bf16 by default; --precision sets every cell. The ADGM's bf16 cells are recipe
     "bf16-f32logits" (its classifier's logits in float32), the table's; its fp32 cells "fp32" and its bf16 cells
     from before the float32 logits "" are off the table. M2's and M1+M2's recipes name their arithmetic too
-    ("f32logits" in bf16, "fp32"), and stay off the table until they are its recipe."""
+    ("f32logits" in bf16, the table's; "fp32"); M2's untagged bf16-logit cells are off the table."""
     plan = {m: ss.cell_plan(args(tmp_path), m, 100, 0, tmp_path / "m1") for m in ss.MODELS}
     assert {m: p[2].train.precision for m, p in plan.items()} == {
         "m2": "bf16",
@@ -120,9 +120,9 @@ def test_each_model_trains_in_its_own_precision_unless_told_and_the_adgms_names_
     assert not ss.current({"model": "adgm", "recipe": ""})
     _, _, cfg, meta = ss.cell_plan(args(tmp_path, "--precision", "fp32"), "m2", 100, 0, None)
     assert cfg.train.precision == "fp32" and meta["recipe"] == "fp32"
-    assert plan["m2"][0] == "mnist/m2/100/d0/f32logits" and not ss.current(plan["m2"][3])
+    assert plan["m2"][0] == "mnist/m2/100/d0/f32logits" and ss.current(plan["m2"][3])
     assert plan["m1m2"][3]["recipe"] == ss.m1m2_recipe(ss.DEFAULT_M1, 1, "f32logits", "diagonal")
-    assert ss.current(plan["m1m2"][3]) and ss.current({"model": "m2", "recipe": ""})
+    assert ss.current(plan["m1m2"][3]) and not ss.current({"model": "m2", "recipe": ""})
 
 
 def test_the_table_counts_only_cells_of_the_default_m1_recipe():
@@ -301,3 +301,16 @@ def test_a_target_is_reached_only_over_three_draws_and_each_recipe_is_named():
     assert (
         ss.verdicts(cells).splitlines()[1].endswith("5.00% over 1 draw (target <= 1.5% over 3): not reached")
     )
+
+
+def test_batch_norm_is_its_own_adgm_recipe_and_the_adgms_only(tmp_path, capsys):
+    """--batch-norm trains the ADGM's cells with model.extra.batch_norm under recipe "...-bn" (off the table
+    until it is the ADGM's recipe); asked of another model it is refused in one line."""
+    _, out, cfg, meta = ss.cell_plan(args(tmp_path, "--models", "adgm", "--batch-norm"), "adgm", 100, 0, None)
+    assert meta["recipe"] == ss.ADGM_RECIPE["bf16"] + "-bn" and out.name.endswith("-bn")
+    assert cfg.model.extra["batch_norm"] is True and not ss.current(meta)
+    _, _, plain, _ = ss.cell_plan(args(tmp_path, "--models", "adgm"), "adgm", 100, 0, None)
+    assert "batch_norm" not in plain.model.extra
+    with pytest.raises(SystemExit):
+        args(tmp_path, "--models", "m2,adgm", "--batch-norm")
+    assert "--batch-norm is the ADGM's" in capsys.readouterr().err
