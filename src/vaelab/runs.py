@@ -129,8 +129,9 @@ class RunDir:
         """
         import shutil
 
-        from vaelab.data.python import DATA_FILE, TABLE_FILE
+        from vaelab.data.python import DATA_FILE, STAGED, TABLE_FILE
 
+        shutil.rmtree(self.root / STAGED, ignore_errors=True)  # data waiting for an old run to be cleared
         if self.last.is_file():  # an epoch finished, or the failure came before an old run was cleared
             return
         cleared = self.last in before

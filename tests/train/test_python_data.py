@@ -169,3 +169,38 @@ def test_a_start_on_python_data_that_fails_leaves_no_data_file(kind, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         vaelab.train(cfg, out=run, data=data)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("kind", ["tensor", "frame"])
+def test_overwrite_with_new_data_keeps_the_old_run_whole_until_it_is_cleared(kind, tmp_path, monkeypatch):
+    """--overwrite over a trained run, refused after the new data is read: the old run keeps its own data file
+    (it was replaced, beside the old checkpoints); accepted: the new data file takes its place, named by the
+    config, and nothing is left staged."""
+    from vaelab.errors import DataError
+    from vaelab.train import loop
+
+    if kind == "tensor":
+        cfg, old, new, file = _cfg(), _images(seed=0), _images(seed=1), "data.npz"
+    else:
+        cfg = _cfg(**{"data.binarize": "none", "model.likelihood": "mixed"})
+        frame = load_diabetes(scaled=False, as_frame=True).frame
+        old, new, file = frame, frame.assign(age=frame["age"] + 1), "data.csv"
+    run = tmp_path / "run"
+    vaelab.train(cfg, out=run, data=old)
+    before = (run / file).read_bytes()
+    checks = loop.check_compatible
+
+    def refused(*a, **k):
+        raise DataError("refused for the test")
+
+    monkeypatch.setattr(loop, "check_compatible", refused)
+    with pytest.raises(DataError, match="refused for the test"):
+        vaelab.train(cfg, out=run, data=new, overwrite=True)
+    assert (run / file).read_bytes() == before and (run / "checkpoints" / "last.pt").is_file()
+    assert not (run / ".staged-data").exists()
+
+    monkeypatch.setattr(loop, "check_compatible", checks)
+    vaelab.train(cfg, out=run, data=new, overwrite=True)
+    assert (run / file).read_bytes() != before and not (run / ".staged-data").exists()
+    assert json.loads((run / "config.json").read_text())["data"]["name"].endswith(f":{run / file}")
+    assert vaelab.evaluate(str(run), importance=2)["num_images"] > 0  # eval reads the adopted file

@@ -37,6 +37,7 @@ from vaelab.io import atomic_write_bytes
 PYTHON = "python"  # data.name of data passed from Python without a run folder
 DATA_FILE = "data.npz"  # where a run keeps data passed from Python
 TABLE_FILE = "data.csv"  # where a run keeps a table (DataFrame) passed from Python
+STAGED = ".staged-data"  # RUN/.staged-data: a start over a trained run keeps its data here until the run is cleared
 
 
 def _datum(item: Any) -> np.ndarray:
@@ -174,6 +175,26 @@ def save_splits(splits: Splits, folder: str | os.PathLike) -> Path:
     file = Path(folder) / DATA_FILE
     file.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(file, buf.getvalue())
+
+
+def adopt_staged(cfg: Any, folder: str | os.PathLike) -> Any:
+    """Move the data file `resolve_data` wrote into FOLDER/.staged-data (`STAGED`) to FOLDER, once the old run
+    there is cleared; returns `cfg` with data.name naming it there.
+
+    Args:
+        cfg: the Config whose data.name ('npz:FILE' or 'csv:FILE') names the staged file.
+        folder: the run folder.
+    """
+    import shutil
+
+    folder = Path(folder)
+    kind, _, name = cfg.data.name.partition(":")
+    staged = Path(name)
+    if staged.parent == folder / STAGED and staged.is_file():
+        os.replace(staged, folder / staged.name)
+        cfg = cfg.replace(**{"data.name": f"{kind}:{folder / staged.name}"})
+    shutil.rmtree(folder / STAGED, ignore_errors=True)
+    return cfg
 
 
 def _is_frame(obj: Any) -> bool:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from vaelab.config import Config
 from vaelab.data import Prepared, epoch_batches, prepare
 from vaelab.data.batches import Share, batch_share
-from vaelab.data.python import resolve_data
+from vaelab.data.python import STAGED, adopt_staged, resolve_data
 from vaelab.device import flush_denormals, keep_freed_memory
 from vaelab.errors import DataError
 from vaelab.io import atomic_write_json, check_can_create, ensure_dir, remove_stale_temporaries
@@ -215,7 +215,11 @@ def _train(
         check_can_create(run.checkpoints)  # fail fast, but create nothing before the data and model are good
         remove_stale_temporaries(run.root)
     # None: cfg.data; DataSplits; or tensors, a Dataset, a (train, test) pair, a DataFrame (saved in the run)
-    data, cfg = resolve_data(cfg, data, run.root if run is not None and w.main else None)
+    # over a trained run (--overwrite), data from Python waits in RUN/.staged-data until the old run is cleared:
+    # a refusal before then leaves the old run whole, its data file with it
+    staged = run is not None and w.main and ckpt is None and run.last.is_file()
+    folder = (run.root / STAGED if staged else run.root) if run is not None and w.main else None
+    data, cfg = resolve_data(cfg, data, folder)
     if ckpt is not None and tuple(ckpt["shape"]) != data.shape:
         raise DataError(
             f"--resume: the data's images are {data.shape}, the checkpoint's model was built for {tuple(ckpt['shape'])}"
@@ -258,6 +262,8 @@ def _train(
     if run is not None and w.main:
         if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
             run.clear_outputs(keep_mlflow="mlflow" in cfg.train.log)
+        if staged and (run.root / STAGED).is_dir():
+            cfg = adopt_staged(cfg, run.root)
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
         run.write_metrics(history)
