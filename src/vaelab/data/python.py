@@ -179,7 +179,8 @@ def save_splits(splits: Splits, folder: str | os.PathLike) -> Path:
 
 def adopt_staged(cfg: Any, folder: str | os.PathLike) -> Any:
     """Move the data file `resolve_data` wrote into FOLDER/.staged-data (`STAGED`) to FOLDER, once the old run
-    there is cleared; returns `cfg` with data.name naming it there.
+    there is cleared; returns `cfg` with data.name naming it there (as it was, when nothing was staged: a named
+    data set).
 
     Args:
         cfg: the Config whose data.name ('npz:FILE' or 'csv:FILE') names the staged file.

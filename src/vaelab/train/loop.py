@@ -262,7 +262,7 @@ def _train(
     if run is not None and w.main:
         if ckpt is None:  # a fresh start (--overwrite): nothing of an older model may stay beside this one
             run.clear_outputs(keep_mlflow="mlflow" in cfg.train.log)
-        if staged and (run.root / STAGED).is_dir():
+        if staged:  # the old run is cleared: its data file's place is free
             cfg = adopt_staged(cfg, run.root)
         ensure_dir(run.checkpoints)
         atomic_write_json(run.config, cfg.to_dict())
