@@ -81,6 +81,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags(wanted: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")) -> list[str]:
+    """Which of the flags that decide bf16 speed the CPU has (bf16 is emulated without avx512_bf16 or amx_bf16)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def git_commit() -> str:
     """HEAD's hash, with `+dirty` when tracked files differ from it."""
     try:
@@ -109,6 +121,7 @@ def machine(threads: int | None = None) -> dict[str, Any]:
         cores = os.cpu_count() or 1
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": cores,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -255,6 +255,7 @@ def train_cell(
         "cpu_seconds": old.get("cpu_seconds", 0.0) if resume else 0.0,
         "precision": cfg.train.precision,
         "threads": cfg.train.threads,
+        "machine": machine(cfg.train.threads),  # cells of one table may come from different machines
     }
     clock = {"wall": time.perf_counter(), "cpu": time.process_time()}
 
