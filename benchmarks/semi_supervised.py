@@ -47,6 +47,7 @@ PUBLISHED = {  # test error (%) by labels: Kingma et al. 2014, Table 1; Maaloe e
     3000: {"M2": (3.92, 0.63), "M1+M2": (2.18, 0.04)},
 }
 MODELS = {"m2": "M2", "m1m2": "M1+M2", "adgm": "ADGM"}
+EPOCHS = {"m2": 200, "m1m2": 300, "adgm": 200}  # each table recipe's
 TARGETS = {"m2": 12.0, "m1m2": 3.6, "adgm": 1.5}  # issue #19: mean test error (%) with 100 labels
 TARGET_DRAWS = 3  # issue #19: the mean over at least 3 label draws
 M1 = {  # Kingma et al. 2014's M1 for MNIST as the paper gives it: 2 x 600 softplus, 50-d z
@@ -501,7 +502,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--all-draws", action="store_true", help="--draws draws for every label count")
     p.add_argument("--draw", type=int, help="only this draw (run draws side by side in several processes)")
     p.add_argument(
-        "--epochs", default="m2=200,m1m2=300,adgm=200", help="MODEL=N,... (or one N for all): each recipe's"
+        "--epochs",
+        default=",".join(f"{m}={n}" for m, n in EPOCHS.items()),
+        help="MODEL=N,... (or one N for all); a model left out keeps its recipe's",
     )
     p.add_argument(
         "--m1-recipe",
@@ -556,7 +559,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.labels = [a.labelled] if a.labelled else [int(n) for n in a.labels.split(",")]
         if "=" in a.epochs:
             given = dict(kv.split("=", 1) for kv in a.epochs.split(","))
-            a.epochs = {m: int(given.get(m, 100)) for m in MODELS}
+            if set(given) - set(MODELS):
+                raise ValueError(f"unknown model {', '.join(sorted(set(given) - set(MODELS)))}")
+            a.epochs = {m: int(given.get(m, EPOCHS[m])) for m in MODELS}
         else:
             a.epochs = dict.fromkeys(MODELS, int(a.epochs))
     except ValueError as e:

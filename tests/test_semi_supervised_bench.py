@@ -40,6 +40,15 @@ def test_an_unknown_m1_recipe_or_no_m1_epochs_is_one_line(tmp_path, capsys):
         assert flag in capsys.readouterr().err.splitlines()[-1]
 
 
+def test_epochs_for_some_models_leave_the_others_at_their_recipes(tmp_path, capsys):
+    assert args(tmp_path).epochs == ss.EPOCHS == {"m2": 200, "m1m2": 300, "adgm": 200}
+    assert args(tmp_path, "--epochs", "adgm=50").epochs == {"m2": 200, "m1m2": 300, "adgm": 50}
+    assert args(tmp_path, "--epochs", "7").epochs == dict.fromkeys(ss.MODELS, 7)
+    with pytest.raises(SystemExit) as e:
+        args(tmp_path, "--epochs", "vae=5")
+    assert e.value.code == 2 and "--labels / --epochs: unknown model vae" in capsys.readouterr().err
+
+
 def test_the_first_m1_recipe_keeps_its_run_folder_and_results_keys(tmp_path):
     """Its M1 keeps its key and folder; its M1+M2 cells' keys carry only M2's recipe and arithmetic."""
     a = args(tmp_path, "--m1-recipe", ss.FIRST_M1)
