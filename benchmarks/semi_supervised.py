@@ -8,7 +8,8 @@ checkpoint of each cell is the epoch with the lowest validation error (best.pt);
 test images, is what the table shows, with the epochs and CPU time it took. Each epoch is merged into the
 results file at once (under a lock, so two processes can share it; --commit-results commits it), and a re-run
 resumes each unfinished cell from its run folder, or continues a finished one to more --epochs; a cell
-whose run folder is gone (a fresh machine, another --runs-dir) keeps its entry as measured and is not retrained.
+whose run folder is gone (a fresh machine, another --runs-dir) keeps its entry as measured and is not retrained
+(--restart-lost trains an unfinished one afresh).
 
     python benchmarks/semi_supervised.py --data-dir ../shared/data --models m1m2 --labels 100 --draws 3
     python benchmarks/semi_supervised.py --table            # the table and figure from the results file
@@ -396,7 +397,14 @@ def run_cells(a: argparse.Namespace) -> None:
                     continue
                 if cell.get("curve") and not (out / "checkpoints" / "last.pt").is_file():
                     # its run folder is gone (another machine, another --runs-dir): training it afresh would
-                    # replace its measured entry, so it is kept as it stands
+                    # replace its measured entry, so it is kept as it stands unless --restart-lost says
+                    if a.restart_lost and not cell.get("done"):
+                        print(
+                            f"{key}: no run to resume in {out}; its partial entry is trained afresh",
+                            flush=True,
+                        )
+                        train_cell(key, cfg, out, a, meta, picked("valid_error", "test_error", "test_elbo"))
+                        continue
                     print(
                         f"{key}: kept as measured ({cell.get('epochs_done', len(cell['curve']))} epochs); "
                         f"no run to resume in {out}",
@@ -548,6 +556,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=RESULTS_FILE)
     p.add_argument(
         "--commit-results", action="store_true", help="git-commit the results file after each cell"
+    )
+    p.add_argument(
+        "--restart-lost",
+        action="store_true",
+        help="train afresh an unfinished cell whose run folder is gone (by default its partial entry is kept)",
     )
     p.add_argument("--table", action="store_true", help="only print the table and redraw the figure")
     a = p.parse_args(argv)

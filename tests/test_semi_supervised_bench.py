@@ -196,6 +196,28 @@ def test_a_measured_cell_whose_run_folder_is_gone_keeps_its_entry(tmp_path, monk
     assert trained[-2:] == ["mnist/m2/100/d0/f32logits", "mnist/m2/100/d1/f32logits"]
 
 
+def test_restart_lost_trains_an_unfinished_cell_afresh_but_keeps_a_finished_one(
+    tmp_path, monkeypatch, capsys
+):
+    results = tmp_path / "results.json"
+    curve = [{"epoch": 1, "seconds": 60.0, "valid_error": 0.2, "test_error": 0.2}]
+    for draw, done in ((0, False), (1, True)):
+        ss.put_cell(
+            results,
+            f"mnist/m2/100/d{draw}/f32logits",
+            {"model": "m2", "labels": 100, "draw": draw, "done": done, "epochs_planned": 1 if done else 5}
+            | {"epochs_done": 1, "curve": curve, "best": ss.best_epoch(curve)},
+        )
+    trained: list[str] = []
+    monkeypatch.setattr(ss, "train_cell", lambda key, *rest: trained.append(key))
+    a = args(tmp_path, "--models", "m2", "--labels", "100", "--draws", "2", "--epochs", "5", "--restart-lost")
+    a.results = results
+    ss.run_cells(a)
+    out = capsys.readouterr().out
+    assert trained == ["mnist/m2/100/d0/f32logits"]  # the finished draw 1 (5 > 1 epochs) keeps its entry
+    assert "mnist/m2/100/d0/f32logits: no run to resume" in out and "d1/f32logits: kept as measured" in out
+
+
 def test_an_m1_whose_run_folder_is_gone_is_retrained_and_its_measured_entry_moves_aside(
     tmp_path, monkeypatch, capsys
 ):
