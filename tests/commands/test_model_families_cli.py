@@ -87,9 +87,24 @@ def test_reconstruct_with_noise_shows_three_panels(runs, tmp_path):
 
 
 def test_m2_prints_and_evaluates_its_classification_error(runs, capsys):
+    """eval.json's error is argmax q(y|x) against the labels of the first 40 test images, counted here by hand,
+    with its binomial standard error; the printed line quotes those numbers."""
+    import torch
+
+    from vaelab.commands.common import open_run
+
     assert main(["eval", str(runs / "m2"), "--importance", "3", "--limit", "40", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "classification error" in out and "of 40 images" in out
+    c = json.loads((runs / "m2" / "eval.json").read_text())["classification"]
+    run = open_run(str(runs / "m2"))
+    test = run.split("test")
+    with torch.no_grad():
+        predicted = run.model.classify(test.batch(slice(0, 40))).logits.argmax(-1)
+    wrong = int((predicted != test.labels_at(slice(0, 40))).sum())
+    assert (c["errors"], c["num_images"]) == (wrong, 40) and c["error"] == wrong / 40
+    assert c["stderr"] == pytest.approx(math.sqrt(c["error"] * (1 - c["error"]) / 40), rel=1e-12)
+    line = f"classification error   {100 * c['error']:.2f}% +- {100 * c['stderr']:.2f}%"
+    assert f"{line}   argmax q(y|x), {wrong} of 40 images" in out.splitlines()
 
 
 @pytest.fixture

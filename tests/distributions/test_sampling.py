@@ -9,10 +9,14 @@ from vaelab.distributions.sampling import rsample, sample
 
 
 def test_same_seed_same_draw():
-    q = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+    """A draw is loc + scale * the generator's normals: the same seed gives it again, another seed another."""
+    loc, scale = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 1.0])
+    q = Independent(Normal(loc, scale), 1)
     a = rsample(q, (5,), torch.Generator().manual_seed(1))
     b = rsample(q, (5,), torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == (5, 3)
+    torch.testing.assert_close(a, loc + scale * torch.randn(5, 3, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, rsample(q, (5,), torch.Generator().manual_seed(2)))
 
 
 def test_normal_moments_within_four_standard_errors():

@@ -112,3 +112,37 @@ def test_classifier_is_accurate_cached_and_retrained_when_damaged():
         cfg.__class__(name="digits", binarize="none"), min_steps=50, batch_size=64, epochs=1
     )
     assert other.key != first.key
+
+
+def test_sample_quality_of_samples_that_are_the_test_images_is_perfect():
+    """A sampler that draws exactly the first n test images scores FD 0 and precision = recall = 1 (binary
+    pictures are their own Bernoulli draw); the next n test images do not; blank samples (identical: k-NN balls
+    of radius 0) cover no digit."""
+    from torch import nn
+
+    from vaelab.data import prepare_split
+    from vaelab.evaluate.quality import sample_quality
+
+    class Replay(nn.Module):
+        def __init__(self, images: torch.Tensor) -> None:
+            super().__init__()
+            self.images = images
+            self.weight = nn.Parameter(torch.zeros(1))  # where the model lives
+
+        def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+            return self.images[:n]
+
+    cfg = DataConfig(name="digits")
+    test = prepare_split(cfg, "test")
+    assert test.binary
+    clf = classifier_for(cfg, min_steps=200, batch_size=64, epochs=1)
+    same = sample_quality(Replay(test.batch(slice(0, 100))), test, clf, 100)
+    assert (
+        same["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+        and same["precision"] == same["recall"] == 1.0
+    )
+    assert same["num_samples"] == same["num_test_images"] == 100 and same["k"] == 3
+    other = sample_quality(Replay(test.batch(slice(100, 200))), test, clf, 100)
+    assert other["frechet_distance"] > 1.0 and other["recall"] < 1.0
+    blank = sample_quality(Replay(torch.zeros(100, *test.shape)), test, clf, 100)
+    assert blank["recall"] == 0.0 and blank["frechet_distance"] > 10 * other["frechet_distance"]

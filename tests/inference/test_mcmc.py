@@ -90,16 +90,33 @@ def test_rhat_flags_chains_stuck_in_different_modes():
 
 
 def test_mh_kernel_is_batched_and_rejects_non_finite_proposals():
+    """Each of the 5 x 7 chains steps as the kernel documents, from the same generator's draws: x' = x + 0.5 ε,
+    accepted when u < min(1, p(x') / p(x)), and a proposal whose density is nan has acceptance 0."""
+
     def log_density(z):
         lp = -0.5 * (z**2).sum(-1)
         return torch.where(z[..., 0] > 0.5, torch.full_like(lp, float("nan")), lp)
 
-    g = torch.Generator().manual_seed(0)
+    g, twin = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     state = mcmc.init(torch.zeros(5, 7, 2, dtype=torch.float64), log_density)
+    moved = refused = 0
     for _ in range(50):
+        x, lp = state.position, state.log_density
+        proposal = x + 0.5 * torch.randn(x.shape, generator=twin, dtype=torch.float64)
+        u = torch.rand(lp.shape, generator=twin, dtype=torch.float64)
+        lp_new = log_density(proposal)
+        finite = torch.isfinite(lp_new)
+        want_prob = torch.where(finite, (lp_new - lp).exp().clamp(max=1.0), torch.zeros_like(lp))
         state, info = mcmc.step(g, state, log_density, 0.5)
         assert info.accept_prob.shape == (5, 7) and info.accepted.dtype == torch.bool
-        assert torch.isfinite(state.log_density).all() and (state.position[..., 0] <= 0.5).all()
+        torch.testing.assert_close(info.accept_prob, want_prob, rtol=1e-12, atol=0)
+        assert torch.equal(info.accepted, u < want_prob)
+        assert torch.equal(state.position, torch.where(info.accepted[..., None], proposal, x))
+        assert torch.equal(state.log_density, torch.where(info.accepted, lp_new, lp))
+        moved += int(info.accepted.sum())
+        refused += int((~finite).sum())
+    assert moved > 100 and refused > 100  # both branches ran
+    assert torch.isfinite(state.log_density).all() and (state.position[..., 0] <= 0.5).all()
 
 
 def test_bad_settings_are_refused_with_clear_messages():

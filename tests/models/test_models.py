@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Independent, Normal
@@ -10,6 +12,7 @@ from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models import MODELS, Autoencoder, build_model
 from vaelab.models.autoencoder import fitted_gaussian
+from vaelab.models.vae import MIN_SCALE
 
 CASES = [
     ("mlp", (1, 28, 28), "bernoulli"),
@@ -23,18 +26,34 @@ CASES = [
 
 @pytest.mark.parametrize(("body", "shape", "lik"), CASES)
 def test_vae_protocol_shapes(body, shape, lik):
+    """The shapes of q(z|x), p(z) and p(x|z), and their values: p(z) is N(0, I), a [K, B] batch of z decodes as
+    each z alone, and the weights are log p(x|z) + log p(z) - log q(z|x) at the generator's draws."""
     cfg = ModelConfig(body=body, hidden=(64,), latent_dim=5, likelihood=lik, gaussian_variance="decoder")
-    m = build_model(cfg, shape)
+    torch.manual_seed(0)
+    m = build_model(cfg, shape).eval()
     x = torch.rand(3, *shape)
     if lik == "bernoulli":
         x = x.round()
     q = m.encode(x)
     assert q.batch_shape == (3,) and q.event_shape == (5,) and q.has_rsample
-    assert m.prior().event_shape == (5,)
-    p = m.decode(torch.randn(4, 3, 5))
-    assert p.batch_shape == (4, 3) and p.event_shape == shape
-    lw = m.log_importance_weights(x, 7)
-    assert lw.shape == (7, 3) and torch.isfinite(lw).all()
+    prior = m.prior()
+    assert prior.event_shape == (5,)
+    torch.testing.assert_close(prior.mean, torch.zeros(5), rtol=0, atol=0)
+    torch.testing.assert_close(prior.stddev, torch.ones(5), rtol=0, atol=0)
+    z = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(prior.log_prob(z), -0.5 * (z**2).sum(-1) - 2.5 * math.log(2 * math.pi))
+    with torch.no_grad():
+        p = m.decode(z)
+        assert p.batch_shape == (4, 3) and p.event_shape == shape
+        one_by_one = torch.stack(
+            [torch.stack([m.decode(z[k, b]).log_prob(x[b]) for b in range(3)]) for k in range(4)]
+        )
+        torch.testing.assert_close(p.log_prob(x), one_by_one, rtol=1e-5, atol=1e-4)
+        lw = m.log_importance_weights(x, 7, torch.Generator().manual_seed(2))
+        zk = q.mean + q.stddev * torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(2))
+        want = m.decode(zk).log_prob(x) + prior.log_prob(zk) - q.log_prob(zk)
+    assert lw.shape == (7, 3)
+    torch.testing.assert_close(lw, want)
 
 
 def test_log_importance_weights_identity():
@@ -78,10 +97,26 @@ def test_fitted_gaussian_recovers_mean_and_covariance():
 
 
 def test_encoder_is_a_diagonal_gaussian():
+    """q(z|x) = N(loc, diag(scale^2)) with (loc, raw) the head's two halves and scale = softplus(raw) + MIN_SCALE;
+    each image's q depends on that image alone."""
+    torch.manual_seed(0)
     m = build_model(ModelConfig(hidden=(16,), latent_dim=3), (1, 4, 4))
-    q = m.encode(torch.rand(2, 1, 4, 4))
+    x = torch.rand(5, 1, 4, 4)
+    q = m.encode(x)
     assert isinstance(q, Independent) and isinstance(q.base_dist, Normal)
-    assert torch.all(q.stddev > 0)
+    with torch.no_grad():
+        loc, raw = m.head(m.encoder(x)).split(3, dim=-1)
+        scale = torch.nn.functional.softplus(raw) + MIN_SCALE
+        torch.testing.assert_close(q.mean, loc)
+        torch.testing.assert_close(q.stddev, scale)
+        z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+        by_hand = (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        torch.testing.assert_close(q.log_prob(z), by_hand)
+        for i in range(5):
+            alone = m.encode(x[i : i + 1])
+            torch.testing.assert_close(alone.mean[0], q.mean[i])
+            torch.testing.assert_close(alone.stddev[0], q.stddev[i])
+    assert (q.mean[0] - q.mean[1]).abs().max() > 1e-4  # the code depends on the image
 
 
 def test_gated_layer_is_linear_times_sigmoid_gate():

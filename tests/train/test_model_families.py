@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -92,6 +94,7 @@ def test_classification_error_of_a_fixed_classifier(config_factory):
     assert out["num_images"] == int(known.sum())
     assert out["errors"] == int(((labels != 3) & known).sum())
     assert out["error"] == pytest.approx(out["errors"] / out["num_images"])
+    assert out["stderr"] == pytest.approx(math.sqrt(out["error"] * (1 - out["error"]) / out["num_images"]))
 
 
 def test_conditional_importance_sampling_uses_each_images_label(config_factory):
