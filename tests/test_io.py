@@ -33,6 +33,16 @@ def test_unwritable_place_is_one_clear_error(tmp_path):
         atomic_write_text(blocker / "sub" / "a.txt", "x")
 
 
+@pytest.mark.parametrize("where", ["file/a.png", "file/sub/a.png"])
+def test_a_file_where_a_folder_should_be_is_named(where, tmp_path):
+    """`vaelab sample RUN --out FILE/a.png`: the file in the way is named ("cannot create folder FILE: File
+    exists" was the message, or "Not a directory")."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VaelabError, match=r"cannot create folder .*: .*/file is not a folder$"):
+        atomic_write_text(tmp_path / where, "x")
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_check_can_create_creates_nothing_and_names_the_blocker(tmp_path):
     target = tmp_path / "a" / "b" / "checkpoints"
     assert check_can_create(target) == target
@@ -99,6 +109,25 @@ def test_an_edited_metrics_line_is_one_line_error_in_every_reader(
         one_line_error(capsys, main(command), "metrics.jsonl: line 2 is not")
     assert main(["report", str(run)]) == 0  # the report shows the rest, with the reason as a note
     assert "metrics.jsonl: line 2 is not" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_metrics_file_that_is_not_text_is_one_line_error_in_every_reader(
+    one_epoch_run, tmp_path, capsys, one_line_error
+):
+    """Binary bytes in metrics.jsonl (a wrong file copied in, a damaged disk): curves and figures name the
+    line (it was a UnicodeDecodeError traceback, in the report too), the report says it in place of the curves."""
+    import shutil
+
+    from vaelab.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    with (run / "metrics.jsonl").open("ab") as f:
+        f.write(b"\xff\xfe\x00\x01\n")
+    for command in (["curves", str(run)], ["figures", str(run)]):
+        one_line_error(capsys, main(command), "metrics.jsonl: line 2 is not UTF-8 text")
+    assert main(["report", str(run)]) == 0
+    assert "metrics.jsonl: line 2 is not UTF-8 text" in (run / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("command", [["mcmc", "--model", "banana"], ["vi", "--model", "banana"]])

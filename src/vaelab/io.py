@@ -38,6 +38,8 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if isinstance(e, FileExistsError | NotADirectoryError):
+            check_can_create(p)  # a file in the way: named, not "File exists"
         raise VaelabError(f"cannot create folder {p}: {e.strerror or e}") from None
     if not os.access(p, os.W_OK):
         raise VaelabError(f"folder {p} is not writable")

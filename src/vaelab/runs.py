@@ -187,7 +187,11 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         rows = []
-        for n, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
+        for n, raw in enumerate(self.metrics.read_bytes().splitlines(), 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:  # a binary file copied in, a damaged disk: not a traceback
+                raise VaelabError(f"{self.metrics}: line {n} is not UTF-8 text") from None
             if line.strip():
                 try:
                     row = json.loads(line)

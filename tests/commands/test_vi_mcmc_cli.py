@@ -206,3 +206,26 @@ def test_diverging_fit_is_one_line_and_writes_nothing(family, lr, message, exist
     assert err.count("\n") == 1 and err.startswith("vaelab vi: error: "), err
     assert message in err
     assert (list(out.iterdir()) == []) if existing else not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[1, 2]",  # JSON, but not an object
+        b'{"model": "banana", "vi": [1], "mcmc": "x"}',  # sections of another shape
+        b'{"model": "banana", "vi": {"full-reverse": {"mean": "a"}}, "mcmc": {"hmc": {"mean": [0, 0]}}}',
+        b"\xff\xfe",  # not text
+    ],
+)
+@pytest.mark.parametrize("command", ["vi", "mcmc"])
+def test_a_summary_json_vaelab_cannot_read_is_replaced_not_a_traceback(content, command, tmp_path, capsys):
+    """summary.json in --out is shared by vi and mcmc: one that is not an object, or whose entries lack their
+    moments, is replaced (dropping those entries), as an unreadable one is; it was an AttributeError,
+    TypeError or KeyError traceback after the figures had been written."""
+    (tmp_path / "summary.json").write_bytes(content)
+    argv = ["--steps", "5"] if command == "vi" else ["--draws", "5", "--warmup", "5"]
+    code, _, err = run(capsys, command, "--model", "banana", *argv, "--quiet", "--out", str(tmp_path))
+    assert code == 0 and err == "", err
+    s = json.loads((tmp_path / "summary.json").read_text())
+    entry = "vi full-reverse" if command == "vi" else "mcmc hmc"
+    assert s["model"] == "banana" and set(s["comparison"]["mean"]) == {"exact", entry}

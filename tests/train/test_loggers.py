@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -351,3 +352,27 @@ def test_a_resume_may_start_logging(tmp_path):
     cfg = small_config(**{"train.epochs": 2, "train.log": ("tensorboard",)})
     train(cfg, out=out, resume=True, explicit={"train.epochs", "train.log"})
     assert [e.step for e in accumulator(RunDir(out).tb).Scalars("test_elbo")] == [2]
+
+
+def test_mlflow_logs_a_run_given_as_a_relative_folder(tmp_path, monkeypatch):
+    """`vaelab train --out run --log mlflow`: the default store's artifact location is a file URI of the
+    absolute folder (Path.as_uri of the relative one raised ValueError, a traceback after training began)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY_TRAIN, "--no-figures", "--log", "mlflow", "--out", "run"]) == 0
+    client, mlrun = client_and_run(tmp_path / "run")
+    exp = client.get_experiment(mlrun.info.experiment_id)
+    assert exp.artifact_location == (tmp_path / "run" / "mlflow-artifacts").as_uri()
+
+
+@pytest.mark.parametrize("content", [b'{"tracking', b"[1]", b"\xff\xfe"])
+def test_an_unreadable_mlflow_json_is_one_line_on_resume(logged, tmp_path, capsys, one_line_error, content):
+    """A resume must continue the MLflow run RUN/mlflow.json names: one it cannot read is one line naming the
+    file and the way out (it was a JSONDecodeError or AttributeError traceback), and the run is left as it was."""
+    out = tmp_path / "run"
+    shutil.copytree(logged, out)
+    ident = mlflow_paths(RunDir(out))[2]
+    ident.write_bytes(content)
+    before = (out / "metrics.jsonl").read_bytes()
+    code = main(["train", "--out", str(out), "--resume", "--epochs", "4", "--quiet", "--no-figures"])
+    one_line_error(capsys, code, f"{ident}: not the MLflow run this folder logs to", "remove it")
+    assert (out / "metrics.jsonl").read_bytes() == before and ident.read_bytes() == content

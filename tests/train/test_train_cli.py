@@ -160,3 +160,29 @@ def test_a_refused_number_is_named_by_its_flag_and_key(args, line, tmp_path, cap
     code = main(["train", *TINY_TRAIN, *args, "--out", str(tmp_path / "r")])
     assert one_line_error(capsys, code) == f"vaelab train: error: {line}"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["--model", "autoencoder", "--beta", "4"],
+            ["model 'autoencoder' has no KL term: objective.beta do not apply to it"],
+        ),
+        (
+            ["--model", "autoencoder", "--samples", "5", "--warmup", "2"],
+            ["objective.warmup_epochs, objective.num_samples do not apply"],
+        ),
+        (
+            ["--model", "vae", "--features", "runs/m1"],
+            ["model 'vae' learns on the data itself: model.features (runs/m1) is M1+M2's, for model m2"],
+        ),
+        (["--model", "cvae", "--features", "runs/m1"], ["model 'cvae'", "for model m2"]),
+    ],
+)
+def test_a_flag_the_model_would_ignore_is_refused(args, needles, tmp_path, capsys, one_line_error):
+    """--beta 4 on the autoencoder (no KL term) and --features on any model but m2 trained without a word,
+    the flag recorded in config.json as if it had been used; pixelcnn, gan and adgm refused them already."""
+    code = main(["train", *TINY_TRAIN, *args, "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, *needles)
+    assert not (tmp_path / "r").exists()

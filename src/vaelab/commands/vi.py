@@ -109,7 +109,8 @@ def one_thread() -> Iterator[None]:
 
 def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[str, Any]) -> Path:
     """Write summary.json: the exact answer plus the `vi` and `mcmc` results gathered in this folder for
-    this model (a summary of another model is replaced), and a side-by-side comparison of the moments.
+    this model (a summary of another model, or one that cannot be read, is replaced; an earlier entry whose
+    moments cannot be read is dropped), and a side-by-side comparison of the moments.
 
     Args:
         out: the output folder.
@@ -120,13 +121,9 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
     import numpy as np
 
     path = out / "summary.json"
-    old: dict[str, Any] = {}
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = {}
-    if old.get("model") != model.name:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
         old = {}
     ex = model.exact
     summary: dict[str, Any] = {
@@ -141,20 +138,38 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
             "sd": np.sqrt(np.diag(ex.cov)).tolist(),
             "cov": ex.cov.tolist(),
         },
-        "vi": old.get("vi", {}),
-        "mcmc": old.get("mcmc", {}),
+        "vi": {},
+        "mcmc": {},
     }
-    summary[section].update(entries)
     means = {"exact": summary["exact"]["mean"]}
     sds = {"exact": summary["exact"]["sd"]}
-    for key, r in summary["vi"].items():
-        means[f"vi {key}"] = r["mean"]
-        sds[f"vi {key}"] = np.sqrt(np.diag(np.atleast_2d(r["cov"]))).tolist()
-    for key, r in summary["mcmc"].items():
-        means[f"mcmc {key}"] = r["mean"]
-        sds[f"mcmc {key}"] = np.sqrt(r["var"]).tolist()
+    same_model = isinstance(old, dict) and old.get("model") == model.name
+    for part in ("vi", "mcmc"):
+        earlier = old.get(part) if same_model else None
+        for key, r in earlier.items() if isinstance(earlier, dict) else ():
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # kept if its moments can be read
+                if all(np.isfinite(_moments(part, r, len(ex.mean))[1])):
+                    summary[part][key] = r
+    summary[section].update(entries)
+    for part in ("vi", "mcmc"):
+        for key, r in summary[part].items():
+            means[f"{part} {key}"], sds[f"{part} {key}"] = _moments(part, r, len(ex.mean))
     summary["comparison"] = {"mean": means, "sd": sds}
     return atomic_write_json(path, summary)
+
+
+def _moments(part: str, r: Any, dim: int) -> tuple[list[float], list[float]]:
+    """(mean, sd) of a summary entry: a vi entry has a mean and cov, an mcmc entry a mean and var, each of
+    the model's dimension (a KeyError, TypeError or ValueError otherwise)."""
+    import numpy as np
+
+    mean = np.asarray(r["mean"], dtype=float).reshape(-1)
+    cov = np.atleast_2d(np.asarray(r["cov"], dtype=float)) if part == "vi" else None
+    var = np.diag(cov) if cov is not None else np.asarray(r["var"], dtype=float)
+    if mean.shape != (dim,) or var.shape != (dim,):
+        raise ValueError(f"moments of shapes {mean.shape} and {var.shape}, not ({dim},)")
+    with np.errstate(invalid="ignore"):  # a negative variance (a hand-edited file): nan, then dropped
+        return mean.tolist(), np.sqrt(var).tolist()
 
 
 def write_trace(path: Path, trace: dict[str, np.ndarray], log_evidence: float) -> Path:

@@ -12,8 +12,8 @@ from vaelab.models.registry import MODELS, ModelSpec, get_spec, objective_name
 
 
 def check_model_config(cfg: Config) -> None:
-    """The model exists, accepts the objective, takes its model.extra keys, and its own check passes
-    (ConfigError otherwise), before any data is read.
+    """The model exists, accepts the objective, takes its model.extra keys (and model.features if set), and its
+    own check passes (ConfigError otherwise), before any data is read.
 
     Args:
         cfg: the run's config.
@@ -30,6 +30,12 @@ def check_model_config(cfg: Config) -> None:
         takes = ", ".join(spec.extra_keys) or "none"
         raise ConfigError(
             f"model.extra has unknown key(s) {', '.join(unknown)} for {cfg.model.name}; it takes: {takes}"
+        )
+    if cfg.model.features and not spec.features:
+        takes = ", ".join(n for n, s in MODELS.items() if s.features)
+        raise ConfigError(
+            f"model '{cfg.model.name}' learns on the data itself: model.features ({cfg.model.features}) is "
+            f"M1+M2's, for model {takes}"
         )
     check_posterior(cfg, spec)
     if spec.check is not None:

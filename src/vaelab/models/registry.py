@@ -50,6 +50,7 @@ class ModelSpec:
         check: refuses config values that do not fit it (ConfigError), before data is read.
         extra_keys: the model.extra settings it reads; any other key is refused as a typo.
         flows: it takes a flow posterior (model.posterior, `vaelab.distributions.flows`); else only gaussian.
+        features: it reads model.features (--features RUN, M1+M2's codes of a trained run); else it is refused.
     """
 
     build: Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
@@ -61,6 +62,7 @@ class ModelSpec:
     check: Callable[[Config], None] | None = None
     extra_keys: tuple[str, ...] = ()  # the model.extra settings it reads; any other key is a typo
     flows: bool = False  # takes model.posterior planar:K, iaf:K, sylvester:K (a flow q(z|x)); else gaussian
+    features: bool = False  # reads model.features (an M1 run); set elsewhere, the flag would be ignored
 
 
 def _no_analytic_kl(why: str) -> Callable[[Config], None]:
@@ -146,7 +148,14 @@ MODELS: Registry[ModelSpec] = Registry(
             flows=True,
         ),
         "autoencoder": ModelSpec(
-            Autoencoder, "reconstruction", "deterministic autoencoder, the non-generative baseline"
+            Autoencoder,
+            "reconstruction",
+            "deterministic autoencoder, the non-generative baseline",
+            # its loss is the reconstruction alone (of a noised input when denoising): the KL's knobs are unused
+            check=_unused_objective_settings(
+                ("beta", "warmup_epochs", "kl_cycle_epochs", "free_bits", "dreg", "num_samples"),
+                "has no KL term",
+            ),
         ),
         "linear-gaussian": ModelSpec(
             LinearGaussianVAE,
@@ -212,6 +221,7 @@ MODELS: Registry[ModelSpec] = Registry(
                 check_m2,
             ),
             extra_keys=("classes", "alpha", "active_sd", "code_cov", "classify", "code_components"),
+            features=True,
         ),
         "adgm": ModelSpec(
             ADGM,
@@ -285,7 +295,7 @@ def register_model(
         description: one line for `vaelab train --help` (default: the first line of `build`'s docstring).
         replace: replace a model already registered under `name` instead of refusing.
         **more: the other `ModelSpec` fields: `objectives` (others it accepts), `defaults` (config values it
-            brings, e.g. `{"objective.kl": "mc"}`), `needs_labels`, `check`, `extra_keys`.
+            brings, e.g. `{"objective.kl": "mc"}`), `needs_labels`, `check`, `extra_keys`, `flows`, `features`.
 
     Returns:
         The registered `ModelSpec`.

@@ -228,6 +228,24 @@ def mlflow_paths(run: RunDir) -> tuple[Path, Path, Path]:
     return run.mlflow_db, run.mlflow_artifacts, run.mlflow_run
 
 
+def read_mlflow_run(ident: Path, strict: bool = True) -> dict[str, Any]:
+    """RUN/mlflow.json's tracking_uri and run_id ({} when absent); unreadable, a one-line ConfigError if
+    `strict` (a resume must continue that MLflow run), else {} (a fresh start replaces it)."""
+    try:
+        known = json.loads(ident.read_text(encoding="utf-8")) if ident.is_file() else {}
+    except (OSError, ValueError):
+        known = None
+    named = isinstance(known, dict) and all(isinstance(known.get(k), str) for k in ("tracking_uri", "run_id"))
+    if known == {} or named:
+        return known
+    if strict:
+        raise ConfigError(
+            f"{ident}: not the MLflow run this folder logs to (JSON with tracking_uri and run_id); remove it "
+            "to log to a new MLflow run"
+        )
+    return {}
+
+
 def tracking_uri(config: Config, run: RunDir) -> str:
     """`train.mlflow_uri`, or the SQLite store inside the run."""
     return config.train.mlflow_uri or f"sqlite:///{mlflow_paths(run)[0].absolute()}"
@@ -266,7 +284,7 @@ class MlflowLogger:
         from mlflow.entities import Param
 
         _, artifacts, ident = mlflow_paths(self.run)
-        known = json.loads(ident.read_text()) if ident.is_file() else {}
+        known = read_mlflow_run(ident, strict=not session.fresh)
         if known.get("tracking_uri") == self.uri:
             if not session.fresh:
                 return known["run_id"]
@@ -276,8 +294,9 @@ class MlflowLogger:
         exp_id = (
             exp.experiment_id
             if exp is not None
-            else self.client.create_experiment(
-                EXPERIMENT, artifact_location=None if self.config.train.mlflow_uri else artifacts.as_uri()
+            else self.client.create_experiment(  # a file URI needs an absolute path: --out may be relative
+                EXPERIMENT,
+                artifact_location=None if self.config.train.mlflow_uri else artifacts.absolute().as_uri(),
             )
         )
         mlrun = self.client.create_run(
@@ -331,7 +350,7 @@ def log_outputs(run_dir: str | Path, config: Config) -> None:
         return
     from mlflow import MlflowClient
 
-    known = json.loads(ident.read_text())
+    known = read_mlflow_run(ident)
     client = MlflowClient(known["tracking_uri"])
     if run.figures.is_dir():
         client.log_artifacts(known["run_id"], str(run.figures), "figures")
