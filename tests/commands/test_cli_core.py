@@ -295,6 +295,31 @@ def test_a_figure_name_in_an_unknown_format_is_refused_before_anything_runs(run2
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "RUN"],
+        ["curves", "RUN"],
+        ["report", "RUN"],
+        ["eval", "RUN"],
+        ["export", "RUN"],
+        ["vi"],
+        ["mcmc"],
+    ],
+)
+def test_an_empty_out_is_one_line_and_writes_nothing(
+    run2d, tmp_path, monkeypatch, capsys, one_line_error, argv
+):
+    """`--out ""` (an unset shell variable) fell back to the default place (RUN/figures/samples.png,
+    RUN/report.html, RUN/eval.json) or the current folder without a word."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.relative_to(run2d) for p in run2d.rglob("*"))
+    code = main([a.replace("RUN", str(run2d)) for a in argv] + ["--out", " " if argv[0] == "vi" else ""])
+    line = one_line_error(capsys, code)
+    assert line == f"vaelab {argv[0]}: error: --out is empty: name the file or folder to write"
+    assert sorted(p.relative_to(run2d) for p in run2d.rglob("*")) == before and list(tmp_path.iterdir()) == []
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train"])

@@ -17,6 +17,7 @@ from PIL import Image
 
 from vaelab.cli import main
 from vaelab.config import Config
+from vaelab.errors import ConfigError
 from vaelab.train import train
 from vaelab.viz.report import build_report, write_report
 
@@ -317,6 +318,19 @@ def test_missing_data_leaves_notes_and_the_rest(tmp_path, capsys):
 
 def test_report_of_nothing_is_one_line(tmp_path, capsys, one_line_error):
     one_line_error(capsys, main(["report", str(tmp_path / "nope")]), "vaelab report: error:", "nope")
+
+
+def test_a_report_out_that_is_not_an_html_file_is_refused(runs, tmp_path, capsys, one_line_error):
+    """It wrote HTML under a .png name; from Python an empty out fell back to RUN/report.html without a word."""
+    run = tmp_path / "vae"
+    shutil.copytree(runs / "vae", run)
+    before = sorted(p.name for p in run.rglob("*"))
+    code = main(["report", str(run), "--out", str(tmp_path / "r.png")])
+    line = one_line_error(capsys, code, "vaelab report: error:")
+    assert line.endswith(f"{tmp_path / 'r.png'}: the report is an HTML page; name a file ending in .html")
+    with pytest.raises(ConfigError, match="^'': the report is an HTML page; name a file ending in .html$"):
+        write_report(run, "")
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "r.png").exists()
 
 
 CLASS_NAMES = {

@@ -223,8 +223,6 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.train.resume import check_start
 
     load_plugins(args.plugin)  # the ranks of --nproc call run() without cli.main
-    if not args.out.strip():  # an unset shell variable: the run would land in the current folder
-        raise ConfigError("--out is empty: name the run folder to write, e.g. --out runs/mine")
     check_start(args.resume, args.overwrite)
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_assignments(args.set))

@@ -22,7 +22,7 @@ from typing import Any
 from vaelab import __version__
 from vaelab.commands.common import OpenRun, open_run
 from vaelab.data.sources import FOLDER_PREFIX
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 from vaelab.io import atomic_write_text
 from vaelab.models.protocol import Capabilities, capabilities
 from vaelab.runs import read_eval
@@ -385,5 +385,7 @@ def write_report(
         seed: the seed of the samples and interpolation pairs.
         which: the checkpoint shown, best or last.
     """
+    if out is not None and Path(out).suffix.lower() not in (".html", ".htm"):  # "" too: not the default
+        raise ConfigError(f"{str(out) or repr('')}: the report is an HTML page; name a file ending in .html")
     o = open_run(str(run), device, which)
-    return atomic_write_text(Path(out) if out else o.run.report, render(o, data_dir, seed))
+    return atomic_write_text(Path(out) if out is not None else o.run.report, render(o, data_dir, seed))
