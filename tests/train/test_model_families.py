@@ -132,7 +132,14 @@ def test_few_labels_are_balanced_seeded_and_oversampled():
 def test_settings_that_do_not_fit_a_model_are_refused(config_factory):
     cases = [
         ({"model.name": "vampprior"}, "the VampPrior is a mixture: KL.*use objective.kl=mc"),
-        ({"model.name": "cvae", "data.labelled": 10}, "data.labelled .* is for the semi-supervised model m2"),
+        (
+            {"model.name": "cvae", "data.labelled": 10},
+            "data.labelled .* is for the semi-supervised models m2, adgm$",
+        ),
+        (
+            {"data.labelled": 10},
+            "^model 'vae' does not read labels: data.labelled .* semi-supervised models m2, adgm$",
+        ),
         ({"model.name": "m2", "objective.name": "elbo"}, "model 'm2' trains with objective m2, not 'elbo'"),
         ({"objective.dreg": True}, "objective.dreg .* use it with objective.name=iwae"),
         ({"objective.name": "ivae"}, "unknown objective 'ivae'; choose one of: default, elbo"),

@@ -8,12 +8,12 @@ from vaelab.config import Config
 from vaelab.distributions.flows import GAUSSIAN as GAUSSIAN_POSTERIOR
 from vaelab.distributions.flows import parse_posterior
 from vaelab.errors import ConfigError
-from vaelab.models.registry import MODELS, ModelSpec, get_spec, objective_name
+from vaelab.models.registry import MODELS, ModelSpec, get_spec, objective_name, semi_supervised_models
 
 
 def check_model_config(cfg: Config) -> None:
-    """The model exists, accepts the objective, takes its model.extra keys (and model.features if set), and its
-    own check passes (ConfigError otherwise), before any data is read.
+    """The model exists, accepts the objective, takes its model.extra keys (and model.features, data.labelled if
+    set), and its own check passes (ConfigError otherwise), before any data is read.
 
     Args:
         cfg: the run's config.
@@ -36,6 +36,11 @@ def check_model_config(cfg: Config) -> None:
         raise ConfigError(
             f"model '{cfg.model.name}' learns on the data itself: model.features ({cfg.model.features}) is "
             f"M1+M2's, for model {takes}"
+        )
+    if cfg.data.labelled > 0 and not spec.needs_labels:
+        raise ConfigError(
+            f"model '{cfg.model.name}' does not read labels: data.labelled (--labelled) is for the "
+            f"semi-supervised models {semi_supervised_models()}"
         )
     check_posterior(cfg, spec)
     if spec.check is not None:

@@ -73,11 +73,16 @@ def _no_analytic_kl(why: str) -> Callable[[Config], None]:
     return check
 
 
+def semi_supervised_models() -> str:
+    """The registered models that learn from a few labels (their defaults set data.labelled), comma-separated."""
+    return ", ".join(n for n, spec in MODELS.items() if spec.defaults.get("data.labelled", 0) > 0)
+
+
 def _fully_labelled(cfg: Config) -> None:
     if cfg.data.labelled > 0:
         raise ConfigError(
             f"model '{cfg.model.name}' conditions on every image's label; data.labelled (keeping only some "
-            "labels) is for the semi-supervised model m2"
+            f"labels) is for the semi-supervised models {semi_supervised_models()}"
         )
 
 
