@@ -164,6 +164,7 @@ def test_every_subcommand_takes_plugin_and_a_missing_one_is_one_line(tmp_path, c
             capsys, main([name, "--plugin", str(missing)]), f"plugin {missing}: no such file"
         )
         assert line.startswith(f"vaelab {name}: error: "), line
+    one_line_error(capsys, main(["sample", "x", "--plugin", str(tmp_path)]), "a folder, not a Python file")
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,9 @@ def _tables() -> tuple[dict, ...]:
 def _import_file(source: str) -> tuple[str, Path, ModuleType | None]:
     path = Path(source).expanduser().resolve()
     if not path.is_file():
-        raise PluginError(f"plugin {source}: no such file")
+        raise PluginError(
+            f"plugin {source}: " + ("a folder, not a Python file" if path.is_dir() else "no such file")
+        )
     for name, module in list(sys.modules.items()):  # imported already under its own name: use that module
         if name.startswith(PREFIX) or not isinstance(module, ModuleType):
             continue  # (the plugins loaded here are in _LOADED)

@@ -125,3 +125,13 @@ def test_not_a_checkpoint(tmp_path):
         read_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         vaelab.load(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(
+        {"a": torch.zeros(2)}, tmp_path / "checkpoints" / "best.pt"
+    )  # the run's checkpoints folder named
+    with pytest.raises(
+        CheckpointError,
+        match="^"
+        + re.escape(f"{tmp_path / 'checkpoints'}: name the run folder ({tmp_path}) or a checkpoint"),
+    ):
+        vaelab.load(tmp_path / "checkpoints")

@@ -151,6 +151,8 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         for c in order:
             if c.is_file():
                 return c
+        if p.name == "checkpoints" and any(p.glob("*.pt")):  # a run's own checkpoints folder
+            raise CheckpointError(f"{p}: name the run folder ({p.parent}) or a checkpoint file in it")
         raise CheckpointError(f"{p}: no checkpoint in {run.checkpoints} (train the run first)")
     if not p.exists():
         raise CheckpointError(f"no run folder or checkpoint at {p}")
