@@ -145,6 +145,6 @@ def test_toy_commands_refuse_an_empty_out(command, tmp_path):
     assert (
         res.stderr.strip()
         .splitlines()[-1]
-        .endswith("the output folder is empty (an unset shell variable?): give --out FOLDER")
+        .endswith("--out is empty (an unset shell variable?): name the file or folder to write")
     )
     assert list(tmp_path.iterdir()) == []

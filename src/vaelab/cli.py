@@ -116,7 +116,7 @@ def _run(argv: list[str], command: str | None) -> int:
         load_plugins(args.plugin)  # the same plugins again (a no-op), or an abbreviated --plug
         if isinstance(vars(args).get("out"), str) and not args.out.strip():  # an unset shell variable: the
             # output would land in the current folder or silently in the default place
-            raise VaelabError("--out is empty: name the file or folder to write")
+            raise VaelabError("--out is empty (an unset shell variable?): name the file or folder to write")
         if not vars(args).get("uses_torch", True):
             return int(args.func(args) or 0)
         from vaelab.device import flush_denormals, keep_freed_memory

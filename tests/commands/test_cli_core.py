@@ -316,7 +316,10 @@ def test_an_empty_out_is_one_line_and_writes_nothing(
     before = sorted(p.relative_to(run2d) for p in run2d.rglob("*"))
     code = main([a.replace("RUN", str(run2d)) for a in argv] + ["--out", " " if argv[0] == "vi" else ""])
     line = one_line_error(capsys, code)
-    assert line == f"vaelab {argv[0]}: error: --out is empty: name the file or folder to write"
+    assert (
+        line
+        == f"vaelab {argv[0]}: error: --out is empty (an unset shell variable?): name the file or folder to write"
+    )
     assert sorted(p.relative_to(run2d) for p in run2d.rglob("*")) == before and list(tmp_path.iterdir()) == []
 
 

@@ -46,7 +46,10 @@ def test_an_empty_out_is_one_line_and_writes_nothing(tmp_path, monkeypatch, caps
     for out in ("", "  "):
         code = main(["train", *TINY_TRAIN, "--out", out])
         line = one_line_error(capsys, code)
-        assert line == "vaelab train: error: --out is empty: name the file or folder to write"
+        assert (
+            line
+            == "vaelab train: error: --out is empty (an unset shell variable?): name the file or folder to write"
+        )
     with pytest.raises(ConfigError, match="^the run folder is an empty path: name a folder, e.g. runs/mine$"):
         train(__import__("vaelab").Config().replace(**{"train.progress": False}), out="")
     assert os.listdir(tmp_path) == []
