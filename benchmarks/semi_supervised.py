@@ -398,19 +398,16 @@ def run_cells(a: argparse.Namespace) -> None:
                 if cell.get("curve") and not (out / "checkpoints" / "last.pt").is_file():
                     # its run folder is gone (another machine, another --runs-dir): training it afresh would
                     # replace its measured entry, so it is kept as it stands unless --restart-lost says
-                    if a.restart_lost and not cell.get("done"):
+                    if not a.restart_lost or cell.get("done"):
                         print(
-                            f"{key}: no run to resume in {out}; its partial entry is trained afresh",
+                            f"{key}: kept as measured ({cell.get('epochs_done', len(cell['curve']))} epochs); "
+                            f"no run to resume in {out}",
                             flush=True,
                         )
-                        train_cell(key, cfg, out, a, meta, picked("valid_error", "test_error", "test_elbo"))
                         continue
                     print(
-                        f"{key}: kept as measured ({cell.get('epochs_done', len(cell['curve']))} epochs); "
-                        f"no run to resume in {out}",
-                        flush=True,
+                        f"{key}: no run to resume in {out}; its partial entry is trained afresh", flush=True
                     )
-                    continue
                 train_cell(key, cfg, out, a, meta, picked("valid_error", "test_error", "test_elbo"))
 
 

@@ -146,14 +146,17 @@ def update_summary(out: Path, model: toy.ToyModel, section: str, entries: dict[s
     same_model = isinstance(old, dict) and old.get("model") == model.name
     for part in ("vi", "mcmc"):
         earlier = old.get(part) if same_model else None
-        for key, r in earlier.items() if isinstance(earlier, dict) else ():
-            with contextlib.suppress(KeyError, TypeError, ValueError):  # kept if its moments can be read
-                if all(np.isfinite(_moments(part, r, len(ex.mean))[1])):
-                    summary[part][key] = r
-    summary[section].update(entries)
-    for part in ("vi", "mcmc"):
-        for key, r in summary[part].items():
-            means[f"{part} {key}"], sds[f"{part} {key}"] = _moments(part, r, len(ex.mean))
+        new = entries if part == section else {}
+        for key, r in {**(earlier if isinstance(earlier, dict) else {}), **new}.items():
+            try:
+                mean, sd = _moments(part, r, len(ex.mean))
+            except (KeyError, TypeError, ValueError):
+                if key in new:
+                    raise
+                continue  # an earlier entry whose moments cannot be read is dropped
+            if key in new or all(np.isfinite(sd)):
+                summary[part][key] = r
+                means[f"{part} {key}"], sds[f"{part} {key}"] = mean, sd
     summary["comparison"] = {"mean": means, "sd": sds}
     return atomic_write_json(path, summary)
 
